@@ -1,0 +1,1 @@
+"""Grove engine: everything that is not UI. Never imports Streamlit."""

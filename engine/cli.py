@@ -1,0 +1,242 @@
+"""``grove``: the headless command line over the same engine the UI uses.
+
+    grove up [--port 8501]      build the demo if missing, start the worker and the UI, say where
+    grove demo [--no-submit]    build the embedded demo model (once) and queue the demo recipe
+    grove submit SPEC.yaml      check a spec and queue it
+    grove ls                    list runs
+    grove show RUN              one run: status, stages, candidates, log tail
+    grove cancel RUN            cancel a queued or running run
+    grove export RUN [-o F]     the run's Olive config (runs with `olive run --config F`)
+    grove worker                run the worker in the foreground
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from engine import paths
+from engine.errors import GroveError
+
+
+def _fmt_time(ts: Optional[float]) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _elapsed(run: dict[str, Any]) -> str:
+    if not run.get("started_at"):
+        return "-"
+    end = run.get("finished_at") or time.time()
+    return f"{end - run['started_at']:.1f}s"
+
+
+def human_size(n: Optional[int]) -> str:
+    if not n:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{n} B"
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from engine.registry import Registry
+
+    runs = Registry().list_runs(limit=args.limit)
+    if not runs:
+        print("no runs yet: try `grove demo`")
+        return 0
+    print(f"{'RUN':26} {'STATUS':10} {'STAGE':28} {'ELAPSED':>9}  NAME")
+    for r in runs:
+        print(f"{r['id']:26} {r['status']:10} {(r['stage'] or '')[:28]:28} {_elapsed(r):>9}  {r['name']}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from engine.registry import Registry
+    from engine.worker import log_tail
+
+    reg = Registry()
+    run = reg.find_run(args.run)
+    if args.json:
+        out = {k: v for k, v in run.items() if k not in ("olive_config",)}
+        out["spec"] = json.loads(run["spec"])
+        out["candidates"] = reg.candidates(run["id"])
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    print(f"run        {run['id']}  ({run['name']})")
+    print(f"status     {run['status']}  stage: {run['stage']}")
+    print(f"created    {_fmt_time(run['created_at'])}  started {_fmt_time(run['started_at'])}  elapsed {_elapsed(run)}")
+    if run["error_type"]:
+        print(f"error      {run['error_type']}: {run['error_message']}")
+    print(f"folder     {run['run_dir']}")
+    stages = reg.events(run["id"], kinds=["pass_started", "pass_finished", "pass_cached"])
+    if stages:
+        print("\nstages")
+        for e in stages:
+            d = e["data"]
+            if e["kind"] == "pass_finished":
+                print(f"  {d.get('name'):24} finished in {d.get('seconds', 0):.1f}s")
+            elif e["kind"] == "pass_cached":
+                print(f"  {str(d.get('name')):24} reused from cache ({d.get('model_id')})")
+    train = reg.events(run["id"], kinds=["train_step"])
+    losses = [e["data"] for e in train if "loss" in e["data"]]
+    if losses:
+        print(f"\ntraining   {len(losses)} log points, loss {losses[0]['loss']:.3f} -> {losses[-1]['loss']:.3f} at step {losses[-1]['step']}")
+    cands = reg.candidates(run["id"])
+    if cands:
+        print("\ncandidates")
+        print(f"  {'MODEL':10} {'CHAIN':40} {'SIZE':>10}  {'OUT':3}  METRICS")
+        for c in cands:
+            metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in (c["metrics"] or {}).items())
+            print(f"  {c['model_id']:10} {' > '.join(c['pass_chain'])[:40]:40} {human_size(c['size_bytes']):>10}  {'*' if c['is_output'] else ' ':3}  {metrics or '-'}")
+            if c["is_output"]:
+                print(f"  {'':10} {c['path']}")
+    tail = log_tail(Path(run["log_path"]), args.tail)
+    if tail:
+        print(f"\nlog tail ({run['log_path']})")
+        print("\n".join("  " + ln for ln in tail.splitlines()))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from engine import service
+    from engine.spec import load_spec
+
+    run = service.submit(load_spec(args.spec))
+    print(f"queued {run['id']}  ({run['name']})")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from engine import service
+
+    run = service.cancel(args.run)
+    print(f"{run['id']}: {'cancelled' if run['status'] == 'cancelled' else 'cancel requested (the worker stops it)'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from engine import service
+
+    text = service.export_config(args.run)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}; run it with: olive run --config {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine import demo
+
+    if not demo.is_built():
+        print("building the demo model (a small Phi-3 trained on the travel sample; about a minute) ...", flush=True)
+    info = demo.build_demo()
+    print(f"demo model: {info['model']}  ({info['parameters']:,} parameters, loss {info['loss_first']:.2f} -> {info['loss_last']:.2f})")
+    if args.no_submit:
+        return 0
+    from engine import recipes, service
+
+    run = service.submit(recipes.demo_spec())
+    print(f"queued {run['id']}  ({run['name']}); a running worker picks it up (`grove up` or `grove worker`)")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from engine import worker
+
+    return worker.main(["--until-idle"] if args.until_idle else [])
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from engine import demo
+
+    if not demo.is_built():
+        print("building the demo model once (about a minute) ...", flush=True)
+        demo.build_demo()
+    env = dict(os.environ, GROVE_HOME=str(paths.home()))
+    procs = [subprocess.Popen([sys.executable, "-m", "engine.worker"], env=env)]
+    ui = [sys.executable, "-m", "streamlit", "run", str(paths.REPO_ROOT / "app" / "main.py"),
+          "--server.port", str(args.port), "--server.address", args.address, "--server.headless", "true",
+          "--browser.gatherUsageStats", "false"]
+    procs.append(subprocess.Popen(ui, env=env))
+    print(f"Grove is up: open http://{args.address if args.address != '0.0.0.0' else 'localhost'}:{args.port}  (Ctrl-C stops the UI and the worker; running runs go on)", flush=True)
+
+    def stop(*_: Any) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    stop()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="grove", description="Grove: fine-tune, quantize and convert small language models with Olive.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("up", help="start the worker and the UI")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GROVE_PORT", "8501")))
+    p.add_argument("--address", default=os.environ.get("GROVE_ADDRESS", "127.0.0.1"))
+    p.set_defaults(fn=cmd_up)
+    p = sub.add_parser("demo", help="build the demo model and queue the demo recipe")
+    p.add_argument("--no-submit", action="store_true", help="only build the demo model")
+    p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("submit", help="check a run spec (YAML/JSON) and queue it")
+    p.add_argument("spec")
+    p.set_defaults(fn=cmd_submit)
+    p = sub.add_parser("ls", help="list runs")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(fn=cmd_ls)
+    p = sub.add_parser("show", help="show one run")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--tail", type=int, default=15, help="log lines to show")
+    p.set_defaults(fn=cmd_show)
+    p = sub.add_parser("cancel", help="cancel a run")
+    p.add_argument("run")
+    p.set_defaults(fn=cmd_cancel)
+    p = sub.add_parser("export", help="print or save a run's Olive config")
+    p.add_argument("run")
+    p.add_argument("-o", "--output")
+    p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("worker", help="run the worker in the foreground")
+    p.add_argument("--until-idle", action="store_true")
+    p.set_defaults(fn=cmd_worker)
+    return ap
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except GroveError as e:
+        print(f"grove: {e}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

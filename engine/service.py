@@ -1,0 +1,179 @@
+"""What the CLI and the UI do with runs: submit (with pre-flight checks), cancel, retry, export, show.
+
+``submit`` refuses bad input before anything is queued: an invalid spec (field path), a missing model folder,
+an unreadable or empty dataset, a malformed JSONL line, a template naming a missing column, more GPUs than the
+machine has. Only a spec that passes all of these becomes a queued run, with its exported Olive config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+from engine import olive_config, paths
+from engine.errors import ModelError, ResourceError, RunStateError
+from engine.registry import Registry
+from engine.spec import RunSpec
+
+FINGERPRINT_PACKAGES = (
+    "olive-ai", "onnxruntime-genai-cuda", "onnxruntime-genai", "onnxruntime-gpu", "onnxruntime",
+    "transformers", "peft", "torch", "datasets", "pydantic", "grove",
+)  # fmt: skip
+
+
+def env_fingerprint() -> dict[str, str]:
+    """Versions of everything that changes what a pass produces (Olive's cache key ignores them)."""
+    out = {}
+    for p in FINGERPRINT_PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def check_model(spec: RunSpec) -> None:
+    m = spec.model
+    if m.is_local:
+        p = m.path
+        if not p.exists():
+            raise ModelError(f"model folder not found: {p} (model.name)")
+        if not p.is_dir():
+            raise ModelError(f"model.name must be a folder with config.json, not a file: {p}")
+        if not (p / "config.json").is_file():
+            raise ModelError(f"model folder {p} has no config.json: is it a Hugging Face model folder?")
+
+
+def check_resources(spec: RunSpec, gpus_available: Optional[int] = None) -> None:
+    if spec.resources.gpus == 0:
+        return
+    if gpus_available is None:
+        from engine.worker import detect_gpus
+
+        gpus_available = len(detect_gpus())
+    if spec.resources.gpus > gpus_available:
+        raise ResourceError(
+            f"resources.gpus asks for {spec.resources.gpus} GPU(s); this machine has {gpus_available}",
+            hint="lower resources.gpus, or run on a machine with more GPUs",
+        )
+
+
+def spec_hash(spec: RunSpec, data_key: str) -> str:
+    h = hashlib.sha256()
+    h.update(spec.model_dump_json(exclude={"name"}).encode())
+    h.update(data_key.encode())
+    h.update(json.dumps(env_fingerprint(), sort_keys=True).encode())
+    if spec.model.is_local and (spec.model.path / "config.json").exists():
+        # a local model folder that changed is a different input
+        for f in sorted(spec.model.path.glob("*")):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def submit(spec: RunSpec, *, reg: Optional[Registry] = None, parent_run: Optional[str] = None,
+           gpus_available: Optional[int] = None) -> dict[str, Any]:
+    """Check everything that can be checked before launch, then queue the run."""
+    from engine import data
+
+    reg = reg or Registry()
+    check_model(spec)
+    check_resources(spec, gpus_available)
+    train_path, data_key, data_dir = None, "", ""
+    if spec.dataset is not None:
+        prep = data.prepare(spec.dataset) if spec.dataset.path else None
+        data_key = data.dataset_key(spec.dataset)
+        ddir = data.prepared_dir(spec.dataset)
+        train_path, data_dir = ddir / "train.jsonl", str(ddir)
+        if prep is not None:
+            train_path = prep.train_path
+    from engine.registry import new_run_id
+
+    run_id = new_run_id()
+    cfg = olive_config.build(spec, output_dir=paths.run_dir(run_id) / "output", train_path=train_path,
+                             searchable=_searchable(spec))
+    return reg.create_run(
+        run_id=run_id,
+        spec_json=spec.model_dump_json(),
+        spec_hash=spec_hash(spec, data_key),
+        name=spec.name,
+        olive_config=olive_config.dumps(cfg),
+        gpus_wanted=spec.resources.gpus,
+        data_dir=data_dir,
+        parent_run=parent_run,
+    )
+
+
+def _searchable(spec: RunSpec) -> Optional[dict[str, list[str]]]:
+    if spec.search is None:
+        return None
+    from engine import catalog
+
+    return catalog.searchable_params([p.type for p in spec.passes])
+
+
+def cancel(run_id: str, reg: Optional[Registry] = None) -> dict[str, Any]:
+    reg = reg or Registry()
+    return reg.request_cancel(reg.find_run(run_id)["id"])
+
+
+def retry(run_id: str, reg: Optional[Registry] = None) -> dict[str, Any]:
+    from engine.spec import parse_spec
+
+    reg = reg or Registry()
+    run = reg.find_run(run_id)
+    if run["status"] in ("queued", "running"):
+        raise RunStateError(f"run {run['id']} is {run['status']}; only finished runs can be retried")
+    return submit(parse_spec(json.loads(run["spec"])), reg=reg, parent_run=run["id"])
+
+
+def export_config(run_id: str, reg: Optional[Registry] = None) -> str:
+    reg = reg or Registry()
+    return reg.find_run(run_id)["olive_config"]
+
+
+def reuse_finished(reg: Registry, run: dict[str, Any]) -> bool:
+    """A run identical to one that already succeeded (same spec, data, packages) reuses its result at once.
+
+    Its output folder is a hard-linked copy of the earlier one and its candidates are copied, so nothing runs.
+    Returns True when the run was completed that way.
+    """
+    full = reg.get_run(run["id"])
+    with reg.db() as db:
+        prev = list(db.query(
+            "select id, olive_config from runs where spec_hash = ? and status = 'succeeded' and id != ? "
+            "order by finished_at desc limit 1", [full["spec_hash"], full["id"]]))
+    if not prev:
+        return False
+    src = Path(json.loads(prev[0]["olive_config"])["output_dir"])
+    dst = Path(json.loads(full["olive_config"])["output_dir"])
+    from engine.runner import expected_files
+
+    if not src.is_dir() or any(not (src / f).is_file() for f in expected_files(json.loads(full["olive_config"]))):
+        return False
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, dst, copy_function=_link_or_copy, dirs_exist_ok=True)
+    cands = []
+    for c in reg.candidates(prev[0]["id"]):
+        c = {k: v for k, v in c.items() if k not in ("id", "run_id", "created_at")}
+        for k in ("path", "adapter_path"):
+            if c.get(k) and c[k].startswith(str(src)):
+                c[k] = str(dst) + c[k][len(str(src)):]
+        cands.append(c)
+    reg.upsert_candidates(full["id"], cands)
+    reg.add_event(full["id"], "reused", {"from_run": prev[0]["id"], "message": f"identical to run {prev[0]['id']}: every pass reused"})
+    reg.transition(full["id"], "succeeded", expect=("running",), exit_code=0, progress=1.0, stage="succeeded (reused)")
+    return True
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
