@@ -94,11 +94,16 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"\ntraining   {len(losses)} log points, loss {losses[0]['loss']:.3f} -> {losses[-1]['loss']:.3f} at step {losses[-1]['step']}")
     cands = reg.candidates(run["id"])
     if cands:
-        print("\ncandidates")
-        print(f"  {'MODEL':10} {'CHAIN':40} {'SIZE':>10}  {'OUT':3}  METRICS")
+        print("\ncandidates  (* = Olive's best, copied to the output folder; P = Pareto frontier; goals: yes/no)")
+        print(f"  {'MODEL':10} {'CHAIN':40} {'SIZE':>10} {'':3} {'GOALS':5}  METRICS")
         for c in cands:
             metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in (c["metrics"] or {}).items())
-            print(f"  {c['model_id']:10} {' > '.join(c['pass_chain'])[:40]:40} {human_size(c['size_bytes']):>10}  {'*' if c['is_output'] else ' ':3}  {metrics or '-'}")
+            chain = " > ".join(c["pass_chain"]) or "(input model)"
+            flags = ("*" if c["is_output"] else "") + ("P" if c["pareto"] else "")
+            goals = {None: "-", 1: "yes", 0: "no"}[c.get("goals_met")]
+            print(f"  {c['model_id']:10} {chain[:40]:40} {human_size(c['size_bytes']):>10} {flags:3} {goals:5}  {metrics or '-'}")
+            for m, why in (c.get("failed") or {}).items():
+                print(f"  {'':10} {m} FAILED: {why[:200]}")
             if c["is_output"]:
                 print(f"  {'':10} {c['path']}")
     tail = log_tail(Path(run["log_path"]), args.tail)

@@ -177,6 +177,7 @@ def _with_messages(r: dict[str, Any], ds: DatasetSpec) -> dict[str, Any]:
 def dataset_key(ds: DatasetSpec) -> str:
     """Content address of the prepared data: file bytes (or hub coordinates) + every setting that shapes it."""
     h = hashlib.sha256()
+    h.update(b"prepared-v2")  # bump when the prepared files change shape
     settings = ds.model_dump(exclude={"max_seq_len"})
     h.update(json.dumps(settings, sort_keys=True).encode())
     for p in (ds.path, ds.eval_path):
@@ -258,6 +259,12 @@ def prepare(ds: DatasetSpec) -> Prepared:
         with open(tmp / name, "w", encoding="utf-8") as f:
             for r in part:
                 f.write(json.dumps(_with_messages(r, ds), ensure_ascii=False, default=str) + "\n")
+    if not ds.chat_template:
+        # a folder with the rendered texts alone, for calibration passes that load a dataset by folder name (AWQ)
+        (tmp / "calib").mkdir()
+        with open(tmp / "calib" / "train.jsonl", "w", encoding="utf-8") as f:
+            for r in train:
+                f.write(json.dumps({"text": (ds.text_template or "").format(**r)}, ensure_ascii=False) + "\n")
     (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
     try:
         tmp.rename(out)

@@ -22,6 +22,8 @@ from typing import Any, Optional
 from engine import paths
 from engine.spec import PassSpec, RunSpec
 
+# Quantizers that calibrate on data: they get the run's own training data, never a hub download.
+CALIBRATED_PASSES = {"AutoAWQQuantizer", "GptqQuantizer", "Gptq", "GptqModel"}
 # Passes that leave a PEFT adapter on the model they produce.
 ADAPTER_PASSES = {"LoRA", "QLoRA", "LoftQ", "DoRA", "LoHa", "LoKr"}
 # Modules whose LoRA MatMuls ModelBuilder may emit, over all supported architectures.
@@ -31,6 +33,7 @@ LORA_MODULES = (
 )  # fmt: skip
 DEFAULT_LAYERS = 64
 TRAIN_DATA = "train_data"
+CALIB_DATA = "calib_data"
 SYSTEM = "local_system"
 
 
@@ -82,7 +85,17 @@ def _data_configs(spec: RunSpec, train_path: Optional[Path]) -> list[dict[str, A
         pre.update({"chat_template": True, "message_col": "messages"})
     else:
         pre["text_template"] = ds.text_template
-    return [
+    configs = []
+    if any(p.type == "AutoAWQQuantizer" for p in spec.passes) and not ds.chat_template:
+        # Olive's AWQ pass hands AutoAWQ only a dataset *name*, split and text column (no data_files): name the
+        # prepared calib/ folder, whose train.jsonl holds the rendered texts in a 'text' column
+        configs.append({
+            "name": CALIB_DATA,
+            "type": "HuggingfaceContainer",
+            "load_dataset_config": {"data_name": str(train_path.parent / "calib"), "split": "train"},
+            "pre_process_data_config": {"input_cols": "text"},
+        })
+    return configs + [
         {
             "name": TRAIN_DATA,
             "type": "HuggingfaceContainer",
@@ -100,6 +113,8 @@ def _pass_config(p: PassSpec, before: list[PassSpec], spec: RunSpec, layers: int
         cfg[k] = search_parameter(vals)
     if p.type in ADAPTER_PASSES and spec.dataset is not None:
         cfg.setdefault("train_data_config", TRAIN_DATA)
+    if p.type in CALIBRATED_PASSES and spec.dataset is not None:
+        cfg.setdefault("data_config", CALIB_DATA if p.type == "AutoAWQQuantizer" else TRAIN_DATA)
     if p.type == "ModelBuilder":
         cfg.setdefault("precision", spec.target.precision if spec.target.precision in ("fp32", "fp16", "int4", "int8") else "fp32")
         has_adapter = any(b.type in ADAPTER_PASSES for b in before)
@@ -114,6 +129,8 @@ def build(
     *,
     output_dir: Path,
     train_path: Optional[Path] = None,
+    eval_path: Optional[Path] = None,
+    data_key: str = "",
     searchable: Optional[dict[str, list[str]]] = None,
 ) -> dict[str, Any]:
     """The Olive workflow config for ``spec``.
@@ -148,6 +165,10 @@ def build(
         "evaluate_input_model": False,
         "log_severity_level": 1,
     }
+    if spec.evaluation.enabled and eval_path is not None:
+        config["evaluators"] = {"grove": evaluator(spec, eval_path, data_key)}
+        config["evaluator"] = "grove"
+        config["evaluate_input_model"] = spec.evaluation.evaluate_input_model
     if spec.search is not None:
         s = spec.search
         sampler_config: dict[str, Any] = {"seed": s.seed}
@@ -163,6 +184,46 @@ def build(
             strategy["max_time"] = s.max_time_s
         config["search_strategy"] = strategy
     return config
+
+
+def evaluator(spec: RunSpec, eval_path: Path, data_key: str) -> dict[str, Any]:
+    """Grove's evaluator as an Olive custom metric (engine/olive_metrics.py) with the user's priorities and goals."""
+    from engine.evaluate import METRICS, EvalConfig
+
+    ev, ds = spec.evaluation, spec.dataset
+    assert ds is not None
+    cfg = EvalConfig(
+        eval_path=str(eval_path), text_template=ds.text_template, chat_template=ds.chat_template,
+        prompt_column=ds.prompt_column, response_column=ds.response_column, system_prompt=ds.system_prompt,
+        data_key=data_key, split_seed=ds.split_seed, max_samples=ev.max_eval_samples,
+        prompt_length=ev.prompt_length, generation_length=ev.generation_length, repeats=ev.repeats,
+        device=spec.target.device, execution_provider=spec.target.execution_provider,
+    )
+    chosen = {m.name: m for m in ev.metrics}
+    sub_types = []
+    for name, info in METRICS.items():
+        st: dict[str, Any] = {"name": name, "higher_is_better": info["higher_is_better"], "priority": -1}
+        if name in chosen:
+            st["priority"] = chosen[name].priority
+            if chosen[name].goal is not None:
+                st["goal"] = {"type": chosen[name].goal.type, "value": chosen[name].goal.value}
+        sub_types.append(st)
+    import dataclasses
+
+    return {
+        "metrics": [
+            {
+                "name": "grove",
+                "type": "custom",
+                "sub_types": sub_types,
+                "user_config": {
+                    "user_script": str(Path(__file__).with_name("olive_metrics.py")),
+                    "evaluate_func": "evaluate",
+                    "evaluate_func_kwargs": {"config": dataclasses.asdict(cfg)},
+                },
+            }
+        ]
+    }
 
 
 def dumps(config: dict[str, Any]) -> str:

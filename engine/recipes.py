@@ -36,7 +36,7 @@ def lab_recipe(
     }
     passes: list[dict[str, Any]] = []
     if gpu:
-        passes.append({"type": "AutoAWQQuantizer", "params": {"w_bit": 4}})
+        passes.append({"type": "AutoAWQQuantizer", "params": {"bits": 4}})
     passes += [
         {
             "type": "LoRA",

@@ -27,7 +27,7 @@ import sqlite_utils
 from engine import paths
 from engine.errors import RunNotFound, RunStateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 TRANSITIONS = {
@@ -116,7 +116,27 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _migrate_1}
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    """Evaluations (reused per model + adapter + fingerprint) and chat feedback."""
+    db["evaluations"].create(
+        {"key": str, "model_path": str, "adapter": str, "form": str, "fingerprint_id": str, "fingerprint": str,
+         "metrics": str, "failed": str, "samples": str, "seconds": float, "created_at": float},
+        pk="key",
+    )
+    db["evaluations"].create_index(["model_path"])
+    db["feedback"].create(
+        {"id": int, "ts": float, "run_id": str, "candidate_id": int, "model_path": str, "adapter": str,
+         "backend": str, "system_prompt": str, "prompt": str, "answer": str, "rating": int, "comment": str,
+         "settings": str, "stats": str},
+        pk="id",
+    )
+    db["feedback"].create_index(["candidate_id", "ts"])
+    db["candidates"].add_column("fingerprint_id", str)
+    db["candidates"].add_column("failed", str)
+    db["candidates"].add_column("eval_key", str)
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
 
 
 class Registry:
@@ -330,7 +350,7 @@ class Registry:
         rows = []
         for c in cands:
             r = {"run_id": run_id, "created_at": now(), **c}
-            for k in ("pass_chain", "pass_params", "metrics"):
+            for k in ("pass_chain", "pass_params", "metrics", "failed"):
                 if k in r and not isinstance(r[k], str):
                     r[k] = json.dumps(r[k], default=str)
             rows.append(r)
@@ -353,9 +373,48 @@ class Registry:
         with self.db() as db:
             out = list(db.query(sql, args))
         for c in out:
-            for k in ("pass_chain", "pass_params", "metrics"):
+            for k in ("pass_chain", "pass_params", "metrics", "failed"):
                 c[k] = json.loads(c[k]) if c.get(k) else ({} if k != "pass_chain" else [])
         return out
+
+    # -- evaluations, feedback ---------------------------------------------------------------------------
+    def get_evaluation(self, key: str) -> Optional[dict[str, Any]]:
+        with self.db() as db:
+            rows = list(db.query("select * from evaluations where key = ?", [key]))
+        if not rows:
+            return None
+        r = rows[0]
+        for k in ("fingerprint", "metrics", "failed", "samples"):
+            r[k] = json.loads(r[k] or "null")
+        return r
+
+    def save_evaluation(self, key: str, result: dict[str, Any]) -> None:
+        from engine.evaluate import fingerprint_id
+
+        row = {
+            "key": key, "model_path": result["model_path"], "adapter": result.get("adapter"), "form": result["form"],
+            "fingerprint_id": fingerprint_id(result["fingerprint"]), "created_at": now(), "seconds": result.get("seconds", 0.0),
+            **{k: json.dumps(result.get(k), default=float) for k in ("fingerprint", "metrics", "failed", "samples")},
+        }
+        with self.tx() as db:
+            db["evaluations"].upsert(row, pk="key")
+
+    def fingerprints(self, ids: Optional[list[str]] = None) -> dict[str, dict[str, Any]]:
+        """Evaluation fingerprints by id (what each candidate's numbers were measured with)."""
+        sql, args = "select fingerprint_id, fingerprint from evaluations", []
+        if ids is not None:
+            sql += " where fingerprint_id in (%s)" % ",".join("?" * len(ids))
+            args = list(ids)
+        with self.db() as db:
+            return {r["fingerprint_id"]: json.loads(r["fingerprint"]) for r in db.query(sql + " group by fingerprint_id", args)}
+
+    def feedback(self, model_path: Optional[str] = None) -> list[dict[str, Any]]:
+        sql, args = "select * from feedback", []
+        if model_path:
+            sql += " where model_path = ?"
+            args.append(model_path)
+        with self.db() as db:
+            return list(db.query(sql + " order by id", args))
 
     # -- workers -----------------------------------------------------------------------------------------
     def worker_beat(self, worker_id: str, slots: dict[str, Any]) -> None:

@@ -26,7 +26,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
-from engine import paths
 from engine.registry import Registry, now
 
 HEARTBEAT_S = float(os.environ.get("GROVE_HEARTBEAT_S", "1.0"))
@@ -135,25 +134,37 @@ def model_path_of(node: dict[str, Any]) -> Optional[str]:
     return cfg.get("model_path")
 
 
-def candidates_from_footprint(fp: dict[str, Any], output_dir: Path, output_ids: set[str]) -> list[dict[str, Any]]:
-    """Every model the workflow produced, with its pass chain from the input model."""
+def _metric_values(node: dict[str, Any]) -> tuple[dict[str, float], Optional[bool]]:
+    """Grove metric values of a footprint node (Olive names them 'grove-<metric>'), and whether goals were met."""
+    m = node.get("metrics") or {}
+    values = {}
+    for k, v in (m.get("value") or {}).items():
+        name = k.split("-", 1)[1] if k.startswith("grove-") else k
+        values[name] = v.get("value") if isinstance(v, dict) else v
+    return values, (m.get("if_goals_met") if m else None)
+
+
+def candidates_from_footprint(fp: dict[str, Any], output_dir: Path, best_ids: set[str]) -> list[dict[str, Any]]:
+    """Every model the workflow produced (and the input model when it was evaluated), with its pass chain."""
     out = []
+    parents = {n.get("parent_model_id") for n in fp.values()}
     for mid, node in fp.items():
-        if not node.get("from_pass"):
-            continue  # the input model
         mc = node.get("model_config_data") or {}
         if mc.get("is_pruned"):
             continue
+        metrics, goals_met = _metric_values(node)
+        if not node.get("from_pass") and not metrics:
+            continue  # the input model, not evaluated
         chain, cur = [], node
         while cur and cur.get("from_pass"):
             chain.append(cur["from_pass"])
             cur = fp.get(cur.get("parent_model_id") or "")
         chain.reverse()
         path = model_path_of(node)
-        is_output = mid in output_ids
-        if is_output and (output_dir / "model.onnx").exists() and len(output_ids) == 1:
-            path = str(output_dir)
         cfg = mc.get("config") or {}
+        is_output = mid in best_ids
+        if is_output and (output_dir / "model.onnx").exists():
+            path = str(output_dir)
         size = 0
         for key in ("model_path", "adapter_path"):
             if cfg.get(key) and Path(cfg[key]).exists():
@@ -163,18 +174,45 @@ def candidates_from_footprint(fp: dict[str, Any], output_dir: Path, output_ids: 
                 "model_id": mid,
                 "adapter_path": cfg.get("adapter_path") or _onnx_adapter(path),
                 "parent_model_id": node.get("parent_model_id"),
-                "from_pass": node["from_pass"],
+                "from_pass": node.get("from_pass") or "input",
                 "pass_chain": chain,
                 "pass_params": node.get("pass_run_config") or {},
                 "path": path,
                 "model_type": mc.get("type"),
                 "size_bytes": size,
-                "metrics": (node.get("metrics") or {}).get("value", {}) if isinstance(node.get("metrics"), dict) else {},
+                "metrics": metrics,
+                "goals_met": None if goals_met is None or not metrics else int(bool(goals_met)),
                 "is_output": int(is_output),
                 "pareto": int(bool(node.get("is_pareto_frontier"))),
+                "is_leaf": mid not in parents,
             }
         )
     return out
+
+
+def attach_evaluations(cands: list[dict[str, Any]], config: dict[str, Any], reg: Registry) -> None:
+    """Failed metrics (with reasons), sample answers and the fingerprint, from the evaluator's registry records."""
+    ev = (config.get("evaluators") or {}).get("grove")
+    if not ev:
+        return
+    from engine.evaluate import EvalConfig, eval_key, fingerprint_id
+
+    cfg = EvalConfig(**ev["metrics"][0]["user_config"]["evaluate_func_kwargs"]["config"])
+    for c in cands:
+        if not c["metrics"] or not c["path"]:
+            continue
+        folder = _eval_path(c)
+        adapter = c["adapter_path"] if c["model_type"] == "hfmodel" else ("adapter_weights" if _onnx_adapter(folder) else None)
+        rec = reg.get_evaluation(eval_key(_eval_path(c), adapter, cfg))
+        c["fingerprint_id"] = fingerprint_id(cfg.fingerprint())
+        if rec:
+            c["failed"] = rec["failed"] or {}
+            c["eval_key"] = rec["key"]
+
+
+def _eval_path(c: dict[str, Any]) -> str:
+    """The folder Olive evaluated (the cache copy, not the output copy)."""
+    return c.get("_eval_path") or c["path"]
 
 
 def _onnx_adapter(path: Optional[str]) -> Optional[str]:
@@ -238,20 +276,30 @@ def run(run_id: str) -> int:
         sink.stage = "loading Olive"
         sink.emit("log", level="INFO", message=f"runner started, pid {os.getpid()}")
         _prepare_data(row)
+        from engine import olive_compat
+
+        olive_compat.register_hook()  # Olive bugs Grove's evaluator hits (no-op when the .pth hook already did it)
         from olive.workflows import run as olive_run
 
         handler = OliveLogHandler(sink, len(config.get("passes", {})))
         logging.getLogger("olive").addHandler(handler)
         install_trainer_callback(sink)
         sink.stage = "running"
-        olive_run(str(cfg_path))
+        wf = olive_run(str(cfg_path))
         output_dir = Path(config["output_dir"])
         fp_path = output_dir / "footprint.json"
         fp = json.loads(fp_path.read_text()) if fp_path.exists() else {}
-        output_ids = final_model_ids(output_dir / "output_footprint.json")
-        cands = candidates_from_footprint(fp, output_dir, output_ids)
+        best = wf.get_best_candidate() if wf is not None and wf.has_output_model() else None
+        best_ids = {best.model_id} if best is not None else final_model_ids(output_dir / "output_footprint.json")
+        cands = candidates_from_footprint(fp, output_dir, best_ids)
+        for c in cands:
+            c["_eval_path"] = model_path_of(fp[c["model_id"]]) or c["path"]
+        attach_evaluations(cands, config, reg)
+        for c in cands:
+            c.pop("_eval_path", None)
+            c.pop("is_leaf", None)
         missing = [f for f in expected_files(config) if not (output_dir / f).is_file()]
-        if missing or not output_ids:
+        if missing or not best_ids:
             raise OutputMissing(
                 "Olive finished without the promised output "
                 + (f"(missing in {output_dir}: {', '.join(missing)})" if missing else "(no output model)")

@@ -97,6 +97,7 @@ def submit(spec: RunSpec, *, reg: Optional[Registry] = None, parent_run: Optiona
 
     run_id = new_run_id()
     cfg = olive_config.build(spec, output_dir=paths.run_dir(run_id) / "output", train_path=train_path,
+                             eval_path=Path(data_dir) / "eval.jsonl" if data_dir else None, data_key=data_key,
                              searchable=_searchable(spec))
     return reg.create_run(
         run_id=run_id,

@@ -158,8 +158,17 @@ class MetricSpec(_Frozen):
     goal: Optional[GoalSpec] = None
 
 
+# Olive's valid ranges for percent goals, by (goal type, higher_is_better) (olive/evaluator/metric.py)
+PERCENT_RANGES = {
+    ("percent-min-improvement", True): (0, float("inf")),
+    ("percent-min-improvement", False): (0, 100),
+    ("percent-max-degradation", True): (0, 100),
+    ("percent-max-degradation", False): (0, float("inf")),
+}
+
+
 class EvaluationSpec(_Frozen):
-    """How candidates are measured (filled in by the evaluation work; off by default)."""
+    """How candidates are measured (engine.evaluate); off unless enabled."""
 
     enabled: bool = False
     metrics: list[MetricSpec] = Field(default_factory=list)
@@ -168,6 +177,28 @@ class EvaluationSpec(_Frozen):
     generation_length: int = Field(64, gt=0)
     repeats: int = Field(3, gt=0)
     evaluate_input_model: bool = True
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_ok(cls, v: list[MetricSpec]) -> list[MetricSpec]:
+        from engine.evaluate import METRICS
+
+        errors = []
+        for i, m in enumerate(v):
+            if m.name not in METRICS:
+                errors.append(f"metrics.{i}.name: unknown metric '{m.name}'; known: {', '.join(METRICS)}")
+                continue
+            if m.goal is not None and m.goal.type.startswith("percent"):
+                lo, hi = PERCENT_RANGES[(m.goal.type, METRICS[m.name]["higher_is_better"])]
+                if not lo < m.goal.value < hi:
+                    errors.append(f"metrics.{i}.goal.value: {m.goal.value} is out of range for {m.goal.type} on "
+                                  f"{m.name} (must be between {lo} and {hi}, exclusive)")
+        prios = [m.priority for m in v]
+        if len(set(prios)) != len(prios):
+            errors.append("metrics: each metric needs its own priority (1 ranks first)")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return v
 
 
 class SearchSpec(_Frozen):
@@ -206,6 +237,8 @@ class RunSpec(_Frozen):
             raise ValueError("resources.gpus > 0 but target.device is 'cpu'")
         if any(p.search for p in self.passes) and self.search is None:
             raise ValueError("a pass has searchable parameters: add a 'search' section")
+        if self.evaluation.enabled and self.dataset is None:
+            raise ValueError("evaluation needs a dataset: its held-out split is what candidates are measured on")
         return self
 
     def to_json(self) -> str:

@@ -32,7 +32,7 @@ from typing import Any, Optional, Protocol
 
 from engine import paths
 from engine.errors import RunStateError
-from engine.registry import Registry, now
+from engine.registry import Registry
 
 log = logging.getLogger("grove.worker")
 POLL_S = float(os.environ.get("GROVE_POLL_S", "0.5"))

@@ -4,7 +4,10 @@ import json
 import time
 from typing import Callable
 
+from pathlib import Path
+
 from engine.registry import Registry
+from engine.worker import LocalExecutor, Slots, Worker
 
 
 def fake_run(reg: Registry, mode: str, gpus: int = 0) -> dict:
@@ -37,3 +40,36 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def make_worker() -> Worker:
+    return Worker(Registry(), LocalExecutor("engine.runner"), Slots(cpu=1, gpus=[]))
+
+
+def run_to_end(run_id: str, timeout: float = 300) -> dict:
+    w = make_worker()
+    w.start()
+    reg = Registry()
+    wait_for(lambda: reg.get_run(run_id)["status"] in ("succeeded", "failed", "cancelled"), timeout, w.tick, 0.2)
+    return reg.get_run(run_id)
+
+
+def generate(folder: str, adapter: str | None, question: str = "What should I see in Lisbon?") -> str:
+    import onnxruntime_genai as og
+
+    model = og.Model(folder)
+    tok = og.Tokenizer(model)
+    adapters = og.Adapters(model)
+    adapters.load(str(Path(folder) / "adapter_weights.onnx_adapter"), "travel")
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=96, do_sample=False)
+    gen = og.Generator(model, params)
+    if adapter:
+        gen.set_active_adapter(adapters, adapter)
+    prompt = tok.apply_chat_template(json.dumps([{"role": "user", "content": question}]), add_generation_prompt=True)
+    gen.append_tokens(tok.encode(prompt))
+    out = []
+    while not gen.is_done():
+        gen.generate_next_token()
+        out.append(gen.get_next_tokens()[0])
+    return tok.decode(out)

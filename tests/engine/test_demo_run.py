@@ -13,54 +13,10 @@ from engine import recipes, service
 from engine.errors import DataError, ModelError
 from engine.registry import Registry
 from engine.spec import parse_spec
-from engine.worker import LocalExecutor, Slots, Worker
 
-from .helpers import pid_alive, wait_for
+from .helpers import generate, make_worker, pid_alive, run_to_end, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def make_worker() -> Worker:
-    return Worker(Registry(), LocalExecutor("engine.runner"), Slots(cpu=1, gpus=[]))
-
-
-def run_to_end(run_id: str, timeout: float = 300) -> dict:
-    w = make_worker()
-    w.start()
-    reg = Registry()
-    wait_for(lambda: reg.get_run(run_id)["status"] in ("succeeded", "failed", "cancelled"), timeout, w.tick, 0.2)
-    return reg.get_run(run_id)
-
-
-def generate(folder: str, adapter: str | None, question: str = "What should I see in Lisbon?") -> str:
-    import onnxruntime_genai as og
-
-    model = og.Model(folder)
-    tok = og.Tokenizer(model)
-    adapters = og.Adapters(model)
-    adapters.load(str(Path(folder) / "adapter_weights.onnx_adapter"), "travel")
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=96, do_sample=False)
-    gen = og.Generator(model, params)
-    if adapter:
-        gen.set_active_adapter(adapters, adapter)
-    prompt = tok.apply_chat_template(json.dumps([{"role": "user", "content": question}]), add_generation_prompt=True)
-    gen.append_tokens(tok.encode(prompt))
-    out = []
-    while not gen.is_done():
-        gen.generate_next_token()
-        out.append(gen.get_next_tokens()[0])
-    return tok.decode(out)
-
-
-@pytest.fixture(scope="module")
-def demo_run(demo) -> dict:
-    spec = recipes.demo_spec()
-    run = service.submit(spec)
-    t0 = time.perf_counter()
-    done = run_to_end(run["id"])
-    done["_wall"] = time.perf_counter() - t0
-    return done
 
 
 def test_demo_recipe_succeeds_with_candidates_and_progress(demo_run):
@@ -84,9 +40,10 @@ def test_demo_recipe_succeeds_with_candidates_and_progress(demo_run):
 
 def test_generates_with_and_without_the_adapter(demo_run):
     final = next(c for c in Registry().candidates(demo_run["id"]) if c["is_output"])
-    with_adapter = generate(final["path"], "travel")
-    base = generate(final["path"], None)  # the int4 base with no adapter active must not crash
-    assert len(with_adapter.split()) >= 5 and len(base.split()) >= 3
+    questions = ["What should I see in Lisbon?", "How do I get around Tokyo?", "What food should I try in Mexico City?"]
+    with_adapter = [generate(final["path"], "travel", q) for q in questions]
+    base = [generate(final["path"], None, q) for q in questions]  # the int4 base, no adapter: must not crash
+    assert sum(len(a.split()) for a in with_adapter) >= 10 and sum(len(a.split()) for a in base) >= 10
     assert with_adapter != base
 
 
@@ -99,8 +56,8 @@ def test_exported_config_is_what_ran(demo_run):
     assert mb["precision"] == "int4" and "/model/layers.0/attn/q_proj/lora_A/MatMul" in mb["int4_nodes_to_exclude"]
 
 
-def test_second_launch_reuses_everything(demo_run):
-    again = service.submit(recipes.demo_spec())
+def test_second_launch_reuses_everything(demo_run, demo_spec):
+    again = service.submit(demo_spec)
     t0 = time.perf_counter()
     done = run_to_end(again["id"])
     wall = time.perf_counter() - t0
@@ -125,13 +82,20 @@ def test_cancel_during_training_then_identical_launch_succeeds(demo_run, grove_h
     wait_for(lambda: reg.get_run(run["id"])["status"] == "cancelled", 5, w.tick, 0.05)
     assert time.monotonic() - t0 < 5
     wait_for(lambda: not pid_alive(pid), 5, w.tick)
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pid, 0)  # the whole process group is gone
+    wait_for(lambda: not _group_alive(pid), 5, w.tick)  # the whole process group is gone
     assert not (Path(run["run_dir"]) / "tmp").exists()
     assert not list(Path("/tmp").glob(f"olive_tmp*{pid}*"))
     again = service.submit(spec)
     done = run_to_end(again["id"])
     assert done["status"] == "succeeded", done["error_message"]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_bad_input_is_refused_before_queueing(demo, tmp_path):

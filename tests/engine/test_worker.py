@@ -107,9 +107,8 @@ def test_two_gpus_two_runs_third_waits(env):
         w.tick()
     status = [reg.get_run(r["id"])["status"] for r in runs]
     assert status == ["running", "running", "queued"]
-    wait_for(lambda: all(reg.get_run(r["id"])["pid"] for r in runs[:2]), 10, w.tick)
-    time.sleep(0.5)
-    logs = [Path(reg.get_run(r["id"])["log_path"]).read_text() for r in runs[:2]]
+    wait_for(lambda: all("CUDA_VISIBLE_DEVICES" in _log(reg, r) for r in runs[:2]), 10, w.tick)
+    logs = [_log(reg, r) for r in runs[:2]]
     pinned = sorted(next(ln for ln in log.splitlines() if "CUDA_VISIBLE_DEVICES" in ln).split("CUDA_VISIBLE_DEVICES=")[1].split()[0] for log in logs)
     assert pinned == ["'0'", "'1'"]
     service.cancel(runs[0]["id"])

@@ -1,0 +1,110 @@
+"""The evaluator on real models: the demo model (transformers) and its int4 ONNX candidate (onnxruntime-genai)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import evaluate as ev
+from engine.compare import comparability, pareto
+from engine.registry import Registry
+
+pytestmark = pytest.mark.slow
+
+TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
+
+
+@pytest.fixture(scope="module")
+def cfg(demo_run) -> ev.EvalConfig:
+    spec = json.loads(demo_run["spec"])
+    data_dir = Path(demo_run["data_dir"])
+    return ev.EvalConfig(eval_path=str(data_dir / "eval.jsonl"), text_template=spec["dataset"]["text_template"],
+                         data_key=data_dir.name, max_samples=20, generation_length=32, repeats=2)
+
+
+@pytest.fixture(scope="module")
+def onnx_folder(demo_run) -> str:
+    return next(c for c in Registry().candidates(demo_run["id"]) if c["is_output"])["path"]
+
+
+@pytest.fixture(scope="module")
+def results(cfg, onnx_folder, demo) -> dict:
+    return {
+        "on": ev.evaluate(onnx_folder, cfg, adapter="adapter_weights"),
+        "off": ev.evaluate(onnx_folder, cfg, adapter=None),
+        "hf": ev.evaluate(demo["model"], cfg),
+    }
+
+
+def test_every_metric_is_measured_for_every_form(results):
+    for name, r in results.items():
+        assert not r.failed, (name, r.failed)
+        assert set(r.metrics) == set(ev.METRICS), name
+        assert r.metrics["decode_tps"] > 0 and r.metrics["ttft_ms"] > 0
+        assert r.metrics["latency_p90_ms"] >= r.metrics["latency_p50_ms"]
+        assert 0 <= r.metrics["rouge_l"] <= 1 and r.metrics["perplexity"] > 1
+        assert len(r.samples) == 5 and all(s["reference"] for s in r.samples)
+    assert results["hf"].form == "transformers" and results["on"].form == "onnxruntime-genai"
+
+
+def test_adapter_changes_quality_on_travel_questions(results):
+    on, off = results["on"].metrics, results["off"].metrics
+    assert on["loss"] != pytest.approx(off["loss"], abs=1e-4)
+    assert [s["answer"] for s in results["on"].samples] != [s["answer"] for s in results["off"].samples]
+
+
+def test_int4_is_smaller_and_faster_than_the_fp32_original(results):
+    assert results["on"].metrics["size_mb"] < results["hf"].metrics["size_mb"] / 2
+    assert results["off"].metrics["decode_tps"] > results["hf"].metrics["decode_tps"]
+
+
+def test_quality_is_close_between_fp32_and_int4_base(results):
+    # same weights family: int4 quantization moves loss, but not wildly
+    assert abs(results["off"].metrics["loss"] - results["hf"].metrics["loss"]) < 1.0
+
+
+def test_evaluation_is_stored_and_reused(cfg, onnx_folder):
+    reg = Registry()
+    first = ev.evaluate_cached(onnx_folder, cfg, adapter="adapter_weights", reg=reg)
+    t0 = time.perf_counter()
+    again = ev.evaluate_cached(onnx_folder, cfg, adapter="adapter_weights", reg=reg)
+    assert again.reused and time.perf_counter() - t0 < 1.0
+    assert again.metrics == pytest.approx(first.metrics)
+
+
+def test_a_failing_metric_is_marked_with_its_reason(cfg, onnx_folder):
+    import dataclasses
+
+    bad = dataclasses.replace(cfg, prompt_length=100_000)  # longer than the model's context
+    r = ev.evaluate(onnx_folder, bad, adapter=None)
+    assert set(r.failed) == set(ev.SPEED)
+    assert "context length" in r.failed["decode_tps"]
+    assert "rouge_l" in r.metrics and "size_mb" in r.metrics  # the rest is still measured
+
+
+def test_fingerprints_say_when_numbers_are_not_comparable(cfg):
+    import dataclasses
+
+    other = dataclasses.replace(cfg, prompt_length=64)
+    a, b = cfg.fingerprint(), other.fingerprint()
+    assert ev.fingerprint_diff(a, b) == ["prompt_length"]
+    ida, idb = ev.fingerprint_id(a), ev.fingerprint_id(b)
+    cands = [{"metrics": {"rouge_l": 0.1}, "fingerprint_id": ida}, {"metrics": {"rouge_l": 0.2}, "fingerprint_id": idb}]
+    ok, msg = comparability(cands, {ida: a, idb: b})
+    assert not ok and "prompt_length" in msg
+    assert comparability(cands[:1], {ida: a}) == (True, "")
+
+
+def test_pareto_front():
+    cands = [{"metrics": {"decode_tps": t, "rouge_l": q}} for t, q in [(10, 0.5), (20, 0.4), (5, 0.3), (20, 0.5)]]
+    assert pareto(cands, "decode_tps", "rouge_l") == {3}
+    assert pareto(cands[:3], "decode_tps", "rouge_l") == {0, 1}
+
+
+def test_rouge_l():
+    assert ev.rouge_l("the cat sat", "the cat sat") == 1.0
+    assert ev.rouge_l("a b c d", "a c") == pytest.approx(2 * (2 / 4) * 1 / (2 / 4 + 1))
+    assert ev.rouge_l("", "x") == 0.0
