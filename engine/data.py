@@ -140,7 +140,7 @@ def apply_columns(rows: list[tuple[int, dict[str, Any]]], ds: DatasetSpec, sourc
     return out
 
 
-def _clean(v: Any) -> Any:
+def clean(v: Any) -> Any:
     if isinstance(v, str):
         return v.replace("\r\n", "\n").replace("\r", "\n").strip()
     return v
@@ -156,7 +156,7 @@ def split_rows(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[
     return train, ev
 
 
-def _key_text(r: dict[str, Any], ds: DatasetSpec) -> str:
+def key_text(r: dict[str, Any], ds: DatasetSpec) -> str:
     col = ds.prompt_column if ds.chat_template else (template_fields(ds.text_template or "") or [""])[0]
     return " ".join(str(r.get(col, "")).lower().split())
 
@@ -228,11 +228,11 @@ def prepare(ds: DatasetSpec) -> Prepared:
         rows, ev = load_local(ds)
     else:
         rows, ev = load_hub(ds), None
-    rows = [{k: _clean(v) for k, v in r.items()} for r in rows]
+    rows = [{k: clean(v) for k, v in r.items()} for r in rows]
     if ev is None:
         train, ev = split_rows(rows, ds.eval_split or 0.1, ds.split_seed)
     else:
-        train, ev = rows, [{k: _clean(v) for k, v in r.items()} for r in ev]
+        train, ev = rows, [{k: clean(v) for k, v in r.items()} for r in ev]
     if ds.max_samples:
         train = train[: ds.max_samples]
     if len(ev) < MIN_EVAL_ROWS:
@@ -242,8 +242,8 @@ def prepare(ds: DatasetSpec) -> Prepared:
         )
     if len(train) < MIN_TRAIN_ROWS:
         raise DataError(f"train split too small: {len(train)} rows; at least {MIN_TRAIN_ROWS} are needed")
-    eval_keys = {_key_text(r, ds) for r in ev}
-    dups = sorted({_key_text(r, ds) for r in train} & eval_keys)
+    eval_keys = {key_text(r, ds) for r in ev}
+    dups = sorted({key_text(r, ds) for r in train} & eval_keys)
     stats = {
         "rows": len(rows),
         "train_rows": len(train),
@@ -281,7 +281,7 @@ def preview(ds: DatasetSpec, n: int = 5) -> list[dict[str, Any]]:
     rows, _ = load_local(ds) if ds.path else (load_hub(ds), None)
     out = []
     for r in rows[:n]:
-        r = {k: _clean(v) for k, v in r.items()}
+        r = {k: clean(v) for k, v in r.items()}
         if ds.text_template:
             r = {**r, "_text": ds.text_template.format(**r)}
         out.append(r)

@@ -47,6 +47,8 @@ class EventSink:
         self._lock = threading.Lock()
         self.stage = "starting"
         self.progress = 0.0
+        self.passes_done = 0
+        self.n_passes = 1
 
     def emit(self, kind: str, **data: Any) -> None:
         with self._lock:
@@ -65,6 +67,7 @@ class OliveLogHandler(logging.Handler):
     def __init__(self, sink: EventSink, n_passes: int) -> None:
         super().__init__(logging.INFO)
         self.sink, self.n_passes, self.done = sink, max(n_passes, 1), 0
+        sink.n_passes = self.n_passes
         self._pending: Optional[str] = None
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -78,10 +81,12 @@ class OliveLogHandler(logging.Handler):
             self.sink.emit("pass_started", name=m["name"], type=m["type"])
         elif m := CACHE_HIT.match(msg):
             self.done += 1
+            self.sink.passes_done = self.done
             self.sink.progress = min(self.done / self.n_passes, 0.99)
             self.sink.emit("pass_cached", name=self._pending, model_id=m["model_id"])
         elif m := PASS_END.match(msg):
             self.done += 1
+            self.sink.passes_done = self.done
             self.sink.progress = min(self.done / self.n_passes, 0.99)
             self.sink.emit("pass_finished", name=m["name"], type=m["type"], seconds=float(m["seconds"]))
         elif m := SEARCH_POINT.match(msg):
@@ -106,6 +111,8 @@ def install_trainer_callback(sink: EventSink) -> None:
         def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
             if state.max_steps:
                 sink.stage = f"training {state.global_step}/{state.max_steps}"
+                # progress inside the training pass, so the UI can estimate what is left
+                sink.progress = min((sink.passes_done + state.global_step / state.max_steps) / sink.n_passes, 0.99)
 
     original = transformers.Trainer.__init__
     if getattr(original, "_grove", False):

@@ -77,28 +77,33 @@ def spec_hash(spec: RunSpec, data_key: str) -> str:
     return h.hexdigest()[:20]
 
 
+def olive_config_for(spec: RunSpec, output_dir: Path) -> tuple[dict[str, Any], str, str]:
+    """The Olive workflow config a run of ``spec`` executes (local data is prepared, as at launch).
+
+    Returns ``(config, data key, prepared data folder)``. Used by ``submit`` and by the UI's "download config".
+    """
+    from engine import data
+
+    train_path, eval_path, data_key, data_dir = None, None, "", ""
+    if spec.dataset is not None:
+        ddir = data.prepared_dir(spec.dataset)
+        train_path = data.prepare(spec.dataset).train_path if spec.dataset.path else ddir / "train.jsonl"
+        eval_path, data_key, data_dir = ddir / "eval.jsonl", data.dataset_key(spec.dataset), str(ddir)
+    cfg = olive_config.build(spec, output_dir=output_dir, train_path=train_path, eval_path=eval_path,
+                             data_key=data_key, searchable=_searchable(spec))
+    return cfg, data_key, data_dir
+
+
 def submit(spec: RunSpec, *, reg: Optional[Registry] = None, parent_run: Optional[str] = None,
            gpus_available: Optional[int] = None) -> dict[str, Any]:
     """Check everything that can be checked before launch, then queue the run."""
-    from engine import data
+    from engine.registry import new_run_id
 
     reg = reg or Registry()
     check_model(spec)
     check_resources(spec, gpus_available)
-    train_path, data_key, data_dir = None, "", ""
-    if spec.dataset is not None:
-        prep = data.prepare(spec.dataset) if spec.dataset.path else None
-        data_key = data.dataset_key(spec.dataset)
-        ddir = data.prepared_dir(spec.dataset)
-        train_path, data_dir = ddir / "train.jsonl", str(ddir)
-        if prep is not None:
-            train_path = prep.train_path
-    from engine.registry import new_run_id
-
     run_id = new_run_id()
-    cfg = olive_config.build(spec, output_dir=paths.run_dir(run_id) / "output", train_path=train_path,
-                             eval_path=Path(data_dir) / "eval.jsonl" if data_dir else None, data_key=data_key,
-                             searchable=_searchable(spec))
+    cfg, data_key, data_dir = olive_config_for(spec, paths.run_dir(run_id) / "output")
     return reg.create_run(
         run_id=run_id,
         spec_json=spec.model_dump_json(),
@@ -149,7 +154,7 @@ def reuse_finished(reg: Registry, run: dict[str, Any]) -> bool:
     with reg.db() as db:
         prev = list(db.query(
             "select id, olive_config from runs where spec_hash = ? and status = 'succeeded' and id != ? "
-            "order by finished_at desc limit 1", [full["spec_hash"], full["id"]]))
+            "order by (stage = 'succeeded (reused)'), finished_at desc limit 1", [full["spec_hash"], full["id"]]))
     if not prev:
         return False
     src = Path(json.loads(prev[0]["olive_config"])["output_dir"])

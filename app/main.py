@@ -1,0 +1,38 @@
+"""Grove's router: ``streamlit run app/main.py`` (``./grove up`` does it). Pages are listed explicitly below;
+adding one (compare, chat) is one line in PAGES."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [  # (file in pages/, title, icon, section)
+    ("home.py", "Home", ":material/home:", "Grove"),
+    ("model_data.py", "Model & data", ":material/dataset:", "Build"),
+    ("workflow.py", "Workflow", ":material/account_tree:", "Build"),
+    ("runs.py", "Runs", ":material/monitoring:", "Watch"),
+    # ("compare.py", "Compare", ":material/compare:", "Watch"),
+    # ("chat.py", "Chat", ":material/chat:", "Watch"),
+]
+
+
+def page(file: str) -> st.Page:
+    """The st.Page for pages/<file> (for st.switch_page and st.page_link)."""
+    for f, title, icon, _ in PAGES:
+        if f == file:
+            return st.Page(ROOT / "pages" / f, title=title, icon=icon, default=f == PAGES[0][0])
+    raise KeyError(file)
+
+
+def main() -> None:
+    st.set_page_config(page_title="Grove", page_icon=":material/park:", layout="wide")
+    nav: dict[str, list[st.Page]] = {}
+    for f, _title, _icon, section in PAGES:
+        nav.setdefault(section, []).append(page(f))
+    st.navigation(nav).run()
+
+
+if __name__ == "__main__":
+    main()

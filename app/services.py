@@ -1,0 +1,461 @@
+"""The UI's only door into engine/. Reads are cached with a ttl (keyed by GROVE_HOME, so tests with their own
+home never see another's data); writes go through engine.service and clear the caches.
+
+Nothing here imports Olive, torch, transformers or datasets: the catalog is built in a child process, Hub
+previews run in one, and the demo is built by ``python -m engine.cli demo`` in the background.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from engine import catalog as catalog_mod
+from engine import dataview, demo, drafts, estimate, olive_import, paths, preflight, service, views
+from engine.data import template_fields
+from engine.errors import DataError, GroveError
+from engine.registry import STATUSES, Registry
+from engine.spec import DatasetSpec, parse_spec
+
+LIVE_TTL = 2
+TTL = 30
+UPLOAD_LIMIT_MB = 200
+ACTIVE = ("queued", "running")
+
+
+def home() -> str:
+    return str(paths.home())
+
+
+@st.cache_resource(show_spinner=False)
+def _registry(db: str) -> Registry:
+    return Registry(Path(db))
+
+
+def registry() -> Registry:
+    return _registry(str(paths.db_path()))
+
+
+def clear() -> None:
+    st.cache_data.clear()
+
+
+# -- runs ---------------------------------------------------------------------------------------------------------
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False)
+def _runs(h: str, status: tuple[str, ...], limit: int, offset: int) -> list[dict[str, Any]]:
+    reg = registry()
+    return views.run_rows(reg, reg.list_runs(status=list(status) or None, limit=limit, offset=offset))
+
+
+def runs(status: tuple[str, ...] = (), limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """Rows for run tables: id, name, status, stage, progress, created, elapsed, eta, error."""
+    return _runs(home(), tuple(status), limit, offset)
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False)
+def _counts(h: str) -> dict[str, int]:
+    return registry().count_runs()
+
+
+def counts() -> dict[str, int]:
+    return _counts(home())
+
+
+@st.cache_data(ttl=1, show_spinner=False)
+def _run(h: str, run_id: str) -> dict[str, Any]:
+    return registry().find_run(run_id)
+
+
+def run(run_id: str) -> dict[str, Any]:
+    return _run(home(), run_id)
+
+
+@st.cache_data(ttl=1, show_spinner=False)
+def _live(h: str, run_id: str) -> dict[str, Any]:
+    from engine.worker import log_tail
+
+    reg = registry()
+    r = reg.get_run(run_id)
+    return {
+        "run": r,
+        "timeline": views.timeline(reg, r),
+        "curve": views.train_curve(reg, run_id),
+        "log_tail": log_tail(Path(r["log_path"] or "/nonexistent"), 40),
+        "logs": views.recent_logs(reg, run_id),
+        "failure_tail": views.failure_tail(reg, run_id) if r["status"] == "failed" else "",
+    }
+
+
+def live(run_id: str) -> dict[str, Any]:
+    """A run with its timeline, training curve, log tail and notable log events."""
+    return _live(home(), run_id)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _candidates(h: str, run_id: str) -> list[dict[str, Any]]:
+    return registry().candidates(run_id)
+
+
+def candidates(run_id: str) -> list[dict[str, Any]]:
+    return _candidates(home(), run_id)
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False)
+def _slots(h: str) -> dict[str, Any]:
+    return views.slots(registry().live_workers())
+
+
+def slots() -> dict[str, Any]:
+    return _slots(home())
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _candidate_count(h: str) -> int:
+    return views.count_candidates(registry())
+
+
+def candidate_count() -> int:
+    return _candidate_count(home())
+
+
+def failure_hint(error_type: str | None) -> str | None:
+    return views.KNOWN_FAILURES.get(error_type or "")
+
+
+# -- writes -------------------------------------------------------------------------------------------------------
+def submit_draft(draft: dict[str, Any]) -> dict[str, Any]:
+    """Validate and queue the draft; raises GroveError (SpecError, DataError, ...) with a user-facing message."""
+    spec = parse_spec(drafts.to_spec_dict(draft))
+    r = service.submit(spec, reg=registry(), gpus_available=gpus_available())
+    clear()
+    return r
+
+
+def cancel(run_id: str) -> dict[str, Any]:
+    r = service.cancel(run_id, reg=registry())
+    clear()
+    return r
+
+
+def retry(run_id: str) -> dict[str, Any]:
+    r = service.retry(run_id, reg=registry())
+    clear()
+    return r
+
+
+def export_config(run_id: str) -> str:
+    return service.export_config(run_id, reg=registry())
+
+
+def draft_from_run(run_id: str) -> dict[str, Any]:
+    d = drafts.from_spec(json.loads(run(run_id)["spec"]))
+    d["name"] = f"{d['name']} (clone)"
+    return d
+
+
+def artifacts_zip(run_id: str) -> bytes:
+    """The run's output folder (and its Olive config and log) as a zip, built when the user clicks download."""
+    r = registry().get_run(run_id)
+    out = Path(json.loads(r["olive_config"] or "{}").get("output_dir") or Path(r["run_dir"]) / "output")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("olive_config.json", r["olive_config"] or "{}")
+        z.writestr("spec.json", r["spec"] or "{}")
+        if r["log_path"] and Path(r["log_path"]).is_file():
+            z.write(r["log_path"], "run.log")
+        if out.is_dir():
+            for f in sorted(out.rglob("*")):
+                if f.is_file():
+                    z.write(f, str(Path("output") / f.relative_to(out)))
+    return buf.getvalue()
+
+
+def output_dir(run_id: str) -> Path | None:
+    r = run(run_id)
+    p = Path(json.loads(r["olive_config"] or "{}").get("output_dir") or "")
+    return p if str(p) not in ("", ".") and p.is_dir() else None
+
+
+# -- demo ---------------------------------------------------------------------------------------------------------
+def demo_state() -> str:
+    """'built', 'building' (a background build is running) or 'missing'."""
+    if demo.is_built():
+        return "built"
+    pid_file = paths.home() / "demo-build.pid"
+    try:
+        pid = int(pid_file.read_text())
+        if Path(f"/proc/{pid}").exists() and "engine.cli" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+            return "building"
+    except (OSError, ValueError):
+        pass
+    return "missing"
+
+
+def launch_demo() -> dict[str, Any] | None:
+    """Queue the demo recipe if the demo model is built; otherwise start building it (and queueing) in the background."""
+    if demo.is_built():
+        from engine import recipes
+
+        r = service.submit(recipes.demo_spec(), reg=registry())
+        clear()
+        return r
+    if demo_state() != "building":
+        h = paths.home()
+        h.mkdir(parents=True, exist_ok=True)
+        with open(h / "demo-build.log", "ab") as log:
+            p = subprocess.Popen(
+                [sys.executable, "-m", "engine.cli", "demo"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(os.environ, GROVE_HOME=str(h)),
+                cwd=str(paths.REPO_ROOT),
+                start_new_session=True,
+            )
+        (h / "demo-build.pid").write_text(str(p.pid))
+    return None
+
+
+def demo_model_dir() -> str:
+    return str(paths.demo_model_dir())
+
+
+def new_draft() -> dict[str, Any]:
+    return drafts.new_draft(str(paths.demo_model_dir()) if demo.is_built() else "")
+
+
+# -- catalog ------------------------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def _catalog_build(path: str) -> dict[str, Any]:
+    """One background build per catalog file; returns a holder the page polls."""
+    holder: dict[str, Any] = {"error": None, "done": False}
+
+    def work() -> None:
+        try:
+            catalog_mod.load()
+        except Exception as e:  # noqa: BLE001 - shown on the page
+            holder["error"] = str(e)
+        holder["done"] = True
+
+    threading.Thread(target=work, name="grove-catalog", daemon=True).start()
+    return holder
+
+
+@st.cache_resource(show_spinner=False, ttl=3600)
+def _catalog_file(path: str, mtime: float) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def catalog() -> dict[str, Any] | None:
+    """Olive's pass catalog, or None while it is being built in the background (first start: ~10 s)."""
+    p = catalog_mod.catalog_path()
+    if p.is_file():
+        return _catalog_file(str(p), p.stat().st_mtime)
+    holder = _catalog_build(str(p))
+    if holder["error"]:
+        raise RuntimeError(holder["error"])
+    return None
+
+
+def catalog_passes() -> dict[str, Any] | None:
+    c = catalog()
+    return c["passes"] if c else None
+
+
+# -- models and data ----------------------------------------------------------------------------------------------
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _inputs(h: str) -> dict[str, list[str]]:
+    recent = views.recent_inputs(registry())
+    roots = dataview.allowed_roots()
+    models = [m for m in recent["models"] if Path(m).is_dir()]
+    demo_m = str(paths.demo_model_dir())
+    if Path(demo_m).is_dir() and demo_m not in models:
+        models.append(demo_m)
+    models += [m for m in dataview.find_models(roots) if m not in models]
+    ds = [d for d in recent["datasets"] if Path(d).is_file()]
+    demo_d = str(paths.demo_dir() / "travel_sample.jsonl")
+    if Path(demo_d).is_file() and demo_d not in ds:
+        ds.append(demo_d)
+    ds += [d for d in dataview.find_datasets(roots) if d not in ds]
+    return {"models": models, "datasets": ds, "hub_models": [m for m in recent["models"] if not Path(m).exists()]}
+
+
+def inputs() -> dict[str, list[str]]:
+    """Model folders and dataset files under the allowed roots, recently used first."""
+    return _inputs(home())
+
+
+def allowed_roots() -> list[str]:
+    return [str(r) for r in dataview.allowed_roots()]
+
+
+def is_allowed(path: str) -> bool:
+    return dataview.is_allowed(path)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def model_card(model: str) -> dict[str, Any] | None:
+    return estimate.model_card(model) if model else None
+
+
+@st.cache_resource(show_spinner=False)
+def machine() -> dict[str, Any]:
+    return estimate.machine_memory()
+
+
+@st.cache_resource(show_spinner=False)
+def _gpus() -> int:
+    from engine.worker import detect_gpus
+
+    return len(detect_gpus())
+
+
+def gpus_available() -> int:
+    return _gpus()
+
+
+def memory_plan(draft: dict[str, Any]) -> list[dict[str, Any]]:
+    card = model_card((draft.get("model") or {}).get("name", ""))
+    return preflight.memory_rows(draft, card, machine(), slots())
+
+
+def _mtime(path: str) -> float:
+    try:
+        return Path(path).expanduser().stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _page(path: str, mtime: float, page: int, size: int) -> tuple[list[dict[str, Any]], int]:
+    return dataview.read_page(path, page, size)
+
+
+def dataset_page(path: str, page: int, size: int = 20) -> tuple[list[dict[str, Any]], int]:
+    """One page of a local dataset (raises DataError)."""
+    return _page(path, _mtime(path), page, size)
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def _hub(ds_json: str, n: int) -> list[dict[str, Any]]:
+    return dataview.hub_preview(DatasetSpec.model_validate_json(ds_json), n)
+
+
+def hub_preview(ds: dict[str, Any], n: int = 20) -> list[dict[str, Any]]:
+    return _hub(DatasetSpec.model_validate(ds).model_dump_json(), n)
+
+
+def save_upload(name: str, data: bytes) -> str:
+    """Store an uploaded dataset under GROVE_HOME/uploads (content-addressed name) and return its path."""
+    if len(data) > UPLOAD_LIMIT_MB * 2**20:
+        raise DataError(
+            f"{name} is larger than the {UPLOAD_LIMIT_MB} MB upload limit: put it under an allowed root instead"
+        )
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name)[:100]
+    d = paths.home() / "uploads"
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / f"{hashlib.sha256(data).hexdigest()[:10]}-{safe}"
+    if not p.exists():
+        p.write_bytes(data)
+    clear()
+    return str(p)
+
+
+def chat_template(model: str) -> str | None:
+    return dataview.chat_template_of(model) if model else None
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _texts(ds_json: str, mtime: float, model: str, limit: int) -> dict[str, Any]:
+    from engine import data
+
+    ds = DatasetSpec.model_validate_json(ds_json)
+    rows, _ = data.load_local(ds)
+    ct = dataview.chat_template_of(model) if model else None
+    texts = [dataview.render(r, ds, ct) for r in rows[:limit]]
+    lens, exact = dataview.token_lengths(texts, dataview.tokenizer_file(model) if model else None)
+    return {"texts": texts[:50], "lengths": lens, "exact": exact, "rows": len(rows)}
+
+
+def rendered(ds: dict[str, Any], model: str, limit: int = 5000) -> dict[str, Any]:
+    """Rendered training texts (first 50) and tokens per example (first ``limit`` rows). Raises DataError."""
+    spec = DatasetSpec.model_validate({k: v for k, v in ds.items() if v is not None and not k.startswith("_")})
+    return _texts(spec.model_dump_json(), _mtime(spec.path or ""), model, limit)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _split(ds_json: str, mtime: float) -> dict[str, Any]:
+    return dataview.split_stats(DatasetSpec.model_validate_json(ds_json))
+
+
+def split_stats(ds: dict[str, Any]) -> dict[str, Any]:
+    spec = DatasetSpec.model_validate({k: v for k, v in ds.items() if v is not None and not k.startswith("_")})
+    return _split(spec.model_dump_json(), _mtime(spec.path or ""))
+
+
+# Pure helpers and constants the components use (so components never reach into engine/ themselves).
+fmt_seconds = views.fmt_seconds
+human_size = views.human_size
+estimate_gb = preflight.estimate_gb
+GPU_ONLY = preflight.GPU_ONLY
+DEFAULT_SEARCH = drafts.DEFAULT_SEARCH
+
+
+def metrics() -> dict[str, dict[str, Any]]:
+    """The evaluator's metrics: name -> {higher_is_better, unit, what} (engine.evaluate.METRICS)."""
+    from engine.evaluate import METRICS
+
+    return METRICS
+
+
+PRESETS = dataview.PRESETS
+TOKENIZER_PRESET = dataview.TOKENIZER_PRESET
+FREE_PRESET = dataview.FREE_PRESET
+
+
+# -- workflow -----------------------------------------------------------------------------------------------------
+RECIPES = {k: v[0] for k, v in drafts.RECIPE_PRESETS.items()}
+
+
+def apply_recipe(draft: dict[str, Any], key: str) -> dict[str, Any]:
+    device = "gpu" if gpus_available() else "cpu"
+    return drafts.apply_recipe(draft, key, device=device if key != "cuda_int4" else "gpu")
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _preflight(draft_json: str, h: str) -> list[dict[str, str]]:
+    d = json.loads(draft_json)
+    card = model_card((d.get("model") or {}).get("name", ""))
+    return preflight.check(
+        d, catalog=catalog_passes(), card=card, gpus_available=gpus_available(), slots=slots(), machine=machine()
+    )
+
+
+def preflight_check(draft: dict[str, Any]) -> list[dict[str, str]]:
+    return _preflight(json.dumps(draft, sort_keys=True, default=str), home())
+
+
+def draft_olive_config(draft: dict[str, Any]) -> str:
+    """The Olive config the draft would run with (raises GroveError when the draft is not valid yet)."""
+    return drafts.olive_config_text(parse_spec(drafts.to_spec_dict(draft)))
+
+
+def import_olive(text: str) -> tuple[dict[str, Any], list[str]]:
+    return olive_import.import_text(text, catalog_passes())
+
+
+def spec_json(draft: dict[str, Any]) -> str:
+    return json.dumps(drafts.to_spec_dict(draft), indent=2)
+
+
+__all__ = ["STATUSES", "DataError", "GroveError", "template_fields"]

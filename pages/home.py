@@ -1,0 +1,82 @@
+"""Home: what is running and queued, the machine's run slots, recent runs, and the one-click demo."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import nav, services, state
+from app.components import run_table
+from engine.errors import GroveError
+
+st.title(":material/park: Grove")
+st.caption("Fine-tune, quantize and convert small language models with Microsoft Olive — and watch it happen.")
+state.show_flash()
+
+
+def overview() -> None:
+    counts = services.counts()
+    s = services.slots()
+    c = st.columns(5)
+    c[0].metric("Running", counts.get("running", 0))
+    c[1].metric("Queued", counts.get("queued", 0))
+    c[2].metric("Succeeded", counts.get("succeeded", 0))
+    c[3].metric("Failed", counts.get("failed", 0))
+    c[4].metric("Candidates", services.candidate_count())
+    st.subheader("Run slots")
+    if not s["workers"]:
+        st.warning(
+            "No worker is running, so queued runs wait. Start Grove with `./grove up` (it starts the worker too)."
+        )
+    else:
+        cols = st.columns(2)
+        cols[0].metric("CPU slots in use", f"{s['cpu_used']} / {s['cpu']}")
+        cols[1].metric("GPU slots in use", f"{s['gpu_used']} / {s['gpu']}" if s["gpu"] else "no GPU")
+        if s["gpus"]:
+            st.dataframe(s["gpus"], hide_index=True)
+    active = services.runs(status=("running", "queued"), limit=20)
+    st.subheader("Running and queued")
+    if active:
+        picked = run_table.show(active, key="home-active", columns=[*run_table.COMPACT, "stage"])
+        if picked:
+            st.switch_page(nav.path("runs.py"), query_params={"run": picked})
+    else:
+        st.caption("Nothing is running.")
+
+
+active_now = bool(services.counts().get("running") or services.counts().get("queued"))
+st.fragment(overview, run_every=3 if active_now else None)()
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Recent runs")
+    picked = run_table.show(services.runs(limit=10), key="home-recent", columns=run_table.COMPACT)
+    if picked:
+        st.switch_page(nav.path("runs.py"), query_params={"run": picked})
+    st.page_link(nav.path("runs.py"), label="All runs", icon=":material/list:")
+with right:
+    st.subheader("Try it")
+    st.markdown(
+        "The offline demo fine-tunes a small built-in Phi-3 model on a travel Q&A sample "
+        "(LoRA → ONNX int4 with the adapter extracted) on the CPU in a minute or two."
+    )
+    demo = services.demo_state()
+    if demo == "building":
+        st.info("Building the demo model in the background (about a minute); it is queued when ready.")
+    if st.button(
+        "Launch the demo workflow", icon=":material/rocket_launch:", type="primary", disabled=demo == "building"
+    ):
+        try:
+            run = services.launch_demo()
+        except GroveError as e:
+            st.error(str(e))
+        else:
+            if run is None:
+                state.flash(
+                    "Building the demo model first (about a minute); the demo run is queued when it is ready.", "info"
+                )
+                st.rerun()
+            state.flash(f"Queued the demo run {run['id']}.")
+            st.switch_page(nav.path("runs.py"), query_params={"run": run["id"]})
+    st.markdown("Or build your own: pick a model and data, then a workflow.")
+    st.page_link(nav.path("model_data.py"), label="Model & data", icon=":material/dataset:")
+    st.page_link(nav.path("workflow.py"), label="Workflow", icon=":material/account_tree:")

@@ -1,0 +1,225 @@
+"""A new user's first session, in a real browser: Debian's chromium driven by Playwright against Grove started
+exactly as the README says (``./grove up --port N``), with a GROVE_HOME that already has the demo built.
+
+Open every page, pick the demo model and the travel sample, preview the template, build the lab recipe, launch,
+watch the run finish, open its candidates. No page may show an exception. A screenshot of each page is saved to
+tests/e2e/screenshots/ on every run (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = Path(__file__).resolve().parent / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+RUN_TIMEOUT_S = 420  # the demo recipe takes ~25 s alone on 2 cores; allow for a busy machine
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # includes building the demo when no earlier test did
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_health(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"./grove up exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200 and r.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"Grove did not answer {url} within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def grove(demo: dict, grove_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``./grove up`` on a free port, GROVE_HOME = the session home where the demo is built."""
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("grove-up") / "grove-up.log"
+    env = dict(os.environ, GROVE_HOME=str(grove_home), GROVE_PORT=str(port))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            ["./grove", "up", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_health(f"http://127.0.0.1:{port}/_stcore/health", proc, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # the group: grove up, its worker and streamlit
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def page(grove: str):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 2200})
+        pg.set_default_timeout(60_000)
+        pg.goto(grove + "/")
+        pg.get_by_role("button", name=re.compile("Launch the demo workflow")).wait_for()
+        idle(pg)
+        yield pg
+        browser.close()
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+def idle(pg, timeout: float = 90_000) -> None:
+    """Wait until the script run the last action started has finished."""
+    time.sleep(0.3)
+    pg.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+    time.sleep(0.2)
+
+
+def settle(pg) -> None:
+    """Idle, and charts drawn (for screenshots)."""
+    idle(pg)
+    pg.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+                             .every(e => e.querySelector('.main-svg'))""",
+        timeout=30_000,
+    )
+    time.sleep(1.0)
+
+
+def no_exception(pg, where: str) -> None:
+    exc = pg.locator('[data-testid="stException"]')
+    assert exc.count() == 0, f"{where} shows an exception:\n" + "\n\n".join(e.inner_text()[:2000] for e in exc.all())
+
+
+def shot(pg, name: str) -> None:
+    no_exception(pg, name)
+    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def goto(pg, title: str) -> None:
+    pg.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    idle(pg)
+    heading = "Grove" if title == "Home" else title
+    pg.get_by_role("heading", name=re.compile(rf"{re.escape(heading)}$")).first.wait_for()
+    no_exception(pg, title)
+
+
+def choose(pg, label: str, option: str) -> None:
+    pg.locator('[data-testid="stSelectbox"]', has_text=label).first.click()
+    pg.get_by_role("option").filter(has_text=option).first.click()
+    idle(pg)
+
+
+def main_text(pg) -> str:
+    return pg.locator('[data-testid="stMain"]').inner_text()
+
+
+def grids(pg) -> str:
+    """Text of the data grids (drawn on a canvas; their accessible table carries the cells)."""
+    return "\n".join(d.text_content() or "" for d in pg.locator('[data-testid="stDataFrame"]').all())
+
+
+# -- the session ------------------------------------------------------------------------------------------------
+def test_a_new_user_runs_the_lab_recipe_on_the_demo(page, grove_home: Path):
+    pg = page
+    # Home
+    assert "Grove" in main_text(pg) and "Launch the demo workflow" in main_text(pg)
+    shot(pg, "1-home")
+
+    # Model & data: the demo model, the travel sample, the Phi-3 template preview
+    goto(pg, "Model & data")
+    choose(pg, "Model folder", "demo model")
+    assert "Phi3ForCausalLM" in main_text(pg)
+    choose(pg, "Dataset file", str(grove_home / "demo" / "travel_sample.jsonl"))
+    preview = pg.locator('[data-testid="stCode"]').first
+    preview.wait_for()
+    text = preview.inner_text()
+    assert text.startswith("<|user|>") and "<|assistant|>" in text, text
+    assert "Train rows" in main_text(pg)
+    settle(pg)
+    shot(pg, "2-model_data")
+
+    # Workflow: the lab recipe, a clean pre-flight check, launch
+    goto(pg, "Workflow")
+    assert "travel_sample.jsonl" in main_text(pg)
+    pg.get_by_role("button", name="Apply recipe").click()
+    idle(pg)
+    body = main_text(pg)
+    assert "1. LoRA" in body and "2. ModelBuilder" in body and "3. ExtractAdapters" in body
+    assert re.search(r"ready to launch", body, re.I), body[-2000:]
+    settle(pg)
+    shot(pg, "3-workflow")
+    pg.get_by_role("button", name=re.compile(r"Launch$")).click()
+    idle(pg)
+
+    # Runs: the new run opens and is followed live until it finishes
+    pg.get_by_role("heading", name="Runs", exact=True).first.wait_for()
+    no_exception(pg, "Runs")
+    queued = re.search(r"Queued (r\d{8}-\d{6}-[0-9a-f]{4})", main_text(pg))
+    assert queued, main_text(pg)[:1500]
+    run_id = queued.group(1)
+    shot(pg, "4-runs-live")
+    t0 = time.monotonic()
+    pg.get_by_role("heading", name="Candidates", exact=True).wait_for(timeout=RUN_TIMEOUT_S * 1000)
+    idle(pg)
+    no_exception(pg, "Runs (finished)")
+
+    from engine.registry import Registry
+
+    run = Registry().get_run(run_id)
+    assert run["status"] == "succeeded", (run["status"], run["error_type"], run["error_message"])
+    assert "Run failed" not in main_text(pg)
+    cells = grids(pg)
+    assert "✓ succeeded" in cells or "♻" in cells
+    assert "extractadapters" in cells  # the stage timeline
+    assert "lora → modelbuilder → extractadapters" in cells  # the candidates, the output one starred
+    assert "★" in cells
+    pg.get_by_text("Parameters of each candidate's last pass").click()
+    pg.locator('[data-testid="stJson"]').first.wait_for()
+    settle(pg)
+    shot(pg, "5-runs-finished")
+    print(f"run {run_id} finished {time.monotonic() - t0:.0f}s after launch")
+
+    # every page once more, now with a finished run: no exception anywhere
+    for title in ("Home", "Model & data", "Workflow", "Runs"):
+        goto(pg, title)
+    shot(pg, "6-runs-page")
+    goto(pg, "Home")
+    shot(pg, "7-home-after")

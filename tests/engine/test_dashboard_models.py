@@ -1,0 +1,234 @@
+"""The dashboard's read-models (engine/views, estimate, dataview, drafts, olive_import, preflight): pure Python
+over real files and a real registry; none of them may import Streamlit."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import dataview, drafts, estimate, olive_import, paths, preflight, views
+from engine.demo import GEOMETRY
+from engine.registry import Registry
+from engine.spec import DatasetSpec, parse_spec
+
+PHI3_MINI = {
+    "architectures": ["Phi3ForCausalLM"],
+    "model_type": "phi3",
+    "hidden_size": 3072,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32064,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "max_position_embeddings": 131072,
+}
+
+
+def _model(tmp_path: Path, cfg: dict, tensors: dict | None = None) -> Path:
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(cfg))
+    if tensors is not None:
+        header = json.dumps(tensors).encode()
+        (d / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    return d
+
+
+def test_no_streamlit_in_engine_read_models():
+    code = (
+        "import sys, engine.views, engine.estimate, engine.dataview, engine.drafts, engine.olive_import, "
+        "engine.preflight; print(sorted(m for m in ('streamlit', 'torch', 'olive', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_parameters_estimated_from_config_match_known_models(tmp_path):
+    assert (
+        estimate.estimate_params({"model_type": "phi3", "vocab_size": 2048, "tie_word_embeddings": False, **GEOMETRY})
+        == 4_065_536
+    )
+    assert abs(estimate.estimate_params(PHI3_MINI) / 3.821e9 - 1) < 0.01  # Phi-3-mini: 3.82 B
+    card = estimate.model_card(
+        _model(
+            tmp_path,
+            PHI3_MINI,
+            {"a": {"dtype": "BF16", "shape": [10, 20], "data_offsets": [0, 400]}, "__metadata__": {"format": "pt"}},
+        )
+    )
+    assert card["architecture"] == "Phi3ForCausalLM" and card["dtype"] == "bfloat16"
+    assert card["params_exact"] == 200 and card["dtype_weights"] == "BF16"
+    assert card["size_on_disk"] > 0 and card["layers"] == 32
+
+
+def test_memory_estimate_grows_with_sequence_and_quantized_base_is_smaller(tmp_path):
+    card = estimate.model_card(_model(tmp_path, PHI3_MINI))
+    lora = {
+        "type": "LoRA",
+        "params": {
+            "r": 16,
+            "torch_dtype": "bfloat16",
+            "training_args": {"per_device_train_batch_size": 4, "gradient_checkpointing": False},
+        },
+    }
+    short = estimate.pass_memory(card, lora, seq_len=256)["bytes"]
+    long = estimate.pass_memory(card, lora, seq_len=2048)["bytes"]
+    assert long > 2 * short
+    assert 7e9 < short < 30e9  # bf16 weights alone are 7.6 GB
+    qlora = estimate.pass_memory(card, {**lora, "type": "QLoRA"}, seq_len=256)["bytes"]
+    assert qlora < short
+    plan = estimate.plan_memory(
+        card,
+        [
+            {"type": "AutoAWQQuantizer", "params": {"bits": 4}},
+            {"type": "ModelBuilder", "params": {"precision": "int4"}},
+        ],
+    )
+    assert plan[1]["parts"]["source weights"] < plan[0]["parts"]["weights (16-bit)"]
+
+
+def test_dataview_render_tokens_and_split(tmp_path):
+    rows = [{"q": f"question {i}?", "a": f"answer {i}."} for i in range(40)] + [{"q": "question 1?", "a": "again"}]
+    f = tmp_path / "d.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    ds = DatasetSpec(path=str(f), text_template=dataview.PRESETS["ChatML"], columns={"q": "prompt", "a": "response"})
+    assert (
+        dataview.render(rows[0], ds)
+        == "<|im_start|>user\nquestion 0?<|im_end|>\n<|im_start|>assistant\nanswer 0.<|im_end|>"
+    )
+    stats = dataview.split_stats(ds)
+    assert stats["rows"] == 41 and stats["eval_rows"] == 4 and stats["train_rows"] == 37
+    lens, exact = dataview.token_lengths(["abcd" * 10], None)
+    assert lens == [10] and not exact
+    page, total = dataview.read_page(str(f), 1, 20)
+    assert total == 41 and page[0]["q"] == "question 20?"
+
+
+def test_allowed_roots(fresh_home, monkeypatch, tmp_path):
+    monkeypatch.setenv("GROVE_ALLOWED_ROOTS", f"{tmp_path / 'extra'}:")
+    assert dataview.is_allowed(fresh_home / "x.jsonl") and dataview.is_allowed(paths.REPO_ROOT / "engine")
+    assert dataview.is_allowed(tmp_path / "extra" / "a" / "b.csv")
+    assert not dataview.is_allowed("/etc/passwd") and not dataview.is_allowed(tmp_path / "extra2")
+
+
+def test_drafts_recipes_and_olive_config(fresh_home, tmp_path):
+    model = _model(tmp_path, {"model_type": "phi3", "vocab_size": 2048, **GEOMETRY})
+    d = drafts.new_draft(str(model))
+    d["dataset"] = {
+        "path": str(paths.DEMO_SAMPLE),
+        "text_template": dataview.PRESETS["Phi-3 chat (the lab's)"],
+        "max_seq_len": 512,
+    }
+    for key in drafts.RECIPE_PRESETS:
+        spec = parse_spec(drafts.to_spec_dict(drafts.apply_recipe(d, key)))
+        assert spec.passes
+    lab = drafts.apply_recipe(d, "lab")
+    assert [p["type"] for p in lab["passes"]] == ["LoRA", "ModelBuilder", "ExtractAdapters"]
+    assert lab["dataset"]["max_seq_len"] == 128 and d["dataset"]["max_seq_len"] == 512  # the draft is not mutated
+    cfg = json.loads(drafts.olive_config_text(parse_spec(drafts.to_spec_dict(lab))))
+    assert cfg["passes"]["lora"]["train_data_config"] == "train_data"
+    assert Path(cfg["data_configs"][0]["load_dataset_config"]["data_files"]).is_file()
+    clone = drafts.from_spec(json.loads(parse_spec(drafts.to_spec_dict(lab)).model_dump_json()))
+    assert drafts.to_spec_dict(clone)["passes"] == drafts.to_spec_dict(lab)["passes"]
+
+
+def test_olive_import_round_trips_grove_configs_and_keeps_the_rest(fresh_home, tmp_path):
+    model = _model(tmp_path, {"model_type": "phi3", "vocab_size": 2048, **GEOMETRY})
+    d = drafts.new_draft(str(model))
+    d["dataset"] = {"path": str(paths.DEMO_SAMPLE), "text_template": "{prompt} => {response}", "max_seq_len": 64}
+    lab = drafts.apply_recipe(d, "lab")
+    text = drafts.olive_config_text(parse_spec(drafts.to_spec_dict(lab)))
+    back, notes = olive_import.import_text(text)
+    assert [p["type"] for p in back["passes"]] == ["LoRA", "ModelBuilder", "ExtractAdapters"]
+    assert "int4_nodes_to_exclude" not in back["passes"][1]["params"]  # Grove adds them again
+    assert back["passes"][0]["params"]["r"] == 16 and "train_data_config" not in back["passes"][0]["params"]
+    assert back["dataset"]["text_template"] == "{prompt} => {response}" and back["model"]["name"] == str(model)
+    yaml_text = (
+        "input_model: {type: HfModel, model_path: m}\npasses:\n  a: [{type: OnnxConversion}, {type: ModelBuilder}]\n"
+    )
+    back, notes = olive_import.import_text(yaml_text, {"OnnxConversion": {"params": {}}})
+    assert back["passes"][0]["raw"] and "alternative" in " ".join(notes)
+    with pytest.raises(Exception, match="input_model"):
+        olive_import.import_text("[1, 2]")
+
+
+def test_preflight_messages_say_what_to_change(fresh_home, tmp_path):
+    model = _model(tmp_path, {**PHI3_MINI, "auto_map": {"AutoModel": "x.Y"}})
+    card = estimate.model_card(model)
+    d = drafts.new_draft(str(model))
+    d["passes"] = [
+        {"type": "ModelBuilder", "params": {}},
+        {"type": "LoRA", "params": {}},
+        {"type": "AutoAWQQuantizer", "params": {}},
+    ]
+    found = preflight.check(
+        d, catalog=None, card=card, gpus_available=0, slots={"workers": 0}, machine={"ram": 4 * 2**30, "gpus": []}
+    )
+    msgs = "\n".join(f"{f['level']} {f['where']} {f['message']} -> {f['fix']}" for f in found)
+    assert (
+        "LoRA fine-tunes a PyTorch model but comes after ModelBuilder" in msgs
+        and "move LoRA above ModelBuilder" in msgs
+    )
+    assert "AutoAWQQuantizer cannot run on a CPU target" in msgs
+    assert "need(s) a dataset" in msgs
+    assert "trust_remote_code" in msgs
+    assert "no worker is running" in msgs
+    assert "error pass lora needs about" in msgs  # 3.8 B parameters do not fit a 4 GB slot
+    d["resources"] = {"gpus": 2}
+    d["target"] = {"device": "gpu", "execution_provider": "CUDAExecutionProvider", "precision": "int4"}
+    msgs = " ".join(f["message"] for f in preflight.check(d, catalog=None, card=card, gpus_available=0))
+    assert "asks for 2 GPU(s); this machine has 0" in msgs
+
+
+def test_views_eta_timeline_and_slots(fresh_home):
+    reg = Registry()
+    spec = json.dumps({"model": {"name": "/m"}, "dataset": {"path": "/d.jsonl"}})
+    a = reg.create_run(
+        spec_json=spec,
+        spec_hash="a",
+        name="same",
+        olive_config=json.dumps({"passes": {"p1": {}, "p2": {}}}),
+        gpus_wanted=0,
+    )
+    reg.claim("w", lambda r: [])
+    t = time.time()
+    reg.add_events(
+        a["id"],
+        [
+            (t - 30, "pass_started", {"name": "p1", "type": "X"}),
+            (t - 10, "pass_finished", {"name": "p1", "type": "X", "seconds": 20.0}),
+        ],
+    )
+    reg.update_run(a["id"], started_at=t - 30, progress=0.5)
+    run = reg.get_run(a["id"])
+    assert 25 < views.eta(run) < 35
+    tl = views.timeline(reg, run)
+    assert [(s["pass"], s["state"]) for s in tl] == [("p1", "ran"), ("p2", "planned")]
+    b = reg.create_run(spec_json=spec, spec_hash="b", name="same", olive_config="{}", gpus_wanted=0)
+    reg.claim("w", lambda r: [])
+    reg.add_events(
+        b["id"],
+        [(t, "pass_started", {"name": "p1", "type": "X"}), (t + 1, "pass_cached", {"name": "p1", "model_id": "m"})],
+    )
+    tl = views.timeline(reg, reg.get_run(b["id"]))
+    assert tl[0]["state"] == "cache hit" and tl[0]["saved_s"] == 20.0
+    assert views.slots(
+        [{"slots": json.dumps({"cpu": 2, "cpu_used": 1, "per_gpu": 2, "gpus": [0], "gpu_used": {"0": 1}})}]
+    ) == {
+        "workers": 1,
+        "cpu": 2,
+        "cpu_used": 1,
+        "gpu": 2,
+        "gpu_used": 1,
+        "gpus": [{"host": None, "gpu": 0, "slots": 2, "used": 1}],
+    }
+    assert views.recent_inputs(reg) == {"models": ["/m"], "datasets": ["/d.jsonl"]}
+    assert views.fmt_seconds(3.25) == "3.2s" and views.fmt_seconds(125) == "2m 05s" and views.fmt_seconds(None) == "—"
