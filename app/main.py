@@ -13,8 +13,8 @@ PAGES = [  # (file in pages/, title, icon, section)
     ("model_data.py", "Model & data", ":material/dataset:", "Build"),
     ("workflow.py", "Workflow", ":material/account_tree:", "Build"),
     ("runs.py", "Runs", ":material/monitoring:", "Watch"),
-    # ("compare.py", "Compare", ":material/compare:", "Watch"),
-    # ("chat.py", "Chat", ":material/chat:", "Watch"),
+    ("compare.py", "Compare", ":material/compare:", "Watch"),
+    ("chat.py", "Chat", ":material/chat:", "Watch"),
 ]
 
 

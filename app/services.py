@@ -459,3 +459,157 @@ def spec_json(draft: dict[str, Any]) -> str:
 
 
 __all__ = ["STATUSES", "DataError", "GroveError", "template_fields"]
+
+
+# -- compare ------------------------------------------------------------------------------------------------------
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _measured_runs(h: str) -> list[dict[str, Any]]:
+    sql = (
+        "select r.id, r.name, count(*) as candidates from candidates c join runs r on r.id = c.run_id"
+        " where c.metrics is not null and c.metrics not in ('', '{}', 'null') group by r.id order by r.created_at desc"
+    )
+    with registry().db() as db:
+        return list(db.query(sql))
+
+
+def measured_runs() -> list[dict[str, Any]]:
+    """Runs with at least one measured candidate: id, name, candidates (how many have metrics)."""
+    return _measured_runs(home())
+
+
+@st.cache_resource(ttl=TTL, show_spinner=False)  # not cache_data: unpickling 10,000 rows per rerun costs ~0.5 s
+def _compare_rows(h: str, run_ids: tuple[str, ...]) -> list[dict[str, Any]]:
+    reg = registry()
+    names = {r["id"]: r["name"] for r in measured_runs()}
+    out = []
+    for rid in run_ids:
+        for c in reg.candidates(rid):
+            out.append({**c, "run_name": names.get(rid, rid)})
+    return out
+
+
+def compare_candidates(run_ids: list[str]) -> list[dict[str, Any]]:
+    """Every candidate of the given runs (registry rows, plus run_name). Shared between sessions: read-only."""
+    return _compare_rows(home(), tuple(run_ids))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _comparability(h: str, run_ids: tuple[str, ...]) -> tuple[bool, str]:
+    from engine import compare
+
+    cands = compare_candidates(list(run_ids))
+    ids = sorted(compare.fingerprint_groups(cands))
+    return compare.comparability(cands, registry().fingerprints(ids))
+
+
+def comparability(run_ids: list[str]) -> tuple[bool, str]:
+    """(True, "") when the runs' measured candidates share one evaluation fingerprint; else (False, what differs)."""
+    return _comparability(home(), tuple(run_ids))
+
+
+def pareto_front(cands: list[dict[str, Any]], x: str, y: str) -> set[int]:
+    """Indices (into ``cands``) on the Pareto frontier of x and y: a sort-and-sweep keeps every point no earlier point
+    strictly beats (O(n log n), so 10,000 candidates stay fast), then engine.compare.pareto settles the survivors."""
+    from engine import compare
+    from engine.evaluate import METRICS
+
+    sx = 1 if METRICS[x]["higher_is_better"] else -1
+    sy = 1 if METRICS[y]["higher_is_better"] else -1
+    pts = []
+    for i, c in enumerate(cands):
+        a, b = (c.get("metrics") or {}).get(x), (c.get("metrics") or {}).get(y)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            pts.append((sx * a, sy * b, i))
+    pts.sort(key=lambda p: (-p[0], -p[1]))
+    keep, best, k = [], None, 0
+    while k < len(pts):  # points with equal x are judged against earlier x only, then among themselves
+        j = k
+        while j < len(pts) and pts[j][0] == pts[k][0]:
+            j += 1
+        group = [p for p in pts[k:j] if best is None or p[1] >= best]
+        keep += group
+        top = max((p[1] for p in pts[k:j]), default=None)
+        best = top if best is None or (top is not None and top > best) else best
+        k = j
+    sub = [cands[i] for _, _, i in keep]
+    return {keep[j][2] for j in compare.pareto(sub, x, y)}
+
+
+# -- chat ---------------------------------------------------------------------------------------------------------
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _chat_candidates(h: str) -> list[dict[str, Any]]:
+    out = []
+    for c in registry().candidates():
+        p = Path(c.get("path") or "")
+        p = p.parent if p.is_file() else p
+        if c.get("failed") or not p.is_dir():
+            continue
+        if c.get("is_output") and (p / "genai_config.json").is_file():
+            kind = "ONNX"
+        elif c.get("adapter_path") and (p / "config.json").is_file():
+            kind = "LoRA"
+        else:
+            continue
+        names = sorted(x.name for x in p.glob("*.onnx_adapter")) if kind == "ONNX" else ["adapter"]
+        adapters = ["none", *[chat_adapter_name(n) for n in names]]
+        if kind == "ONNX" and c.get("adapter_path") and str(c["adapter_path"]).endswith(".onnx_adapter"):
+            adapters = list(dict.fromkeys([*adapters, chat_adapter_name(c["adapter_path"])]))
+        chain = " > ".join(c.get("pass_chain") or [])
+        out.append({**c, "kind": kind, "adapters": adapters, "label": f"{kind} · {chain} · run {c['run_id'][:8]} #{c['id']}"})
+    return out
+
+
+def chat_candidates() -> list[dict[str, Any]]:
+    """Candidates chat can load: ONNX outputs (onnxruntime-genai folders) and LoRA candidates (HF + PEFT), with
+    ``kind``, ``label`` and the adapters expected (``"none"`` = the base model)."""
+    return _chat_candidates(home())
+
+
+def chat_adapter_name(path: str) -> str:
+    from engine.chat import adapter_name
+
+    return adapter_name(path)
+
+
+def _row(cand: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cand.items() if k not in ("kind", "label", "adapters", "run_name")}
+
+
+def chat_device(cand: dict[str, Any], prefer_gpu: bool) -> tuple[str, str]:
+    """("cpu" | "cuda:N", why): the CPU unless a GPU is preferred and has room for the model (also during a run)."""
+    from engine import chat
+
+    return chat.choose_device(chat.estimate_bytes(_row(cand)), "gpu" if prefer_gpu else "cpu")
+
+
+def chat_model(cand: dict[str, Any], device: str = "cpu") -> Any:
+    """The loaded chat model for a candidate, from the process's bounded model cache (loads on first use; raises
+    GroveError, e.g. AdapterMismatch)."""
+    from engine import chat
+
+    return chat.default_cache().get(_row(cand), device=device)
+
+
+def chat_loaded() -> list[dict[str, Any]]:
+    from engine import chat
+
+    return chat.default_cache().entries()
+
+
+def literal_chunks(chunks: Any) -> Any:
+    from engine import chat
+
+    return chat.literal_chunks(chunks)
+
+
+def markdown_literal(text: str) -> str:
+    from engine import chat
+
+    return chat.markdown_literal(text)
+
+
+def save_feedback(rating: str, **kw: Any) -> int:
+    from engine import chat
+
+    kw["candidate"] = {k: v for k, v in (kw.get("candidate") or {}).items() if k in ("id", "run_id", "path")}
+    return chat.save_feedback(rating, registry=registry(), **kw)

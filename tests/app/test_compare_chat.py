@@ -1,0 +1,213 @@
+"""Compare and Chat through the router (AppTest on app/main.py). Compare runs against a real registry with runs
+submitted through engine.service and candidates/evaluations written as the runner writes them; Chat runs against the
+session's one real run of the demo recipe (its LoRA and int4 ONNX candidates, real generation, nothing mocked)."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine.registry import Registry
+
+from .conftest import MAIN, add_run
+
+PAGES = {"compare": "../pages/compare.py", "chat": "../pages/chat.py"}
+TRAVEL = "What should I see in Lisbon?"
+ANSWER_TIMEOUT = 240  # the first question loads the model; later ones are quick
+
+
+def open_page(name: str) -> AppTest:
+    at = AppTest.from_file(MAIN)
+    at.run()
+    at.switch_page(PAGES[name]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def text(at: AppTest) -> str:
+    parts = []
+    for kind in ("title", "subheader", "markdown", "caption", "error", "warning", "info", "success"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+def cand(model_id: str, chain: list[str], fp: str, **metrics: float) -> dict:
+    return {
+        "model_id": model_id,
+        "pass_chain": chain,
+        "pass_params": {p: {"precision": "int4" if p == "modelbuilder" else None, "r": 16} for p in chain},
+        "path": f"/x/{model_id}",
+        "size_bytes": 5_000_000,
+        "metrics": metrics,
+        "is_output": int(len(chain) > 1),
+        "fingerprint_id": fp,
+    }
+
+
+def evaluation(fp_key: str, **fingerprint: object) -> str:
+    """Save an evaluation whose fingerprint is ``fingerprint``; returns its fingerprint id."""
+    from engine.evaluate import fingerprint_id
+
+    Registry().save_evaluation(fp_key, {"model_path": "/x", "form": "onnx", "fingerprint": fingerprint, "metrics": {}})
+    return fingerprint_id(fingerprint)
+
+
+# -- Compare -------------------------------------------------------------------------------------------------------
+def test_compare_table_chart_diff_and_export(ui_home):
+    fp = evaluation("k1", eval_path="travel.jsonl", max_samples=50)
+    add_run(
+        ui_home,
+        "run A",
+        "succeeded",
+        candidates=[
+            cand("a1", ["lora"], fp, rouge_l=0.30, decode_tps=40.0, size_mb=16.0),
+            cand("a2", ["lora", "modelbuilder"], fp, rouge_l=0.28, decode_tps=90.0, size_mb=5.0),
+            cand("a3", ["lora", "modelbuilder", "extractadapters"], fp, rouge_l=0.20, decode_tps=80.0, size_mb=5.0),
+        ],
+    )
+    add_run(
+        ui_home,
+        "run B",
+        "succeeded",
+        candidates=[cand("b1", ["lora"], fp, rouge_l=0.35, decode_tps=30.0, size_mb=16.0)],
+    )
+    at = open_page("compare")
+    t = text(at)
+    assert "measured differently" not in t
+    df = at.dataframe[0].value
+    assert len(df) == 4 and {"run", "pass chain", "adapter", "rouge_l", "decode_tps", "goals met", "Pareto"} <= set(
+        df.columns
+    )
+    assert set(df[df["Pareto"]]["pass chain"]) == {"lora", "lora > modelbuilder"}  # a3 is beaten by a2 on both axes
+    assert len(at.get("plotly_chart")) == 1
+    assert at.get("download_button")
+    ids = [int(df[df["pass chain"] == chain]["id"].iloc[0]) for chain in ("lora", "lora > modelbuilder")]
+    at.multiselect(key="cmp_diff").set_value(ids).run()
+    assert not at.exception
+    diff = at.dataframe[1].value
+    assert {"metric: rouge_l", "metric: decode_tps", "modelbuilder.precision", "pass chain"} <= set(diff.index)
+    assert "lora.r" not in diff.index  # equal in both: folded away by "Only what differs"
+
+
+def test_compare_warns_when_fingerprints_differ(ui_home):
+    fp1 = evaluation("k1", eval_path="travel.jsonl", max_samples=50)
+    fp2 = evaluation("k2", eval_path="travel.jsonl", max_samples=10)
+    add_run(ui_home, "run A", "succeeded", candidates=[cand("a1", ["lora"], fp1, rouge_l=0.3, decode_tps=40.0)])
+    add_run(ui_home, "run B", "succeeded", candidates=[cand("b1", ["lora"], fp2, rouge_l=0.4, decode_tps=20.0)])
+    at = open_page("compare")
+    warn = "\n".join(w.value for w in at.warning)
+    assert "measured differently" in warn and "max_samples" in warn
+    assert len(at.dataframe[0].value) == 2 and len(at.get("plotly_chart")) == 1
+
+
+def test_compare_10000_candidates_samples_the_chart_never_the_table(ui_home):
+    fp = evaluation("k1", eval_path="travel.jsonl")
+    rnd = random.Random(1)
+    many = [
+        cand(
+            f"m{i}",
+            ["lora", "modelbuilder"],
+            fp,
+            rouge_l=rnd.random(),
+            decode_tps=rnd.uniform(10, 100),
+            size_mb=rnd.uniform(1, 50),
+        )
+        for i in range(10_000)
+    ]
+    add_run(ui_home, "big sweep", "succeeded", candidates=many)
+    at = AppTest.from_file(MAIN)
+    at.run()
+    t0 = time.perf_counter()
+    at.switch_page(PAGES["compare"]).run()  # under AppTest's default 3 s timeout
+    elapsed = time.perf_counter() - t0
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.dataframe[0].value) == 10_000
+    assert "The chart shows 2000 of the measured candidates" in text(at)
+    print(f"compare page with 10,000 candidates: {elapsed:.2f} s")
+
+
+# -- Chat ----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_run(demo) -> dict:
+    """A finished run of the demo recipe in the session's GROVE_HOME (one that is already there is reused)."""
+    from engine import recipes, service
+
+    from ..engine.helpers import run_to_end
+
+    reg = Registry()
+    for r in reg.list_runs(status=["succeeded"], limit=100):
+        if r["name"].startswith("demo:") and reg.candidates(r["id"]):
+            return r
+    run = service.submit(recipes.demo_spec())
+    done = run_to_end(run["id"], timeout=900)
+    assert done["status"] == "succeeded", done["error_message"]
+    return done
+
+
+@pytest.fixture
+def chat_home(demo_run, grove_home, monkeypatch):
+    import streamlit as st
+
+    monkeypatch.setenv("GROVE_HOME", str(grove_home))
+    st.cache_data.clear()
+    chains = {" > ".join(c["pass_chain"]): c for c in Registry().candidates(demo_run["id"])}
+    return chains
+
+
+def ask(at: AppTest, prompt: str) -> AppTest:
+    at.chat_input(key="chat_prompt").set_value(prompt).run(timeout=ANSWER_TIMEOUT)
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def last_answers(at: AppTest, n: int) -> list[str]:
+    """The last n assistant answers on the page (markdown written inside assistant chat messages)."""
+    msgs = [m for m in at.get("chat_message") if m.name == "assistant"]
+    return [m.markdown[0].value for m in msgs[-n:]]
+
+
+def test_chat_travel_question_with_adapter_on_and_off(chat_home):
+    onnx = chat_home["lora > modelbuilder > extractadapters"]
+    at = open_page("chat")
+    at.selectbox(key="chat_cand_").set_value(onnx["id"]).run()
+    at.selectbox(key=f"chat_adapter_{onnx['id']}_").set_value("adapter").run()
+    ask(at, TRAVEL)
+    with_adapter = last_answers(at, 1)[0]
+    assert with_adapter.strip()
+    assert any("first token" in c.value and "tok/s" in c.value and "adapter" in c.value for c in at.caption)
+
+    at.selectbox(key=f"chat_adapter_{onnx['id']}_").set_value("none").run()
+    ask(at, TRAVEL)
+    base = last_answers(at, 1)[0]
+    assert base.strip() and base != with_adapter  # the travel adapter changes the answer
+    assert any("first token" in c.value and "· none ·" in c.value for c in at.caption)
+
+
+def test_chat_ab_side_by_side_and_feedback(chat_home):
+    onnx = chat_home["lora > modelbuilder > extractadapters"]
+    lora = chat_home["lora"]
+    at = open_page("chat")
+    at.toggle(key="chat_ab").set_value(True).run()
+    at.selectbox(key="chat_cand_A").set_value(onnx["id"]).run()
+    at.selectbox(key="chat_cand_B").set_value(lora["id"]).run()
+    at.selectbox(key=f"chat_adapter_{lora['id']}_B").set_value("adapter").run()
+    ask(at, TRAVEL)
+    assert len(last_answers(at, 2)) == 2
+    timings = [c.value for c in at.caption if "first token" in c.value]
+    assert len(timings) == 2 and any("onnxruntime" in t or "cpu" in t for t in timings)
+
+    before = len(Registry().feedback())
+    at.button(key=f"fb:{onnx['id']}:adapter:1:up").click().run()
+    assert not at.exception
+    rows = Registry().feedback()
+    assert len(rows) == before + 1 and rows[-1]["rating"] == 1 and rows[-1]["prompt"] == TRAVEL
+    assert rows[-1]["candidate_id"] == onnx["id"] and rows[-1]["answer"]
+
+
+def test_chat_without_candidates_says_what_to_do(ui_home):
+    at = open_page("chat")
+    assert "No candidate to chat with yet" in text(at)
