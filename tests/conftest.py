@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+SHARED = (REPO.parent / "shared").resolve()  # resolved, as the UI lists paths
 LAB_SAMPLE = SHARED / "data" / "travel_qa.jsonl"
 
 _session_home = Path(os.environ.get("GROVE_TEST_HOME") or "")
