@@ -16,7 +16,7 @@ from engine import paths
 from engine.demo import CHAT_TEMPLATE, GEOMETRY, SPECIAL_TOKENS
 
 REPO = Path(__file__).resolve().parents[2]
-LAB_SAMPLE = REPO.parent / "shared" / "data" / "travel_qa.jsonl"
+LAB_SAMPLE = (REPO.parent / "shared").resolve() / "data" / "travel_qa.jsonl"  # resolved, as the UI lists paths
 MAIN = str(REPO / "app" / "main.py")
 
 
