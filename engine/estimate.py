@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -264,16 +263,7 @@ def machine_memory() -> dict[str, Any]:
                 ram = int(line.split()[1]) * 1024
     except OSError:
         pass
-    gpus: list[int] = []
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        if out.returncode == 0:
-            gpus = [int(x.strip()) * 1024 * 1024 for x in out.stdout.splitlines() if x.strip().isdigit()]
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+    from engine.chat import gpu_memory  # the one nvidia-smi reader of device memory
+
+    gpus = [g["total"] for g in gpu_memory()]
     return {"ram": ram, "gpus": gpus}

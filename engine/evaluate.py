@@ -73,12 +73,7 @@ class EvalConfig:
     execution_provider: str = "CPUExecutionProvider"
 
     def fingerprint(self) -> dict[str, Any]:
-        versions = {}
-        for p in VERSION_PACKAGES:
-            try:
-                versions[p] = metadata.version(p)
-            except metadata.PackageNotFoundError:
-                pass
+        versions = package_versions(VERSION_PACKAGES)
         return {
             "dataset": self.data_key or _file_hash(self.eval_path),
             "split_seed": self.split_seed,
@@ -92,6 +87,17 @@ class EvalConfig:
             "execution_provider": self.execution_provider,
             "versions": versions,
         }
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of the named distributions (those not installed are left out)."""
+    out = {}
+    for p in names:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
 
 
 def fingerprint_id(fp: dict[str, Any]) -> str:

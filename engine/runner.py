@@ -154,7 +154,6 @@ def _metric_values(node: dict[str, Any]) -> tuple[dict[str, float], Optional[boo
 def candidates_from_footprint(fp: dict[str, Any], output_dir: Path, best_ids: set[str]) -> list[dict[str, Any]]:
     """Every model the workflow produced (and the input model when it was evaluated), with its pass chain."""
     out = []
-    parents = {n.get("parent_model_id") for n in fp.values()}
     for mid, node in fp.items():
         mc = node.get("model_config_data") or {}
         if mc.get("is_pruned"):
@@ -167,7 +166,7 @@ def candidates_from_footprint(fp: dict[str, Any], output_dir: Path, best_ids: se
             chain.append(cur["from_pass"])
             cur = fp.get(cur.get("parent_model_id") or "")
         chain.reverse()
-        path = model_path_of(node)
+        path = eval_path = model_path_of(node)
         cfg = mc.get("config") or {}
         is_output = mid in best_ids
         if is_output and (output_dir / "model.onnx").exists():
@@ -191,7 +190,7 @@ def candidates_from_footprint(fp: dict[str, Any], output_dir: Path, best_ids: se
                 "goals_met": None if goals_met is None or not metrics else int(bool(goals_met)),
                 "is_output": int(is_output),
                 "pareto": int(bool(node.get("is_pareto_frontier"))),
-                "is_leaf": mid not in parents,
+                "_eval_path": eval_path,  # the folder Olive evaluated (its cache copy), not the output copy
             }
         )
     return out
@@ -205,21 +204,17 @@ def attach_evaluations(cands: list[dict[str, Any]], config: dict[str, Any], reg:
     from engine.evaluate import EvalConfig, eval_key, fingerprint_id
 
     cfg = EvalConfig(**ev["metrics"][0]["user_config"]["evaluate_func_kwargs"]["config"])
+    fid = fingerprint_id(cfg.fingerprint())
     for c in cands:
         if not c["metrics"] or not c["path"]:
             continue
-        folder = _eval_path(c)
+        folder = c["_eval_path"] or c["path"]
         adapter = c["adapter_path"] if c["model_type"] == "hfmodel" else ("adapter_weights" if _onnx_adapter(folder) else None)
-        rec = reg.get_evaluation(eval_key(_eval_path(c), adapter, cfg))
-        c["fingerprint_id"] = fingerprint_id(cfg.fingerprint())
+        rec = reg.get_evaluation(eval_key(folder, adapter, cfg))
+        c["fingerprint_id"] = fid
         if rec:
             c["failed"] = rec["failed"] or {}
             c["eval_key"] = rec["key"]
-
-
-def _eval_path(c: dict[str, Any]) -> str:
-    """The folder Olive evaluated (the cache copy, not the output copy)."""
-    return c.get("_eval_path") or c["path"]
 
 
 def _onnx_adapter(path: Optional[str]) -> Optional[str]:
@@ -299,12 +294,9 @@ def run(run_id: str) -> int:
         best = wf.get_best_candidate() if wf is not None and wf.has_output_model() else None
         best_ids = {best.model_id} if best is not None else final_model_ids(output_dir / "output_footprint.json")
         cands = candidates_from_footprint(fp, output_dir, best_ids)
-        for c in cands:
-            c["_eval_path"] = model_path_of(fp[c["model_id"]]) or c["path"]
         attach_evaluations(cands, config, reg)
         for c in cands:
-            c.pop("_eval_path", None)
-            c.pop("is_leaf", None)
+            del c["_eval_path"]
         missing = [f for f in expected_files(config) if not (output_dir / f).is_file()]
         if missing or not best_ids:
             raise OutputMissing(

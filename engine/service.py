@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,13 +27,9 @@ FINGERPRINT_PACKAGES = (
 
 def env_fingerprint() -> dict[str, str]:
     """Versions of everything that changes what a pass produces (Olive's cache key ignores them)."""
-    out = {}
-    for p in FINGERPRINT_PACKAGES:
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    from engine.evaluate import package_versions
+
+    return package_versions(FINGERPRINT_PACKAGES)
 
 
 def check_model(spec: RunSpec) -> None:
