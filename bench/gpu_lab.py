@@ -1,15 +1,16 @@
 """The lab's workflow at Phi-3-mini geometry on a real GPU, through Grove's own engine (worker -> runner -> registry).
 
 Run on a CUDA machine from the repository root (see docs/gpu.md for the install):
-    python bench/gpu_lab.py --out results/ [--steps 100] [--skip-awq]
+    python bench/gpu_lab.py --out results/ [--model phi3|demo] [--phases hf,lab,lora_first,qlora,gptq] [--steps 100]
 
 1. builds a Phi-3-mini-geometry model (``Phi3Config()`` defaults, 3.8 B parameters) with random fp16 weights and a
    32,064-token tokenizer (Grove's BPE trained on the travel sample, padded with unused tokens);
 2. measures transformers ``generate`` on it (fp16, batch 1, prompt 128, 256 new tokens): what a user would run;
-3. submits the lab recipe through ``engine.service`` with a worker on GPU 0: AWQ -> LoRA -> ONNX int4 + adapter;
-   when AWQ cannot run, records why and runs the order that works (LoRA -> ONNX int4 + adapter);
-4. evaluates the result with ``engine.evaluate`` on CUDA (same prompt/generation lengths) with the adapter on/off;
-5. writes stage times, sizes, decode speed, the bandwidth bound and every error to ``OUT/gpu_lab.json``.
+3. submits, through ``engine.service`` with a worker on GPU 0, the phases asked for: ``lab`` (AWQ -> AwqDequantize
+   -> LoRA -> ONNX int4 + adapter, the lab's order), ``lora_first`` (LoRA -> ONNX int4 + adapter), ``qlora``, ``gptq``;
+4. per run: stage times, each pass's measured peak GPU memory next to the pre-flight estimate (engine.estimate),
+   and an evaluation of the result with ``engine.evaluate`` on CUDA (held-out quality, decode speed; adapter on/off);
+5. writes everything, every error included, to ``OUT/gpu_lab_<model>.json``.
 """
 
 from __future__ import annotations
@@ -96,40 +97,103 @@ def run_spec(spec_dict: dict, timeout: float) -> dict:
     for e in reg.events(r["id"], kinds=["pass_started", "pass_finished"]):
         stages.setdefault(e["data"]["name"], {})[e["kind"]] = e["ts"]
     stage_s = {k: v["pass_finished"] - v["pass_started"] for k, v in stages.items() if len(v) == 2}
+    memory = {e["data"]["name"]: e["data"] for e in reg.events(r["id"], kinds=["pass_memory"])}
     cands = reg.candidates(r["id"])
     from engine.worker import log_tail
 
-    return {"run": r["id"], "status": r["status"], "wall_s": wall, "stage_s": stage_s, "error_type": r["error_type"],
-            "error": r["error_message"], "candidates": [{k: c[k] for k in ("pass_chain", "path", "size_bytes", "is_output")} for c in cands],
+    data_dir = next(Path(dc["load_dataset_config"]["data_files"]).parent for dc in json.loads(r["olive_config"])["data_configs"]
+                    if (dc.get("load_dataset_config") or {}).get("data_files"))
+    return {"run": r["id"], "status": r["status"], "wall_s": wall, "stage_s": stage_s, "memory": memory,
+            "error_type": r["error_type"], "error": r["error_message"], "data_dir": str(data_dir),
+            "candidates": [{k: c[k] for k in ("pass_chain", "path", "size_bytes", "is_output")} for c in cands],
             "log_tail": log_tail(Path(r["log_path"]), 60) if r["status"] != "succeeded" else ""}
+
+
+def memory_check(spec: dict, run: dict, model_dir: str) -> list[dict]:
+    """Pre-flight estimate per pass (engine.estimate) next to the measured peak (the runner's pass_memory events)."""
+    from transformers import AutoTokenizer
+
+    from engine import estimate
+
+    card = estimate.model_card(model_dir)
+    calib = Path(run["data_dir"]) / "calib" / "train.jsonl"
+    tokens = None
+    if calib.is_file():
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        tokens = sum(len(tok(json.loads(line)["text"])["input_ids"]) for line in calib.read_text().splitlines() if line.strip())
+    seq = spec["dataset"]["max_seq_len"]
+    rows = []
+    plan = estimate.plan_memory(card, spec["passes"], seq_len=seq, device="gpu", calib_tokens=tokens)
+    for est, p in zip(plan, spec["passes"], strict=True):
+        m = run.get("memory", {}).get(p.get("name") or p["type"].lower())
+        row = {"pass": est["pass"], "where": est["where"], "estimate_gb": est["bytes"] / 1e9, "parts_gb": {k: v / 1e9 for k, v in est["parts"].items()}}
+        if m:
+            row.update({"torch_peak_reserved_gb": m["torch_peak_reserved"] / 1e9, "torch_peak_allocated_gb": m["torch_peak_allocated"] / 1e9,
+                        "device_peak_used_gb": m["device_peak_used"] / 1e9})
+            if est["where"] == "gpu" and m["torch_peak_reserved"]:
+                row["estimate_vs_reserved"] = est["bytes"] / m["torch_peak_reserved"] - 1
+        rows.append(row)
+    return rows
+
+
+def evaluate_final(run: dict, template: str, samples: int, gen_len: int) -> dict:
+    from engine.evaluate import EvalConfig, evaluate
+
+    final = next((c for c in run.get("candidates", []) if c["is_output"]), None)
+    if not final:
+        return {}
+    out = {}
+    cfg = EvalConfig(eval_path=str(Path(run["data_dir"]) / "eval.jsonl"), text_template=template, max_samples=samples,
+                     answer_tokens=32, prompt_length=128, generation_length=gen_len, repeats=3, device="gpu",
+                     execution_provider="CUDAExecutionProvider")
+    adapters = [("adapter_on", "adapter_weights"), ("adapter_off", None)] if Path(final["path"], "adapter_weights.onnx_adapter").is_file() else [("model", None)]
+    for label, ad in adapters:
+        try:
+            ev = evaluate(final["path"], cfg, adapter=ad)
+            out[label] = {"metrics": ev.metrics, "failed": ev.failed}
+        except Exception:
+            out[label] = {"error": traceback.format_exc()[-3000:]}
+    p = Path(final["path"])
+    out["onnx_weights_bytes"] = sum(f.stat().st_size for f in p.glob("model.onnx*"))
+    out["size_on_disk_bytes"] = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
+    ap.add_argument("--model", choices=["phi3", "demo"], default="phi3", help="Phi-3-mini geometry (random) or Grove's demo")
+    ap.add_argument("--phases", default="lab,lora_first", help="comma list of hf, lab, lora_first, qlora, gptq")
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--skip-awq", action="store_true")
-    ap.add_argument("--skip-hf", action="store_true", help="skip the transformers generate baseline")
-    ap.add_argument("--skip-no-awq", action="store_true", help="skip the LoRA -> int4 run (the order that works without AWQ)")
-    ap.add_argument("--timeout", type=float, default=420)
+    ap.add_argument("--eval-samples", type=int, default=10)
+    ap.add_argument("--timeout", type=float, default=540)
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     home = Path(os.environ.setdefault("GROVE_HOME", "/root/grove"))
     os.environ.setdefault("GROVE_GPUS", "0")
-    result: dict = {"gpu": os.popen("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader").read().strip()}
+    phases = [x for x in a.phases.split(",") if x]
+    result: dict = {"gpu": os.popen("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader").read().strip(),
+                    "model_kind": a.model, "phases": phases}
+    name = f"gpu_lab_{a.model}"
 
     def save() -> None:
-        (out / "gpu_lab.json").write_text(json.dumps(result, indent=2, default=str))
+        (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
 
-    from engine import recipes
+    from engine import demo, recipes
     from engine.registry import Registry
     from engine.worker import Worker
 
-    model = build_model(home)
+    if a.model == "phi3":
+        model = build_model(home)
+        seq, batch, r, lr = 512, 1, 64, 2e-4
+    else:
+        d = demo.build_demo()
+        model = {"path": d["model"]}
+        seq, batch, r, lr = 128, 8, 16, 2e-3
     result["model"] = model
     save()
-    if not a.skip_hf:
+    if "hf" in phases:
         result["hf_generate"] = hf_generate(model["path"], 128, 256, 3)
         save()
     w = Worker(Registry())
@@ -137,38 +201,43 @@ def main() -> int:
     stop = threading.Event()
     threading.Thread(target=lambda: [w.tick() or time.sleep(0.3) for _ in iter(lambda: stop.is_set(), True)], daemon=True).start()
     sample = str(REPO / "engine" / "assets" / "travel_sample.jsonl")
-    lab = recipes.lab_recipe(model["path"], sample, device="gpu", max_steps=a.steps, max_seq_len=512, lora_r=64)
-    lab["passes"][1]["params"].update({"alpha": 64, "training_args": {"max_steps": a.steps, "per_device_train_batch_size": 1,
-                                       "learning_rate": 2e-4, "logging_steps": 10, "gradient_checkpointing": False}})
-    if not a.skip_awq:
-        result["lab_order_awq_first"] = run_spec(lab, a.timeout)
-        save()
-    r = result.get("lab_order_awq_first", {})
-    if not a.skip_no_awq:
-        no_awq = {**lab, "name": "LoRA -> int4 ONNX + adapter (CUDA)", "passes": lab["passes"][1:]}
-        result["lora_then_int4"] = r = run_spec(no_awq, a.timeout)
+    targs = {"max_steps": a.steps, "per_device_train_batch_size": batch, "learning_rate": lr, "logging_steps": 10,
+             "gradient_checkpointing": False}
+
+    def spec_for(build) -> dict:
+        s = build("gpu")
+        s["model"] = {"name": model["path"]}
+        s["dataset"] = {**s["dataset"], "path": sample, "max_seq_len": seq}
+        for p in s["passes"]:
+            if p["type"] in ("LoRA", "QLoRA"):
+                p["params"].update({"r": r, "alpha": r, "training_args": dict(targs)})
+        return s
+
+    lab = spec_for(lambda dev: recipes.lab_recipe("m", "d", device=dev, lora_r=r))
+    specs = {
+        "lab": lab,
+        "lora_first": {**lab, "name": "LoRA -> int4 ONNX + adapter (CUDA)", "passes": [p for p in lab["passes"] if p["type"] not in ("AutoAWQQuantizer", "AwqDequantize")]},
+        "qlora": spec_for(recipes.qlora),
+        "gptq": spec_for(recipes.gptq),
+    }
+    for ph in phases:
+        if ph not in specs:
+            continue
+        t_left = a.timeout
+        res = run_spec(specs[ph], t_left)
+        if res.get("status") != "refused":
+            try:
+                res["memory_check"] = memory_check(specs[ph], res, model["path"])
+            except Exception:
+                res["memory_check_error"] = traceback.format_exc()[-2000:]
+            if res["status"] == "succeeded" and ph != "gptq":
+                res["eval"] = evaluate_final(res, lab["dataset"]["text_template"], a.eval_samples, 256 if a.model == "phi3" else 64)
+        result[ph] = res
         save()
     stop.set()
-    final = next((c for c in r.get("candidates", []) if c["is_output"]), None)
-    if final:
-        from engine.evaluate import EvalConfig, evaluate
-
-        data_dir = next((home / "data").iterdir())
-        cfg = EvalConfig(eval_path=str(data_dir / "eval.jsonl"), text_template=lab["dataset"]["text_template"], max_samples=10,
-                         answer_tokens=16, prompt_length=128, generation_length=256, repeats=3, device="gpu",
-                         execution_provider="CUDAExecutionProvider")
-        for label, ad in (("adapter_on", "adapter_weights"), ("adapter_off", None)):
-            try:
-                ev = evaluate(final["path"], cfg, adapter=ad)
-                result[f"genai_{label}"] = {"metrics": ev.metrics, "failed": ev.failed}
-            except Exception:
-                result[f"genai_{label}"] = {"error": traceback.format_exc()[-3000:]}
-            save()
-        weights = sum(f.stat().st_size for f in Path(final["path"]).glob("model.onnx*"))
-        result["onnx_weights_bytes"] = weights
-        result["size_on_disk_bytes"] = sum(f.stat().st_size for f in Path(final["path"]).rglob("*") if f.is_file())
     save()
-    print(json.dumps({k: v for k, v in result.items() if k != "model"}, indent=1, default=str)[:6000])
+    short = {k: v for k, v in result.items() if k != "model"}
+    print(json.dumps(short, indent=1, default=str)[:8000])
     return 0
 
 

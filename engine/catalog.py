@@ -22,6 +22,7 @@ from typing import Any, Optional
 from engine import paths
 
 CPU_EP = "CPUExecutionProvider"
+CATALOG_REV = 2  # bump when the dump changes (2: Grove's own passes, engine.olive_passes, are listed)
 
 
 def olive_version() -> str:
@@ -32,7 +33,7 @@ def olive_version() -> str:
 
 
 def catalog_path() -> Path:
-    return paths.home() / "catalog" / f"olive-{olive_version()}.json"
+    return paths.home() / "catalog" / f"olive-{olive_version()}-r{CATALOG_REV}.json"
 
 
 def load(*, rebuild: bool = False, timeout: float = 300) -> dict[str, Any]:
@@ -123,6 +124,9 @@ def dump(out: Path) -> None:
     from olive.hardware.constants import ExecutionProvider
     from olive.package_config import OlivePackageConfig
 
+    from engine import olive_compat
+
+    olive_compat.apply()  # adds Grove's passes to Olive's catalog, as in the runner
     pc = OlivePackageConfig.load_default_config()
     acc = AcceleratorSpec(accelerator_type="cpu", execution_provider=ExecutionProvider.CPUExecutionProvider)
     extra = pc.extra_dependencies if hasattr(pc, "extra_dependencies") else {}
@@ -143,6 +147,7 @@ def dump(out: Path) -> None:
             "missing_packages": [d for d in deps if not _installed(d)],
             "params": {},
             "import_error": None,
+            "grove": mc.module_path.startswith("engine."),
         }
         try:
             cls = pc.import_pass_module(key_lower)

@@ -86,31 +86,8 @@ def from_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-# -- recipe presets ---------------------------------------------------------------------------------------------
-def _finetune_only(device: str) -> dict[str, Any]:
-    r = recipes.lab_recipe("m", "d", device=device)
-    r["passes"] = [p for p in r["passes"] if p["type"] == "LoRA"]
-    r["target"]["precision"] = "fp32" if device == "cpu" else "bf16"
-    return r
-
-
-def _cuda_int4(device: str) -> dict[str, Any]:
-    r = recipes.lab_recipe("m", "d", device="gpu")
-    r["passes"] = [
-        {"type": "AutoAWQQuantizer", "params": {"bits": 4}},
-        {"type": "ModelBuilder", "params": {"precision": "int4"}},
-    ]
-    return r
-
-
-RECIPE_PRESETS = {
-    "lab": (
-        "The lab: LoRA fine-tune -> ONNX int4 with the adapter extracted (AWQ first on a GPU)",
-        lambda device: recipes.lab_recipe("m", "d", device=device),
-    ),
-    "finetune": ("Fine-tune only: a LoRA adapter on the input model", _finetune_only),
-    "cuda_int4": ("Quantize for CUDA int4: AutoAWQ 4-bit -> ONNX int4 for onnxruntime-genai on a GPU", _cuda_int4),
-}
+# -- recipe presets (engine/recipes.py) -------------------------------------------------------------------------
+RECIPE_PRESETS = recipes.PRESETS
 
 
 def apply_recipe(draft: dict[str, Any], key: str, device: str = "cpu") -> dict[str, Any]:
@@ -122,7 +99,7 @@ def apply_recipe(draft: dict[str, Any], key: str, device: str = "cpu") -> dict[s
     ]
     d["target"], d["resources"] = r["target"], r["resources"]
     d["search"] = None
-    if key != "cuda_int4" and d.get("dataset"):
+    if key not in ("cuda_int4", "gptq") and d.get("dataset"):
         d["dataset"]["max_seq_len"] = r["dataset"]["max_seq_len"]
         if not d["dataset"].get("text_template") and not d["dataset"].get("chat_template"):
             d["dataset"]["text_template"] = r["dataset"]["text_template"]

@@ -157,6 +157,7 @@ def model_card(model: str | Path) -> dict[str, Any] | None:
         "layers": _get(cfg, "num_hidden_layers"),
         "heads": _get(cfg, "num_attention_heads"),
         "kv_heads": cfg.get("num_key_value_heads"),
+        "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", cfg.get("model_type", "") in NON_GATED)),
         "intermediate_size": _get(cfg, "intermediate_size"),
         "vocab_size": _get(cfg, "vocab_size"),
         "max_position_embeddings": _get(cfg, "max_position_embeddings"),
@@ -175,6 +176,35 @@ def _bytes(dtype: Any, default: float = 4) -> float:
     return DTYPE_BYTES.get(str(dtype).replace("torch.", ""), default)
 
 
+# Olive's LoRA default targets when a spec names none (Olive's own table first, then peft's)
+DEFAULT_LORA_TARGETS = {
+    "phi3": ["o_proj", "qkv_proj"], "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
+    "mistral": ["q_proj", "v_proj"], "phi": ["q_proj", "v_proj", "fc1", "fc2"], "gpt2": ["c_attn"],
+}  # fmt: skip
+
+
+def linear_shapes(card: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each decoder-layer linear, by module name, from the geometry."""
+    h = card.get("hidden_size") or 0
+    inter = card.get("intermediate_size") or 4 * h
+    heads = card.get("heads") or 1
+    kv = card.get("kv_heads") or heads
+    hd = h // heads if heads else h
+    return {
+        "qkv_proj": (h, (heads + 2 * kv) * hd), "q_proj": (h, heads * hd), "k_proj": (h, kv * hd),
+        "v_proj": (h, kv * hd), "o_proj": (heads * hd, h), "c_attn": (h, 3 * h), "gate_up_proj": (h, 2 * inter),
+        "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h), "fc1": (h, inter), "fc2": (inter, h),
+    }  # fmt: skip
+
+
+def lora_params(card: dict[str, Any], r: int, targets: list[str] | None) -> int:
+    """Trainable LoRA parameters: r x (in + out) per targeted linear per layer (all linears when unknown)."""
+    shapes = linear_shapes(card)
+    names = targets or DEFAULT_LORA_TARGETS.get(card.get("model_type", "")) or ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+    per_layer = sum(r * sum(shapes[n]) for n in names if n in shapes)
+    return int((card.get("layers") or 0) * per_layer)
+
+
 def pass_memory(
     card: dict[str, Any],
     p: dict[str, Any],
@@ -182,8 +212,12 @@ def pass_memory(
     seq_len: int = 512,
     stage_bytes: float | None = None,
     device: str = "cpu",
+    calib_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """Peak memory estimate of one pass on ``card``'s model. ``stage_bytes``: bytes per weight reaching the pass."""
+    """Peak memory estimate of one pass on ``card``'s model. ``stage_bytes``: bytes per weight reaching the pass.
+    ``where`` says which memory the peak is in: the GPU's, or host RAM (passes that work on the CPU even in a GPU
+    run, such as ModelBuilder, and every pass of a CPU run). ``calib_tokens``: tokens of calibration data, when known
+    (quantizers calibrate on at most 128 x 512 tokens)."""
     P = params_of(card)
     h = card.get("hidden_size") or 0
     L = card.get("layers") or 0
@@ -192,36 +226,57 @@ def pass_memory(
     t = p.get("type", "")
     params = p.get("params") or {}
     src = stage_bytes or _bytes(card.get("dtype_weights") or card.get("dtype"), 4)
+    gpu = device == "gpu"
+    where = "host"
     parts: dict[str, float] = {}
     if t in LORA_PASSES:
         dt = params.get("torch_dtype", "bfloat16")
-        wb = 0.5 if t == "QLoRA" else _bytes(dt, 2)
         r = int(params.get("r") or (p.get("search", {}).get("r") or [64])[-1])
         targs = params.get("training_args") or {}
         b = int(targs.get("per_device_train_batch_size") or 8)
         ckpt = bool(targs.get("gradient_checkpointing", True))
-        adapter = L * r * (4 * 2 * h + 3 * (h + inter))
         act_b = _bytes(dt, 2)
+        emb = vocab * h * (1 if card.get("tie_word_embeddings") else 2)
+        if t == "QLoRA":  # nf4 linears (+ fp32 absmax per 64 weights), embeddings and lm_head in 16 bits
+            weights = (P - emb) * 0.5 * (1 + 1 / 16) + emb * 2
+        else:
+            weights = P * _bytes(dt, 2)
+        adapter = lora_params(card, r, params.get("target_modules"))
         per_layer = (2 if ckpt else 34) * seq_len * b * h * act_b / 2
         parts = {
-            "weights": P * wb,
+            "weights": weights,
             "adapter + grads + AdamW": adapter * 16,
             "activations": per_layer * L + (34 * seq_len * b * h * act_b / 2 if ckpt else 0),
             "logits (fp32)": 2 * b * seq_len * vocab * 4,
         }
-        basis = f"{dt} weights, r={r}, batch {b} x {seq_len} tokens, gradient checkpointing {'on' if ckpt else 'off'}"
+        where = "gpu" if gpu else "host"
+        basis = (f"{'nf4' if t == 'QLoRA' else dt} weights, r={r} ({adapter / 1e6:.1f} M trainable), "
+                 f"batch {b} x {seq_len} tokens, gradient checkpointing {'on' if ckpt else 'off'}")
     elif t in PT_QUANTIZERS:
         layer_w = P / max(L, 1)
-        parts = {
-            "weights (16-bit)": P * 2,
-            "one layer in fp32": layer_w * 4 * 2,
-            "calibration activations": 128 * min(seq_len, 512) * h * 4,
-        }
-        basis = "16-bit model with one layer's calibration working set"
+        n = max(1, min(128, (calib_tokens or 128 * 512) // 512))
+        if gpu:  # layer-wise: the model stays in host RAM, one decoder layer and its calibration inputs on the GPU
+            parts = {
+                "one layer (16-bit + fp32 working copy)": layer_w * (2 + 4),
+                "calibration activations": n * 512 * (4 * h + 2 * inter) * 2,
+            }
+            if t == "AutoAWQQuantizer":
+                # AutoAWQ's scale search allocates tensors of ever-changing sizes; PyTorch's caching allocator then
+                # reserved 2.0x the allocated peak (H100, Phi-3-mini geometry: 5.20 GB reserved, 2.60 GB allocated)
+                parts["allocator reserve (AutoAWQ scale search)"] = sum(parts.values())
+            where = "gpu"
+            basis = f"one decoder layer at a time with {n} calibration sequences of 512 tokens (model in host RAM)"
+        else:
+            parts = {
+                "weights (16-bit)": P * 2,
+                "one layer in fp32": layer_w * 4 * 2,
+                "calibration activations": n * 512 * h * 4,
+            }
+            basis = "16-bit model with one layer's calibration working set"
     elif t == "ModelBuilder":
         prec = params.get("precision", "fp32")
-        parts = {"source weights": P * (src if device == "cpu" else min(src, 2)), "output": P * _bytes(prec, 4)}
-        basis = f"source model plus its {prec} ONNX copy"
+        parts = {"source weights": P * (src if not gpu else min(src, 2)), "output": P * _bytes(prec, 4)}
+        basis = f"source model plus its {prec} ONNX copy (built on the CPU, also in a GPU run)"
     elif t in ("OnnxConversion", "OptimumConversion"):
         parts = {"source weights": P * src, "exported graph": P * 4}
         basis = "PyTorch model plus the exported fp32 graph"
@@ -233,22 +288,30 @@ def pass_memory(
         "pass": p.get("name") or t.lower(),
         "type": t,
         "bytes": int(total),
+        "where": where,
         "parts": {k: int(v) for k, v in parts.items()},
         "basis": basis,
     }
 
 
 def plan_memory(
-    card: dict[str, Any], passes: list[dict[str, Any]], *, seq_len: int = 512, device: str = "cpu"
+    card: dict[str, Any],
+    passes: list[dict[str, Any]],
+    *,
+    seq_len: int = 512,
+    device: str = "cpu",
+    calib_tokens: int | None = None,
 ) -> list[dict[str, Any]]:
     """Per planned pass, following the weight precision along the chain (a quantizer makes later passes smaller)."""
     out = []
     stage: float | None = None
     for p in passes:
-        out.append(pass_memory(card, p, seq_len=seq_len, stage_bytes=stage, device=device))
+        out.append(pass_memory(card, p, seq_len=seq_len, stage_bytes=stage, device=device, calib_tokens=calib_tokens))
         t, params = p.get("type"), p.get("params") or {}
         if t in ("AutoAWQQuantizer", "GptqQuantizer", "Gptq", "GptqModel", "Rtn"):
             stage = _bytes(f"int{params.get('bits', params.get('w_bit', 4))}", 0.5)
+        elif t == "AwqDequantize":
+            stage = _bytes(params.get("torch_dtype", "float16"), 2)
         elif t == "ModelBuilder":
             stage = _bytes(params.get("precision", "fp32"), 4)
     return out

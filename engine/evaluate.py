@@ -280,6 +280,24 @@ class GenaiBackend:
         return ttft, steps
 
 
+def register_olive_quantizer(folder: Path) -> bool:
+    """Checkpoints from Olive's own quantizers (Rtn, Gptq: ``quant_method: olive``) load in transformers only once
+    Olive's quantizer is registered, as Olive's model loader does. True when the folder needed it."""
+    cfg = Path(folder) / "config.json"
+    try:
+        q = (json.loads(cfg.read_text()).get("quantization_config") or {}) if cfg.is_file() else {}
+    except ValueError:
+        return False
+    if q.get("quant_method") != "olive":
+        return False
+    from olive.common.quant.hf_utils import OliveHfQuantizationConfig, OliveHfQuantizer
+    from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
+
+    AUTO_QUANTIZATION_CONFIG_MAPPING["olive"] = OliveHfQuantizationConfig
+    AUTO_QUANTIZER_MAPPING["olive"] = OliveHfQuantizer
+    return True
+
+
 class HfBackend:
     form = "transformers"
 
@@ -291,6 +309,7 @@ class HfBackend:
         self.device = "cuda" if cfg.device == "gpu" and torch.cuda.is_available() else "cpu"
         self.tok = AutoTokenizer.from_pretrained(folder)
         dtype = torch.float32 if self.device == "cpu" else torch.float16
+        register_olive_quantizer(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
         if adapter_path:
             from peft import PeftModel

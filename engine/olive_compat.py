@@ -16,6 +16,9 @@ with Grove's evaluator (an Olive *custom metric*) hit three Olive bugs that no v
   when no baseline was needed, so threshold goals, and goals on any but the first metric, are silently ignored
   (every candidate "meets its goals"). Found here; not in the notes.
 
+G1 is not a fix: it adds Grove's own passes (``engine.olive_passes``: ``AwqDequantize``) to Olive's pass catalog so
+workflows, and exported configs run with ``olive run``, can name them.
+
 Each patch checks that it is still needed (``needed()``) and applies only then; ``tests/engine/test_olive_compat.py``
 fails as soon as an upstream release no longer needs one, so it can be deleted.
 
@@ -231,7 +234,46 @@ def _p2_apply() -> None:
     builder.create_model = create_model
 
 
+# -- G1: Grove's own passes in Olive's catalog ------------------------------------------------------------------
+def _g1_needed() -> bool:
+    """Olive resolves a pass type through its package config (``olive_config.json``, parsed afresh by
+    ``olive.workflows.run`` and cached by ``load_default_config``); Grove's passes (``engine.olive_passes``) are in
+    neither."""
+    from olive.package_config import OlivePackageConfig
+
+    from engine.olive_passes import GROVE_PASSES
+
+    fresh = OlivePackageConfig.parse_file_or_obj(OlivePackageConfig.get_default_config_path()).passes
+    cached = OlivePackageConfig.load_default_config().passes
+    return any(name.lower() not in known for name in GROVE_PASSES for known in (fresh, cached))
+
+
+def _g1_add(cfg: Any) -> Any:
+    from olive.passes import PassModuleConfig
+
+    from engine.olive_passes import GROVE_PASSES
+
+    if isinstance(getattr(cfg, "passes", None), dict):
+        for name, entry in GROVE_PASSES.items():
+            cfg.passes.setdefault(name.lower(), PassModuleConfig(**entry))
+    return cfg
+
+
+def _g1_apply() -> None:
+    from olive.package_config import OlivePackageConfig
+
+    original = OlivePackageConfig.parse_file_or_obj.__func__
+
+    def parse_file_or_obj(cls: Any, file_or_obj: Any) -> Any:
+        cfg = original(cls, file_or_obj)
+        return _g1_add(cfg) if cls is OlivePackageConfig else cfg
+
+    OlivePackageConfig.parse_file_or_obj = classmethod(parse_file_or_obj)
+    _g1_add(OlivePackageConfig.load_default_config())  # lru-cached: the instance Olive's engine and CLI reuse
+
+
 PATCHES: dict[str, tuple[Callable[[], bool], Callable[[], None]]] = {
+    "G1 Grove's passes (AwqDequantize) in Olive's catalog": (_g1_needed, _g1_apply),
     "P2 genai>=0.15 create_model options (GPU set only)": (_p2_needed, _p2_apply),
     "P4 custom metric serializers accept None": (_p4_needed, _p4_apply),
     "P6 dump subclass fields (serialize_as_any)": (_p6_needed, _p6_apply),

@@ -332,15 +332,18 @@ def memory_rows(
     device = target.get("device", "cpu")
     seq = int(((draft.get("dataset") or {}).get("max_seq_len")) or 512)
     est = estimate.plan_memory(card, draft.get("passes") or [], seq_len=seq, device=device)
+    cpu_slots = max(1, slots.get("cpu") or 1)
+    ram_slot = (machine.get("ram") or 0) // cpu_slots
+    gpu_slot = None
     if device == "gpu" and machine.get("gpus"):
         per = max(1, max((g["slots"] for g in slots.get("gpus", [])), default=1))
-        slot_mem, slot = min(machine["gpus"]) // per, "GPU slot"
-    else:
-        cpu_slots = max(1, slots.get("cpu") or 1)
-        slot_mem, slot = (machine.get("ram") or 0) // cpu_slots, "CPU slot (RAM)"
+        gpu_slot = min(machine["gpus"]) // per
     for e in est:
-        e["slot"], e["slot_bytes"] = slot, slot_mem
-        e["share"] = e["bytes"] / slot_mem if slot_mem else None
+        if e.get("where") == "gpu" and gpu_slot is not None:
+            e["slot"], e["slot_bytes"] = "GPU slot", gpu_slot
+        else:
+            e["slot"], e["slot_bytes"] = "CPU slot (RAM)" if device == "cpu" else "host RAM", ram_slot
+        e["share"] = e["bytes"] / e["slot_bytes"] if e["slot_bytes"] else None
     return est
 
 

@@ -126,6 +126,50 @@ def install_trainer_callback(sink: EventSink) -> None:
     transformers.Trainer.__init__ = __init__
 
 
+def install_memory_probe(sink: EventSink, interval: float = 0.2) -> None:
+    """On a GPU, record each pass's peak memory as a ``pass_memory`` event: PyTorch's peak allocated and reserved
+    bytes (what the pre-flight estimate models) and the device's peak used bytes sampled with ``cudaMemGetInfo``
+    (adds the CUDA context and onnxruntime's allocations). Nothing is recorded on the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    from olive.engine.engine import Engine
+
+    original = Engine._run_pass
+    if getattr(original, "_grove", False):
+        return
+
+    def _run_pass(self, pass_name, *a, **kw):  # noqa: ANN001, ANN202
+        peak = {"device_used": 0}
+        done = threading.Event()
+
+        def sample() -> None:
+            while True:
+                try:
+                    free, total = torch.cuda.mem_get_info()
+                    peak["device_used"] = max(peak["device_used"], total - free)
+                except Exception:  # noqa: BLE001 - a probe must never break the run
+                    return
+                if done.wait(interval):
+                    return
+
+        torch.cuda.reset_peak_memory_stats()
+        t = threading.Thread(target=sample, name="grove-memory", daemon=True)
+        t.start()
+        try:
+            return original(self, pass_name, *a, **kw)
+        finally:
+            done.set()
+            t.join(timeout=2)
+            sink.emit("pass_memory", name=pass_name, torch_peak_allocated=torch.cuda.max_memory_allocated(),
+                      torch_peak_reserved=torch.cuda.max_memory_reserved(), device_peak_used=peak["device_used"],
+                      device_total=torch.cuda.get_device_properties(0).total_memory)
+
+    _run_pass._grove = True  # type: ignore[attr-defined]
+    Engine._run_pass = _run_pass
+
+
 def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -286,6 +330,7 @@ def run(run_id: str) -> int:
         handler = OliveLogHandler(sink, len(config.get("passes", {})))
         logging.getLogger("olive").addHandler(handler)
         install_trainer_callback(sink)
+        install_memory_probe(sink)
         sink.stage = "running"
         wf = olive_run(str(cfg_path))
         output_dir = Path(config["output_dir"])

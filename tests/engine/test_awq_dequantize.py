@@ -1,0 +1,119 @@
+"""The lab's order (AWQ 4-bit, then LoRA on the quantized model, then ONNX) on the CPU, from an AWQ checkpoint.
+
+AutoAWQ's calibration needs CUDA, so the AWQ checkpoint here is packed by AutoAWQ's own code (its round-to-nearest
+quantizer and ``WQLinear_GEMM.from_linear``, the same packing its CUDA path writes) from the demo model; the GPU run
+of the whole chain is in tests/gpu and docs/gpu.md."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import types
+from pathlib import Path
+
+import pytest
+
+from engine import catalog, recipes, service
+from engine.registry import Registry
+from engine.spec import parse_spec
+
+from .helpers import generate, run_to_end
+
+GROUP = 128
+LINEARS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+
+
+def make_awq_checkpoint(src: Path, dst: Path) -> dict[str, object]:
+    """``src`` (a 16-bit HF folder) written as an AutoAWQ GEMM 4-bit checkpoint; returns the fake-quant weights."""
+    import torch
+    from awq.modules.linear.gemm import WQLinear_GEMM
+    from awq.quantize.quantizer import AwqQuantizer
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float16)
+    q = types.SimpleNamespace(group_size=GROUP, zero_point=True, w_bit=4)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    fake = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and name.rsplit(".", 1)[-1] in LINEARS:
+            w, scales, zeros = AwqQuantizer.pseudo_quantize_tensor(q, mod.weight.data.float())
+            mod.weight.data = w.half()
+            fake[name] = w.half()
+            ql = WQLinear_GEMM.from_linear(mod, 4, GROUP, False, scales.t().contiguous(), zeros.t().contiguous())
+            del sd[name + ".weight"]
+            sd[name + ".qweight"], sd[name + ".qzeros"], sd[name + ".scales"] = ql.qweight, ql.qzeros, ql.scales
+    dst.mkdir(parents=True)
+    save_file(sd, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": GROUP, "zero_point": True,
+                                  "version": "gemm", "modules_to_not_convert": None}
+    cfg["torch_dtype"] = "float16"
+    (dst / "config.json").write_text(json.dumps(cfg))
+    for f in src.iterdir():
+        if f.is_file() and f.suffix != ".safetensors" and f.name != "config.json":
+            shutil.copy2(f, dst / f.name)
+    return fake
+
+
+@pytest.fixture(scope="module")
+def awq_model(demo, tmp_path_factory):
+    dst = tmp_path_factory.mktemp("awq") / "demo-awq"
+    fake = make_awq_checkpoint(Path(demo["model"]), dst)
+    return dst, fake
+
+
+def test_dequantized_weights_are_exactly_the_awq_weights(awq_model, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from engine.olive_passes import dequantize_awq_folder
+
+    src, fake = awq_model
+    done = dequantize_awq_folder(src, tmp_path / "out", "float16", device="cpu")
+    assert done["layers"] == len(fake) == 4 * 4
+    sd = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert not any(k.endswith((".qweight", ".qzeros", ".scales")) for k in sd)
+    for name, w in fake.items():
+        # the AWQ model's own (q - zero) * fp16 scale; the reference was rounded to fp16 from fp32, hence the 1e-3
+        torch.testing.assert_close(sd[name + ".weight"], w, rtol=1e-3, atol=1e-4, msg=name)
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert "quantization_config" not in cfg and cfg["torch_dtype"] == "float16"
+    assert (tmp_path / "out" / "tokenizer.json").is_file()
+
+
+def test_not_an_awq_checkpoint_is_refused_with_the_file_named(demo, tmp_path):
+    from engine.olive_passes import dequantize_awq_folder
+
+    with pytest.raises(ValueError, match=r"config.json: quantization_config.quant_method is None, not 'awq'"):
+        dequantize_awq_folder(Path(demo["model"]), tmp_path / "out")
+
+
+def test_grove_pass_is_in_the_catalog():
+    entry = catalog.load()["passes"]["AwqDequantize"]
+    assert entry["grove"] and entry["import_error"] is None and "torch_dtype" in entry["params"]
+
+
+@pytest.mark.slow
+def test_lab_order_awq_then_lora_then_onnx_runs_through_grove(awq_model, demo):
+    src, _ = awq_model
+    spec = parse_spec({
+        "name": "lab order from an AWQ checkpoint",
+        "model": {"name": str(src)},
+        "dataset": {"path": demo["dataset"], "text_template": recipes.LAB_TEXT_TEMPLATE,
+                    "max_seq_len": 128, "eval_split": 0.1},
+        "passes": [
+            {"type": "AwqDequantize", "params": {"torch_dtype": "float32"}},
+            {"type": "LoRA", "params": {"r": 8, "alpha": 16, "torch_dtype": "float32",
+                                        "training_args": {"max_steps": 6, "per_device_train_batch_size": 8,
+                                                          "learning_rate": 2e-3, "logging_steps": 2}}},
+            {"type": "ModelBuilder", "params": {"precision": "int4"}},
+            {"type": "ExtractAdapters"},
+        ],
+    })
+    run = run_to_end(service.submit(spec)["id"])
+    assert run["status"] == "succeeded", run["error_message"]
+    cands = Registry().candidates(run["id"])
+    assert sorted(" > ".join(c["pass_chain"]) for c in cands)[-1] == "awqdequantize > lora > modelbuilder > extractadapters"
+    final = next(c for c in cands if c["is_output"])
+    assert generate(final["path"], "travel").strip()
