@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 excl="$(git rev-parse --git-dir)/info/exclude"; mkdir -p "$(dirname "$excl")"
-for d in /.whl/ /.ort1/ /.ort2/ /.ort3/ /.ort4/ /.ort5/; do grep -qxF "$d" "$excl" 2>/dev/null || echo "$d" >> "$excl"; done
+for d in /.whl/ /.whl2/ /.ort1/ /.ort2/ /.ort3/ /.ort4/ /.ort5/; do grep -qxF "$d" "$excl" 2>/dev/null || echo "$d" >> "$excl"; done
 dl() {
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
@@ -18,6 +18,17 @@ grep -E '^[A-Za-z0-9_.-]+==' requirements.txt | grep -viE "$skip" | while read -
 dl .whl onnxruntime-genai-cuda==0.15.2
 # autoawq 0.2.9 is an sdist of pure Python: build its wheel here
 python3 -m pip wheel -q --no-deps --no-build-isolation -w .whl autoawq==0.2.9 2>&1 | grep -v '^WARNING' || true
+# .whl2/: what the GPU host's own packages do not fit (tokenizers <= 0.23.0 for transformers 5.10), the test runner,
+# and bitsandbytes with only its CPU and CUDA 13 libraries (the full wheel is 43 MB; this one about 4 MB)
+mkdir -p .whl2
+for req in tokenizers==0.22.2 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pytest-timeout==2.4.0; do dl .whl2 "$req"; done
+if [ ! -f .whl2/bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl ]; then
+  root=$(pwd); tmp=$(mktemp -d); dl "$tmp" bitsandbytes==0.50.2
+  mkdir "$tmp/x" && (cd "$tmp/x" && unzip -q "$tmp"/bitsandbytes-*.whl \
+    && find . -name 'libbitsandbytes_*.so' ! -name '*cuda130*' ! -name '*cpu*' -delete \
+    && zip -qr "$root/.whl2/bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl" .)
+  rm -rf "$tmp"
+fi
 if [ ! -f .ort5/part4 ]; then
   tmp=$(mktemp -d)
   dl "$tmp" onnxruntime-gpu==1.28.0
@@ -28,4 +39,4 @@ if [ ! -f .ort5/part4 ]; then
   for i in 0 1 2 3 4; do mkdir -p ".ort$((i+1))"; mv "$tmp/part$i" ".ort$((i+1))/part$i"; done
   rm -rf "$tmp"
 fi
-du -sh .whl .ort1 .ort2 .ort3 .ort4 .ort5
+du -sh .whl .whl2 .ort1 .ort2 .ort3 .ort4 .ort5
