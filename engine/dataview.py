@@ -30,7 +30,7 @@ PRESETS: dict[str, str | None] = {
 }
 TOKENIZER_PRESET = "Tokenizer's chat template"
 FREE_PRESET = "Free text template"
-RUN_DIR = re.compile(r"^r\d{8}-\d{6}-[0-9a-f]{4}$")  # a run's own folder (outputs are not inputs)
+RUN_DIR = re.compile(r"^r\d{8}-\d{6}-[0-9a-f]{4,8}$")  # a run's own folder (outputs are not inputs)
 SKIP_DIRS = {
     ".git",
     ".venv",

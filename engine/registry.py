@@ -44,7 +44,8 @@ def now() -> float:
 
 
 def new_run_id() -> str:
-    return time.strftime("r%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+    # 32 random bits: runs created in the same second by several processes must not collide (16 bits did, in CI)
+    return time.strftime("r%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:

@@ -192,7 +192,7 @@ def test_a_new_user_runs_the_lab_recipe_on_the_demo(page, grove_home: Path):
     # Runs: the new run opens and is followed live until it finishes
     pg.get_by_role("heading", name="Runs", exact=True).first.wait_for()
     no_exception(pg, "Runs")
-    queued = re.search(r"Queued (r\d{8}-\d{6}-[0-9a-f]{4})", main_text(pg))
+    queued = re.search(r"Queued (r\d{8}-\d{6}-[0-9a-f]{4,8})", main_text(pg))
     assert queued, main_text(pg)[:1500]
     run_id = queued.group(1)
     shot(pg, "4-runs-live")
