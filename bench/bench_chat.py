@@ -18,7 +18,6 @@ Usage: python bench/bench_chat.py [--reps 20] [--home DIR] [--onnx FOLDER --hf F
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -27,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _results import write_json  # bench/ is sys.path[0] when a benchmark runs as a script
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "user", "content": "What should I see in Lisbon?"}]
@@ -275,9 +276,7 @@ def main() -> int:
         print(f"  {name:70} {r['answer'][:70]!r}")
     for a, r in plain.items():
         print(f"  {'transformers generate(), ' + a:70} {r['answer'][:70]!r}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {args.out}")
+    write_json(args.out, result)
     return 0
 
 

@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from _results import write_json  # bench/ is sys.path[0] when a benchmark runs as a script
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -123,9 +125,7 @@ def main() -> int:
     print(f"{'demo recipe, olive run --config (median)':44} {o:9.2f}s")
     print(f"{'Grove / olive run':44} {g / o:9.3f}   Grove <= 1.03 x olive + 2 s = {1.03 * o + 2:.2f}s -> {'met' if result['meets_target_1'] else 'MISSED'}")
     print(f"{'second launch of the same spec':44} {second_wall:9.3f}s  <= 5 % of {first_wall:.2f}s -> {100 * second_wall / first_wall:.2f} % {'met' if result['meets_target_2'] else 'MISSED'}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {args.out}")
+    write_json(args.out, result)
     return 0
 
 

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import write_json  # bench/ is sys.path[0] when a benchmark runs as a script
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -108,9 +110,7 @@ def main() -> int:
     print(f"\nspeed-up, adapter off vs transformers: {g_off / hf:.1f}x (target >= 15x)")
     print(f"speed-up, adapter on vs transformers + PEFT: {g_on / hf_peft:.1f}x")
     print(f"evaluator on {n_eval} held-out examples: int4 ONNX candidate {eval_onnx_s:.1f} s, fp32 input model {eval_hf_s:.1f} s (target <= 30 s)")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2, default=float))
-    print(f"wrote {a.out}")
+    write_json(a.out, out, default=float)
     return 0
 
 

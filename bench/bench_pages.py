@@ -12,7 +12,6 @@ Prints a table and writes bench/results/pages.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _results import write_json  # bench/ is sys.path[0] when a benchmark runs as a script
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -181,28 +182,23 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{page:30} {r['cold_ms']:>9.1f} {r['warm_median_ms']:>12.1f} {r['warm_p90_ms']:>9.1f} {r['warm_max_ms']:>9.1f}  {ok}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "page render time (server side, AppTest script run)",
-                "target_ms": TARGET_MS,
-                "runs": n_runs,
-                "candidates": n_cands,
-                "repeats": args.repeats,
-                "results": results,
-                "machine": {
-                    "python": platform.python_version(),
-                    "cpus": os.cpu_count(),
-                    "platform": platform.platform(),
-                },
-                "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    write_json(
+        args.out,
+        {
+            "benchmark": "page render time (server side, AppTest script run)",
+            "target_ms": TARGET_MS,
+            "runs": n_runs,
+            "candidates": n_cands,
+            "repeats": args.repeats,
+            "results": results,
+            "machine": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
             },
-            indent=2,
-        )
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
     )
-    print(f"\nwrote {out}")
     return 0
 
 
