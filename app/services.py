@@ -21,7 +21,7 @@ from typing import Any
 import streamlit as st
 
 from engine import catalog as catalog_mod
-from engine import dataview, demo, drafts, estimate, olive_import, paths, preflight, recipes, service, views
+from engine import dataview, demo, drafts, estimate, olive_import, paths, preflight, service, views
 from engine.data import template_fields
 from engine.errors import DataError, GroveError
 from engine.registry import STATUSES, Registry
@@ -429,7 +429,7 @@ RECIPES = {k: v[0] for k, v in drafts.RECIPE_PRESETS.items()}
 
 def apply_recipe(draft: dict[str, Any], key: str) -> dict[str, Any]:
     device = "gpu" if gpus_available() else "cpu"
-    return drafts.apply_recipe(draft, key, device=device if key not in recipes.GPU_ONLY else "gpu")
+    return drafts.apply_recipe(draft, key, device=device)  # GPU-only recipes build a GPU target themselves
 
 
 @st.cache_data(ttl=10, show_spinner=False)

@@ -101,10 +101,8 @@ def run_spec(spec_dict: dict, timeout: float) -> dict:
     cands = reg.candidates(r["id"])
     from engine.worker import log_tail
 
-    data_dir = next(Path(dc["load_dataset_config"]["data_files"]).parent for dc in json.loads(r["olive_config"])["data_configs"]
-                    if (dc.get("load_dataset_config") or {}).get("data_files"))
     return {"run": r["id"], "status": r["status"], "wall_s": wall, "stage_s": stage_s, "memory": memory,
-            "error_type": r["error_type"], "error": r["error_message"], "data_dir": str(data_dir),
+            "error_type": r["error_type"], "error": r["error_message"], "data_dir": r["data_dir"],
             "candidates": [{k: c[k] for k in ("pass_chain", "path", "size_bytes", "is_output")} for c in cands],
             "log_tail": log_tail(Path(r["log_path"]), 60) if r["status"] != "succeeded" else ""}
 

@@ -11,7 +11,7 @@ import copy
 import json
 from typing import Any
 
-from engine import paths, recipes
+from engine import olive_config, paths, recipes
 from engine.spec import RunSpec
 
 UI_PASS_KEYS = ("raw",)
@@ -99,7 +99,8 @@ def apply_recipe(draft: dict[str, Any], key: str, device: str = "cpu") -> dict[s
     ]
     d["target"], d["resources"] = r["target"], r["resources"]
     d["search"] = None
-    if key not in ("cuda_int4", "gptq") and d.get("dataset"):
+    trains = any(p["type"] in olive_config.ADAPTER_PASSES for p in r["passes"])
+    if trains and d.get("dataset"):
         d["dataset"]["max_seq_len"] = r["dataset"]["max_seq_len"]
         if not d["dataset"].get("text_template") and not d["dataset"].get("chat_template"):
             d["dataset"]["text_template"] = r["dataset"]["text_template"]

@@ -17,13 +17,15 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from engine.olive_config import ADAPTER_PASSES
+
 DTYPE_BYTES = {
     "float64": 8, "fp64": 8, "float32": 4, "fp32": 4, "F32": 4, "float": 4,
     "float16": 2, "fp16": 2, "F16": 2, "half": 2, "bfloat16": 2, "bf16": 2, "BF16": 2,
     "int8": 1, "uint8": 1, "I8": 1, "U8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "fp8": 1,
     "int4": 0.5, "uint4": 0.5, "nf4": 0.5, "fp4": 0.5, "int16": 2, "I16": 2, "int32": 4, "I32": 4, "I64": 8,
 }  # fmt: skip
-LORA_PASSES = {"LoRA", "QLoRA", "LoftQ", "DoRA", "LoHa", "LoKr"}
+LORA_PASSES = ADAPTER_PASSES  # one list of the adapter-training passes (engine.olive_config)
 PT_QUANTIZERS = {
     "AutoAWQQuantizer",
     "GptqQuantizer",

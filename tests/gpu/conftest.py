@@ -52,15 +52,6 @@ def _gpus_visible(monkeypatch):
         monkeypatch.setenv("GROVE_GPUS", ",".join(str(i) for i in range(n)))
 
 
-def data_dir(run: dict[str, Any]) -> Path:
-    """The run's prepared data folder (train.jsonl, eval.jsonl, calib/)."""
-    for dc in json.loads(run["olive_config"])["data_configs"]:
-        f = (dc.get("load_dataset_config") or {}).get("data_files")
-        if f:
-            return Path(f).parent
-    raise AssertionError("no data_files in the run's Olive config")
-
-
 def gpu_spec(recipe: dict[str, Any], demo: dict[str, Any], **training: Any) -> dict[str, Any]:
     """A GPU recipe from engine.recipes on the demo model and sample, with short training."""
     r = json.loads(json.dumps(recipe))

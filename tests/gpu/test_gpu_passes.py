@@ -10,7 +10,7 @@ from engine.registry import Registry
 from engine.spec import parse_spec
 
 from ..engine.helpers import generate
-from .conftest import data_dir, gpu_spec, log_tail, run_on_gpus
+from .conftest import gpu_spec, log_tail, run_on_gpus
 
 
 def _run(spec_dict):
@@ -57,6 +57,6 @@ def test_gptq_on_cuda_and_evaluated(demo):
     final = next(c for c in Registry().candidates(done["id"]) if c["is_output"])
     q = json.loads(Path(final["path"], "config.json").read_text())["quantization_config"]
     assert q["quant_method"] == "olive" and q["bits"] == 4
-    ev = evaluate(final["path"], EvalConfig(eval_path=str(data_dir(done) / "eval.jsonl"), text_template=recipes.LAB_TEXT_TEMPLATE,
+    ev = evaluate(final["path"], EvalConfig(eval_path=str(Path(done["data_dir"]) / "eval.jsonl"), text_template=recipes.LAB_TEXT_TEMPLATE,
                                             max_samples=8, answer_tokens=8, generation_length=16, repeats=1, device="gpu"))
     assert ev.metrics["loss"] > 0 and not ev.failed.get("loss"), ev.failed
