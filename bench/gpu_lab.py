@@ -221,8 +221,7 @@ def main() -> int:
     for ph in phases:
         if ph not in specs:
             continue
-        t_left = a.timeout
-        res = run_spec(specs[ph], t_left)
+        res = run_spec(specs[ph], a.timeout)
         if res.get("status") != "refused":
             try:
                 res["memory_check"] = memory_check(specs[ph], res, model["path"])

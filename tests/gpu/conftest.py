@@ -82,6 +82,8 @@ def run_on_gpus(run_ids: list[str], timeout: float = 600) -> list[dict[str, Any]
     raise AssertionError(f"runs not finished within {timeout}s")
 
 
-def log_tail(run: dict[str, Any], n: int = 40) -> str:
-    p = Path(run.get("log_path") or "")
-    return "\n".join(p.read_text(errors="replace").splitlines()[-n:]) if p.is_file() else ""
+def run_log(run: dict[str, Any]) -> str:
+    """The end of a run's log, for a failure message (engine.worker.log_tail reads it)."""
+    from engine.worker import log_tail
+
+    return log_tail(Path(run.get("log_path") or ""))

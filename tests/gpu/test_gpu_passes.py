@@ -10,13 +10,13 @@ from engine.registry import Registry
 from engine.spec import parse_spec
 
 from ..engine.helpers import generate
-from .conftest import gpu_spec, log_tail, run_on_gpus
+from .conftest import gpu_spec, run_log, run_on_gpus
 
 
 def _run(spec_dict):
     run = service.submit(parse_spec(spec_dict))
     (done,) = run_on_gpus([run["id"]])
-    assert done["status"] == "succeeded", f"{done['error_message']}\n{log_tail(done)}"
+    assert done["status"] == "succeeded", f"{done['error_message']}\n{run_log(done)}"
     assert json.loads(done["gpus"]) == [0] or len(json.loads(done["gpus"])) == 1
     return done
 

@@ -14,7 +14,7 @@ from engine.registry import Registry
 from engine.spec import parse_spec
 from engine.worker import LocalExecutor, Slots, Worker, detect_gpus
 
-from .conftest import gpu_count, gpu_spec, log_tail
+from .conftest import gpu_count, gpu_spec, run_log
 
 pytestmark = pytest.mark.skipif(gpu_count() < 2, reason="needs two GPUs")
 
@@ -56,7 +56,7 @@ def test_two_runs_on_two_gpus_third_waits_and_too_many_is_refused(demo):
         time.sleep(0.2)
     rows = [reg.get_run(i) for i in ids]
     for r in rows:
-        assert r["status"] == "succeeded", f"{r['error_message']}\n{log_tail(r)}"
+        assert r["status"] == "succeeded", f"{r['error_message']}\n{run_log(r)}"
     assert saw_two_running_one_queued
     gpus = [json.loads(r["gpus"]) for r in rows]
     first_two = sorted(rows, key=lambda r: r["started_at"])[:2]
