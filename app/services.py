@@ -1,5 +1,5 @@
 """The UI's only door into engine/. Reads are cached with a ttl (keyed by GROVE_HOME, so tests with their own
-home never see another's data); writes go through engine.service and clear the caches.
+home never see another's data); writes go through engine.runs.submit and clear the caches.
 
 Nothing here imports Olive, torch, transformers or datasets: the catalog is built in a child process, Hub
 previews run in one, and the demo is built by ``python -m engine.cli demo`` in the background.
@@ -20,12 +20,21 @@ from typing import Any
 
 import streamlit as st
 
-from engine import catalog as catalog_mod
-from engine import dataview, demo, drafts, estimate, olive_import, paths, preflight, service, views
-from engine.data import template_fields
+from engine import machine as machine_mod
+from engine import paths
+from engine.data import inspect as dataview
+from engine.data.prepare import template_fields
 from engine.errors import DataError, GroveError
-from engine.registry import STATUSES, Registry
-from engine.spec import DatasetSpec, parse_spec
+from engine.models import tiny as demo
+from engine.olive import catalog as catalog_mod
+from engine.olive import config as olive_config
+from engine.olive import importer as olive_import
+from engine.runs import submit as service
+from engine.runs.registry import STATUSES, Registry
+from engine.spec import drafts
+from engine.spec.schema import DatasetSpec, parse_spec
+from engine.views import estimate, preflight
+from engine.views import runs as views
 
 LIVE_TTL = 2
 TTL = 30
@@ -82,7 +91,7 @@ def run(run_id: str) -> dict[str, Any]:
 
 @st.cache_data(ttl=1, show_spinner=False)
 def _live(h: str, run_id: str) -> dict[str, Any]:
-    from engine.worker import log_tail
+    from engine.runs.worker import log_tail
 
     reg = registry()
     r = reg.get_run(run_id)
@@ -166,7 +175,7 @@ def draft_from_run(run_id: str) -> dict[str, Any]:
 def artifacts_zip(run_id: str) -> bytes:
     """The run's output folder (and its Olive config and log) as a zip, built when the user clicks download."""
     r = registry().get_run(run_id)
-    out = Path(json.loads(r["olive_config"] or "{}").get("output_dir") or Path(r["run_dir"]) / "output")
+    out = olive_config.output_dir(r["olive_config"]) or Path(r["run_dir"]) / "output"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("olive_config.json", r["olive_config"] or "{}")
@@ -182,8 +191,8 @@ def artifacts_zip(run_id: str) -> bytes:
 
 def output_dir(run_id: str) -> Path | None:
     r = run(run_id)
-    p = Path(json.loads(r["olive_config"] or "{}").get("output_dir") or "")
-    return p if str(p) not in ("", ".") and p.is_dir() else None
+    p = olive_config.output_dir(r["olive_config"])
+    return p if p and p.is_dir() else None
 
 
 # -- demo ---------------------------------------------------------------------------------------------------------
@@ -194,7 +203,7 @@ def demo_state() -> str:
     pid_file = paths.home() / "demo-build.pid"
     try:
         pid = int(pid_file.read_text())
-        if Path(f"/proc/{pid}").exists() and "engine.cli" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+        if machine_mod.process_runs(pid, "engine.cli"):
             return "building"
     except (OSError, ValueError):
         pass
@@ -204,7 +213,7 @@ def demo_state() -> str:
 def launch_demo() -> dict[str, Any] | None:
     """Queue the demo recipe if the demo model is built; otherwise start building it (and queueing) in the background."""
     if demo.is_built():
-        from engine import recipes
+        from engine.spec import recipes
 
         r = service.submit(recipes.demo_spec(), reg=registry())
         clear()
@@ -310,14 +319,13 @@ def model_card(model: str) -> dict[str, Any] | None:
 
 @st.cache_resource(show_spinner=False)
 def machine() -> dict[str, Any]:
-    return estimate.machine_memory()
+    return machine_mod.describe()
 
 
 @st.cache_resource(show_spinner=False)
 def _gpus() -> int:
-    from engine.worker import detect_gpus
 
-    return len(detect_gpus())
+    return len(machine_mod.detect_gpus())
 
 
 def gpus_available() -> int:
@@ -377,7 +385,7 @@ def chat_template(model: str) -> str | None:
 
 @st.cache_data(ttl=60, show_spinner=False)
 def _texts(ds_json: str, mtime: float, model: str, limit: int) -> dict[str, Any]:
-    from engine import data
+    from engine.data import prepare as data
 
     ds = DatasetSpec.model_validate_json(ds_json)
     rows, _ = data.load_local(ds)
@@ -407,13 +415,12 @@ def split_stats(ds: dict[str, Any]) -> dict[str, Any]:
 fmt_seconds = views.fmt_seconds
 human_size = views.human_size
 estimate_gb = preflight.estimate_gb
-GPU_ONLY = preflight.GPU_ONLY
 DEFAULT_SEARCH = drafts.DEFAULT_SEARCH
 
 
 def metrics() -> dict[str, dict[str, Any]]:
-    """The evaluator's metrics: name -> {higher_is_better, unit, what} (engine.evaluate.METRICS)."""
-    from engine.evaluate import METRICS
+    """The evaluator's metrics: name -> {higher_is_better, unit, what} (engine.evaluate.evaluator.METRICS)."""
+    from engine.spec.metrics import METRICS
 
     return METRICS
 
@@ -447,7 +454,7 @@ def preflight_check(draft: dict[str, Any]) -> list[dict[str, str]]:
 
 def draft_olive_config(draft: dict[str, Any]) -> str:
     """The Olive config the draft would run with (raises GroveError when the draft is not valid yet)."""
-    return drafts.olive_config_text(parse_spec(drafts.to_spec_dict(draft)))
+    return service.olive_config_text(parse_spec(drafts.to_spec_dict(draft)))
 
 
 def import_olive(text: str) -> tuple[dict[str, Any], list[str]]:
@@ -495,7 +502,7 @@ def compare_candidates(run_ids: list[str]) -> list[dict[str, Any]]:
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _comparability(h: str, run_ids: tuple[str, ...]) -> tuple[bool, str]:
-    from engine import compare
+    from engine.evaluate import compare
 
     cands = compare_candidates(list(run_ids))
     ids = sorted(compare.fingerprint_groups(cands))
@@ -509,9 +516,9 @@ def comparability(run_ids: list[str]) -> tuple[bool, str]:
 
 def pareto_front(cands: list[dict[str, Any]], x: str, y: str) -> set[int]:
     """Indices (into ``cands``) on the Pareto frontier of x and y: a sort-and-sweep keeps every point no earlier point
-    strictly beats (O(n log n), so 10,000 candidates stay fast), then engine.compare.pareto settles the survivors."""
-    from engine import compare
-    from engine.evaluate import METRICS
+    strictly beats (O(n log n), so 10,000 candidates stay fast), then engine.evaluate.compare.pareto settles the survivors."""
+    from engine.evaluate import compare
+    from engine.spec.metrics import METRICS
 
     sx = 1 if METRICS[x]["higher_is_better"] else -1
     sy = 1 if METRICS[y]["higher_is_better"] else -1
@@ -566,7 +573,7 @@ def chat_candidates() -> list[dict[str, Any]]:
 
 
 def chat_adapter_name(path: str) -> str:
-    from engine.chat import adapter_name
+    from engine.chat.models import adapter_name
 
     return adapter_name(path)
 
@@ -577,7 +584,7 @@ def _row(cand: dict[str, Any]) -> dict[str, Any]:
 
 def chat_device(cand: dict[str, Any], prefer_gpu: bool) -> tuple[str, str]:
     """("cpu" | "cuda:N", why): the CPU unless a GPU is preferred and has room for the model (also during a run)."""
-    from engine import chat
+    from engine.chat import models as chat
 
     return chat.choose_device(chat.estimate_bytes(_row(cand)), "gpu" if prefer_gpu else "cpu")
 
@@ -585,31 +592,31 @@ def chat_device(cand: dict[str, Any], prefer_gpu: bool) -> tuple[str, str]:
 def chat_model(cand: dict[str, Any], device: str = "cpu") -> Any:
     """The loaded chat model for a candidate, from the process's bounded model cache (loads on first use; raises
     GroveError, e.g. AdapterMismatch)."""
-    from engine import chat
+    from engine.chat import models as chat
 
     return chat.default_cache().get(_row(cand), device=device)
 
 
 def chat_loaded() -> list[dict[str, Any]]:
-    from engine import chat
+    from engine.chat import models as chat
 
     return chat.default_cache().entries()
 
 
 def literal_chunks(chunks: Any) -> Any:
-    from engine import chat
+    from engine.chat import models as chat
 
     return chat.literal_chunks(chunks)
 
 
 def markdown_literal(text: str) -> str:
-    from engine import chat
+    from engine.chat import models as chat
 
     return chat.markdown_literal(text)
 
 
 def save_feedback(rating: str, **kw: Any) -> int:
-    from engine import chat
+    from engine.chat import models as chat
 
     kw["candidate"] = {k: v for k, v in (kw.get("candidate") or {}).items() if k in ("id", "run_id", "path")}
     return chat.save_feedback(rating, registry=registry(), **kw)

@@ -1,6 +1,6 @@
 """Session-state keys in one place. Only plain, JSON-serializable values live here.
 
-The draft (a RunSpec-shaped dict, see engine.drafts) is what Model & data and Workflow edit. Widgets are keyed
+The draft (a RunSpec-shaped dict, see engine.spec.drafts) is what Model & data and Workflow edit. Widgets are keyed
 with ``key(name)``, which carries a form version: replacing the draft (recipe, import, clone) bumps the version so
 every widget starts again from the new draft instead of keeping its old value.
 """

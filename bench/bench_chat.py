@@ -1,4 +1,4 @@
-"""Benchmark: chat with the demo model on CPU (engine/chat.py).
+"""Benchmark: chat with the demo model on CPU (engine/chat/models.py).
 
 The demo recipe's candidates (built and run first unless --onnx/--hf are given):
   - the int4 onnxruntime-genai folder with its extracted travel adapter (``lora > modelbuilder > extractadapters``),
@@ -38,13 +38,15 @@ SWITCH_TARGET_MS = 20.0
 
 def demo_candidates() -> dict[str, dict[str, Any]]:
     """Build the demo model and run the demo recipe in this process (reused from Olive's cache when present)."""
-    from engine import recipes, service
-    from engine.registry import Registry
-    from engine.worker import LocalExecutor, Slots, Worker
+    from engine.runs import submit as service
+    from engine.runs.executors import LocalExecutor
+    from engine.runs.registry import Registry
+    from engine.runs.worker import Slots, Worker
+    from engine.spec import recipes
 
     reg = Registry()
     run = service.submit(recipes.demo_spec())
-    w = Worker(reg, LocalExecutor("engine.runner"), Slots(cpu=1, gpus=[]))
+    w = Worker(reg, LocalExecutor("engine.runs.runner"), Slots(cpu=1, gpus=[]))
     w.start()
     while reg.get_run(run["id"])["status"] not in ("succeeded", "failed", "cancelled"):
         w.tick()
@@ -188,7 +190,7 @@ def main() -> int:
         merged_src = cands.get("lora > modelbuilder")
 
     t = time.perf_counter()
-    from engine import chat
+    from engine.chat import models as chat
 
     import_s = time.perf_counter() - t
     t = time.perf_counter()

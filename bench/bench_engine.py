@@ -39,9 +39,12 @@ def main() -> int:
     os.environ["GROVE_GPUS"] = ""
     os.environ["GROVE_POLL_S"] = "0.1"
     sys.path.insert(0, str(REPO))
-    from engine import demo, paths, recipes, service
-    from engine.registry import Registry
-    from engine.worker import Worker
+    from engine import paths
+    from engine.models import tiny as demo
+    from engine.runs import submit as service
+    from engine.runs.registry import Registry
+    from engine.runs.worker import Worker
+    from engine.spec import recipes
 
     demo.build_demo()
     reg = Registry()
@@ -89,7 +92,7 @@ def main() -> int:
         # split to make each rep cold for both sides
         spec_dict = recipes.lab_recipe(str(paths.demo_model_dir()), str(paths.demo_dir() / "travel_sample.jsonl"))
         spec_dict["dataset"]["split_seed"] = 1000 + i
-        from engine.spec import parse_spec
+        from engine.spec.schema import parse_spec
 
         spec = parse_spec(spec_dict)
         gw, rid = grove_once(spec)

@@ -36,10 +36,13 @@ def main() -> int:
     a = ap.parse_args()
     os.environ["GROVE_HOME"] = a.home or tempfile.mkdtemp(prefix="grove-bench-")
     os.environ.setdefault("GROVE_GPUS", "")
-    from engine import demo, recipes, service
-    from engine.evaluate import EvalConfig, evaluate
-    from engine.registry import Registry
-    from engine.worker import Worker
+    from engine.evaluate.evaluator import evaluate
+    from engine.models import tiny as demo
+    from engine.runs import submit as service
+    from engine.runs.registry import Registry
+    from engine.runs.worker import Worker
+    from engine.spec import recipes
+    from engine.spec.evaluation import EvalConfig
 
     demo.build_demo()
     reg = Registry()
@@ -63,7 +66,7 @@ def main() -> int:
     rows = {}
     import onnxruntime_genai  # noqa: F401  (loaded before timing)
 
-    from engine.evaluate import GenaiBackend, HfBackend, _speed, EvalResult  # noqa: I001
+    from engine.evaluate.evaluator import EvalResult, GenaiBackend, _speed  # noqa: I001
 
     def speed(backend) -> dict:
         r = EvalResult("", None, "")
@@ -76,8 +79,8 @@ def main() -> int:
     rows["transformers generate fp32 + PEFT adapter"] = hf_generate(demo.paths.demo_model_dir(), lora["adapter_path"], a.prompt, a.new)
 
     # 50 held-out examples: the demo sample holds out 40, so take the lab's public sample from ../shared, 20 % held out
-    from engine import data
-    from engine.spec import DatasetSpec
+    from engine.data import prepare as data
+    from engine.spec.schema import DatasetSpec
 
     lab = REPO.parent / "shared" / "data" / "travel_qa.jsonl"
     prep = data.prepare(DatasetSpec(path=str(lab), text_template=tmpl, eval_split=0.2)) if lab.is_file() else None

@@ -2,7 +2,7 @@
 
     python bench/bench_pages.py [--runs 1000] [--candidates 10000] [--repeats 15]
 
-Builds a registry in a temporary GROVE_HOME through engine.registry.Registry (synthetic runs with events and
+Builds a registry in a temporary GROVE_HOME through engine.runs.registry.Registry (synthetic runs with events and
 candidates; a few running and queued), then renders each page through the router with Streamlit's AppTest
 (the same script run the server does, without a browser): one cold render (caches cleared) and ``--repeats``
 warm ones (Grove's ttl caches as a user clicking around would find them). Target: <= 300 ms per page.
@@ -29,10 +29,10 @@ TARGET_MS = 300.0
 
 
 def build_registry(home: Path, n_runs: int, n_cands: int) -> dict[str, str]:
-    from engine import olive_config
-    from engine.recipes import lab_recipe
-    from engine.registry import Registry
-    from engine.spec import parse_spec
+    from engine.olive import config as olive_config
+    from engine.runs.registry import Registry
+    from engine.spec.recipes import lab_recipe
+    from engine.spec.schema import parse_spec
 
     reg = Registry()
     spec = parse_spec(lab_recipe(str(home / "demo" / "model"), str(home / "demo" / "travel_sample.jsonl")))
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["GROVE_HOME"] = str(home)
     os.environ.setdefault("GROVE_GPUS", "")
     try:
-        from engine import catalog
+        from engine.olive import catalog
         from tests.app.conftest import _fake_demo
 
         _fake_demo(home)
@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         picked = build_registry(home, args.runs, args.candidates)
         build_s = time.perf_counter() - t
-        from engine.registry import Registry
-        from engine.views import count_candidates
+        from engine.runs.registry import Registry
+        from engine.views.runs import count_candidates
 
         reg = Registry()
         n_runs, n_cands = sum(reg.count_runs().values()), count_candidates(reg)

@@ -6,10 +6,10 @@ Run on a CUDA machine from the repository root (see docs/gpu.md for the install)
 1. builds a Phi-3-mini-geometry model (``Phi3Config()`` defaults, 3.8 B parameters) with random fp16 weights and a
    32,064-token tokenizer (Grove's BPE trained on the travel sample, padded with unused tokens);
 2. measures transformers ``generate`` on it (fp16, batch 1, prompt 128, 256 new tokens): what a user would run;
-3. submits, through ``engine.service`` with a worker on GPU 0, the phases asked for: ``lab`` (AWQ -> AwqDequantize
+3. submits, through ``engine.runs.submit`` with a worker on GPU 0, the phases asked for: ``lab`` (AWQ -> AwqDequantize
    -> LoRA -> ONNX int4 + adapter, the lab's order), ``lora_first`` (LoRA -> ONNX int4 + adapter), ``qlora``, ``gptq``;
-4. per run: stage times, each pass's measured peak GPU memory next to the pre-flight estimate (engine.estimate),
-   and an evaluation of the result with ``engine.evaluate`` on CUDA (held-out quality, decode speed; adapter on/off);
+4. per run: stage times, each pass's measured peak GPU memory next to the pre-flight estimate (engine.views.estimate),
+   and an evaluation of the result with ``engine.evaluate.evaluator`` on CUDA (held-out quality, decode speed; adapter on/off);
 5. writes everything, every error included, to ``OUT/gpu_lab_<model>.json``.
 """
 
@@ -32,7 +32,7 @@ def build_model(root: Path) -> dict:
     import torch
     from transformers import Phi3Config, Phi3ForCausalLM
 
-    from engine import demo
+    from engine.models import tiny as demo
 
     out = root / "phi3-mini-random"
     if (out / "config.json").exists():
@@ -77,9 +77,9 @@ def hf_generate(model_dir: str, prompt_len: int, new: int, reps: int) -> dict:
 
 
 def run_spec(spec_dict: dict, timeout: float) -> dict:
-    from engine import service
-    from engine.registry import Registry
-    from engine.spec import parse_spec
+    from engine.runs import submit as service
+    from engine.runs.registry import Registry
+    from engine.spec.schema import parse_spec
 
     reg = Registry()
     t0 = time.perf_counter()
@@ -99,7 +99,7 @@ def run_spec(spec_dict: dict, timeout: float) -> dict:
     stage_s = {k: v["pass_finished"] - v["pass_started"] for k, v in stages.items() if len(v) == 2}
     memory = {e["data"]["name"]: e["data"] for e in reg.events(r["id"], kinds=["pass_memory"])}
     cands = reg.candidates(r["id"])
-    from engine.worker import log_tail
+    from engine.runs.worker import log_tail
 
     return {"run": r["id"], "status": r["status"], "wall_s": wall, "stage_s": stage_s, "memory": memory,
             "error_type": r["error_type"], "error": r["error_message"], "data_dir": r["data_dir"],
@@ -108,10 +108,10 @@ def run_spec(spec_dict: dict, timeout: float) -> dict:
 
 
 def memory_check(spec: dict, run: dict, model_dir: str) -> list[dict]:
-    """Pre-flight estimate per pass (engine.estimate) next to the measured peak (the runner's pass_memory events)."""
+    """Pre-flight estimate per pass (engine.views.estimate) next to the measured peak (the runner's pass_memory events)."""
     from transformers import AutoTokenizer
 
-    from engine import estimate
+    from engine.views import estimate
 
     card = estimate.model_card(model_dir)
     calib = Path(run["data_dir"]) / "calib" / "train.jsonl"
@@ -135,7 +135,8 @@ def memory_check(spec: dict, run: dict, model_dir: str) -> list[dict]:
 
 
 def evaluate_final(run: dict, template: str, samples: int, gen_len: int) -> dict:
-    from engine.evaluate import EvalConfig, evaluate
+    from engine.evaluate.evaluator import evaluate
+    from engine.spec.evaluation import EvalConfig
 
     final = next((c for c in run.get("candidates", []) if c["is_output"]), None)
     if not final:
@@ -178,9 +179,10 @@ def main() -> int:
     def save() -> None:
         (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
 
-    from engine import demo, recipes
-    from engine.registry import Registry
-    from engine.worker import Worker
+    from engine.models import tiny as demo
+    from engine.runs.registry import Registry
+    from engine.runs.worker import Worker
+    from engine.spec import recipes
 
     if a.model == "phi3":
         model = build_model(home)

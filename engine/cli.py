@@ -49,7 +49,7 @@ def human_size(n: Optional[int]) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from engine.registry import Registry
+    from engine.runs.registry import Registry
 
     runs = Registry().list_runs(limit=args.limit)
     if not runs:
@@ -62,8 +62,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from engine.registry import Registry
-    from engine.worker import log_tail
+    from engine.runs.registry import Registry
+    from engine.runs.worker import log_tail
 
     reg = Registry()
     run = reg.find_run(args.run)
@@ -114,8 +114,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from engine import service
-    from engine.spec import load_spec
+    from engine.runs import submit as service
+    from engine.spec.schema import load_spec
 
     run = service.submit(load_spec(args.spec))
     print(f"queued {run['id']}  ({run['name']})")
@@ -123,7 +123,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from engine import service
+    from engine.runs import submit as service
 
     run = service.cancel(args.run)
     print(f"{run['id']}: {'cancelled' if run['status'] == 'cancelled' else 'cancel requested (the worker stops it)'}")
@@ -131,7 +131,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from engine import service
+    from engine.runs import submit as service
 
     text = service.export_config(args.run)
     if args.output:
@@ -143,7 +143,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine import demo
+    from engine.models import tiny as demo
 
     if not demo.is_built():
         print("building the demo model (a small Phi-3 trained on the travel sample; about a minute) ...", flush=True)
@@ -151,7 +151,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo model: {info['model']}  ({info['parameters']:,} parameters, loss {info['loss_first']:.2f} -> {info['loss_last']:.2f})")
     if args.no_submit:
         return 0
-    from engine import recipes, service
+    from engine.runs import submit as service
+    from engine.spec import recipes
 
     run = service.submit(recipes.demo_spec())
     print(f"queued {run['id']}  ({run['name']}); a running worker picks it up (`grove up` or `grove worker`)")
@@ -159,19 +160,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from engine import worker
+    from engine.runs import worker
 
     return worker.main(["--until-idle"] if args.until_idle else [])
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from engine import demo
+    from engine.models import tiny as demo
 
     if not demo.is_built():
         print("building the demo model once (about a minute) ...", flush=True)
         demo.build_demo()
     env = dict(os.environ, GROVE_HOME=str(paths.home()))
-    procs = [subprocess.Popen([sys.executable, "-m", "engine.worker"], env=env)]
+    procs = [subprocess.Popen([sys.executable, "-m", "engine.runs.worker"], env=env)]
     ui = [sys.executable, "-m", "streamlit", "run", str(paths.REPO_ROOT / "app" / "main.py"),
           "--server.port", str(args.port), "--server.address", args.address, "--server.headless", "true",
           "--browser.gatherUsageStats", "false"]

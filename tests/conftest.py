@@ -54,7 +54,7 @@ def grove_home() -> Path:
 @pytest.fixture(scope="session")
 def demo(grove_home: Path) -> dict:
     """The embedded demo model, built once per session."""
-    from engine import demo as demo_mod
+    from engine.models import tiny as demo_mod
 
     return demo_mod.build_demo()
 

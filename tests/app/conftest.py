@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from engine import paths
-from engine.demo import CHAT_TEMPLATE, GEOMETRY, SPECIAL_TOKENS
+from engine.models.tiny import CHAT_TEMPLATE, GEOMETRY, SPECIAL_TOKENS
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_SAMPLE = (REPO.parent / "shared").resolve() / "data" / "travel_qa.jsonl"  # resolved, as the UI lists paths
@@ -23,7 +23,7 @@ MAIN = str(REPO / "app" / "main.py")
 @pytest.fixture(scope="session")
 def catalog_json(grove_home: Path) -> Path:
     """Olive's pass catalog, built once per session (a child process imports Olive; ~10 s)."""
-    from engine import catalog
+    from engine.olive import catalog
 
     catalog.load()
     return catalog.catalog_path()
@@ -81,7 +81,7 @@ def ui_home(fresh_home: Path, catalog_json: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def lab_spec(home: Path, dataset: Path, **over: Any) -> dict[str, Any]:
-    from engine.recipes import lab_recipe
+    from engine.spec.recipes import lab_recipe
 
     spec = lab_recipe(str(home / "demo" / "model"), str(dataset))
     spec.update(over)
@@ -97,10 +97,10 @@ def add_run(
     candidates: list | None = None,
     error: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A real run: submitted through engine.service, then moved through the registry's state machine."""
-    from engine import service
-    from engine.registry import Registry
-    from engine.spec import parse_spec
+    """A real run: submitted through engine.runs.submit, then moved through the registry's state machine."""
+    from engine.runs import submit as service
+    from engine.runs.registry import Registry
+    from engine.spec.schema import parse_spec
 
     reg = Registry()
     run = service.submit(parse_spec(lab_spec(home, home / "demo" / "travel_sample.jsonl", name=name)), reg=reg)

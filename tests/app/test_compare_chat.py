@@ -1,5 +1,5 @@
 """Compare and Chat through the router (AppTest on app/main.py). Compare runs against a real registry with runs
-submitted through engine.service and candidates/evaluations written as the runner writes them; Chat runs against the
+submitted through engine.runs.submit and candidates/evaluations written as the runner writes them; Chat runs against the
 session's one real run of the demo recipe (its LoRA and int4 ONNX candidates, real generation, nothing mocked)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.registry import Registry
+from engine.runs.registry import Registry
 
 from .conftest import MAIN, add_run
 
@@ -49,10 +49,11 @@ def cand(model_id: str, chain: list[str], fp: str, **metrics: float) -> dict:
 
 def evaluation(fp_key: str, **fingerprint: object) -> str:
     """Save an evaluation whose fingerprint is ``fingerprint``; returns its fingerprint id."""
-    from engine.evaluate import fingerprint_id
+    from engine.evaluate.fingerprint import fingerprint_id
 
-    Registry().save_evaluation(fp_key, {"model_path": "/x", "form": "onnx", "fingerprint": fingerprint, "metrics": {}})
-    return fingerprint_id(fingerprint)
+    fid = fingerprint_id(fingerprint)
+    Registry().save_evaluation(fp_key, {"model_path": "/x", "form": "onnx", "fingerprint": fingerprint, "metrics": {}}, fid)
+    return fid
 
 
 # -- Compare -------------------------------------------------------------------------------------------------------
@@ -133,7 +134,8 @@ def test_compare_10000_candidates_samples_the_chart_never_the_table(ui_home):
 @pytest.fixture(scope="module")
 def demo_run(demo) -> dict:
     """A finished run of the demo recipe in the session's GROVE_HOME (one that is already there is reused)."""
-    from engine import recipes, service
+    from engine.runs import submit as service
+    from engine.spec import recipes
 
     from ..engine.helpers import run_to_end
 

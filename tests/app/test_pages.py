@@ -1,5 +1,5 @@
 """Every page through the router (AppTest on app/main.py), against a real registry in a fresh GROVE_HOME with runs
-submitted through engine.service. Assertions are about what a user sees. AppTest's default timeout (3 s) applies
+submitted through engine.runs.submit. Assertions are about what a user sees. AppTest's default timeout (3 s) applies
 to every run: a page that imported Olive, torch or transformers would not make it."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.registry import Registry
+from engine.runs.registry import Registry
 
 from .conftest import LAB_SAMPLE, MAIN, REPO, add_run
 

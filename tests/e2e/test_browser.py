@@ -201,7 +201,7 @@ def test_a_new_user_runs_the_lab_recipe_on_the_demo(page, grove_home: Path):
     idle(pg)
     no_exception(pg, "Runs (finished)")
 
-    from engine.registry import Registry
+    from engine.runs.registry import Registry
 
     run = Registry().get_run(run_id)
     assert run["status"] == "succeeded", (run["status"], run["error_type"], run["error_message"])

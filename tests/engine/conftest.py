@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from engine import recipes, service
+from engine.runs import submit as service
+from engine.spec import recipes
 
 from .helpers import run_to_end
-
 
 ENGINE_DEMO_STEPS = 61  # not the UI's 60: this run must really run, not reuse another test's identical run
 

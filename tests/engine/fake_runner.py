@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 
-from engine.registry import Registry
+from engine.runs.registry import Registry
 
 
 def main() -> int:

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Callable
 
-from pathlib import Path
-
-from engine.registry import Registry
-from engine.worker import LocalExecutor, Slots, Worker
+from engine.runs.executors import LocalExecutor
+from engine.runs.registry import Registry
+from engine.runs.worker import Slots, Worker
 
 
 def fake_run(reg: Registry, mode: str, gpus: int = 0) -> dict:
@@ -43,7 +43,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def make_worker() -> Worker:
-    return Worker(Registry(), LocalExecutor("engine.runner"), Slots(cpu=1, gpus=[]))
+    return Worker(Registry(), LocalExecutor("engine.runs.runner"), Slots(cpu=1, gpus=[]))
 
 
 def run_to_end(run_id: str, timeout: float = 300) -> dict:

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import catalog, recipes, service
-from engine.registry import Registry
-from engine.spec import parse_spec
+from engine.olive import catalog
+from engine.runs import submit as service
+from engine.runs.registry import Registry
+from engine.spec import recipes
+from engine.spec.schema import parse_spec
 
 from .helpers import generate, run_to_end
 
@@ -67,7 +69,7 @@ def test_dequantized_weights_are_exactly_the_awq_weights(awq_model, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from engine.olive_passes import dequantize_awq_folder
+    from engine.olive.passes import dequantize_awq_folder
 
     src, fake = awq_model
     done = dequantize_awq_folder(src, tmp_path / "out", "float16", device="cpu")
@@ -83,7 +85,7 @@ def test_dequantized_weights_are_exactly_the_awq_weights(awq_model, tmp_path):
 
 
 def test_not_an_awq_checkpoint_is_refused_with_the_file_named(demo, tmp_path):
-    from engine.olive_passes import dequantize_awq_folder
+    from engine.olive.passes import dequantize_awq_folder
 
     with pytest.raises(ValueError, match=r"config.json: quantization_config.quant_method is None, not 'awq'"):
         dequantize_awq_folder(Path(demo["model"]), tmp_path / "out")

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import chat
+from engine.chat import models as chat
 from engine.errors import GroveError
-from engine.registry import Registry
-
+from engine.runs.registry import Registry
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +61,7 @@ def assert_timed(stats: chat.ChatStats | None, backend: str, adapter: str) -> No
 
 def test_importing_chat_is_cheap():
     code = (
-        "import sys, engine.chat; heavy = {'torch', 'transformers', 'onnxruntime_genai', 'onnx', 'onnxruntime', 'peft'};"
+        "import sys, engine.chat.models; heavy = {'torch', 'transformers', 'onnxruntime_genai', 'onnx', 'onnxruntime', 'peft'};"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )
     out = subprocess.run(

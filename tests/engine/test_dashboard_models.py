@@ -12,10 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from engine import dataview, drafts, estimate, olive_import, paths, preflight, views
-from engine.demo import GEOMETRY
-from engine.registry import Registry
-from engine.spec import DatasetSpec, parse_spec
+from engine import paths
+from engine.data import inspect as dataview
+from engine.models.tiny import GEOMETRY
+from engine.olive import importer as olive_import
+from engine.runs import submit
+from engine.runs.registry import Registry
+from engine.spec import drafts
+from engine.spec.schema import DatasetSpec, parse_spec
+from engine.views import estimate, preflight
+from engine.views import runs as views
 
 PHI3_MINI = {
     "architectures": ["Phi3ForCausalLM"],
@@ -44,8 +50,8 @@ def _model(tmp_path: Path, cfg: dict, tensors: dict | None = None) -> Path:
 
 def test_no_streamlit_in_engine_read_models():
     code = (
-        "import sys, engine.views, engine.estimate, engine.dataview, engine.drafts, engine.olive_import, "
-        "engine.preflight; print(sorted(m for m in ('streamlit', 'torch', 'olive', 'transformers') if m in sys.modules))"
+        "import sys, engine.views.runs, engine.views.estimate, engine.data.inspect, engine.spec.drafts, engine.olive.importer, "
+        "engine.views.preflight; print(sorted(m for m in ('streamlit', 'torch', 'olive', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -133,7 +139,7 @@ def test_drafts_recipes_and_olive_config(fresh_home, tmp_path):
     lab = drafts.apply_recipe(d, "lab")
     assert [p["type"] for p in lab["passes"]] == ["LoRA", "ModelBuilder", "ExtractAdapters"]
     assert lab["dataset"]["max_seq_len"] == 128 and d["dataset"]["max_seq_len"] == 512  # the draft is not mutated
-    cfg = json.loads(drafts.olive_config_text(parse_spec(drafts.to_spec_dict(lab))))
+    cfg = json.loads(submit.olive_config_text(parse_spec(drafts.to_spec_dict(lab))))
     assert cfg["passes"]["lora"]["train_data_config"] == "train_data"
     assert Path(cfg["data_configs"][0]["load_dataset_config"]["data_files"]).is_file()
     clone = drafts.from_spec(json.loads(parse_spec(drafts.to_spec_dict(lab)).model_dump_json()))
@@ -145,7 +151,7 @@ def test_olive_import_round_trips_grove_configs_and_keeps_the_rest(fresh_home, t
     d = drafts.new_draft(str(model))
     d["dataset"] = {"path": str(paths.DEMO_SAMPLE), "text_template": "{prompt} => {response}", "max_seq_len": 64}
     lab = drafts.apply_recipe(d, "lab")
-    text = drafts.olive_config_text(parse_spec(drafts.to_spec_dict(lab)))
+    text = submit.olive_config_text(parse_spec(drafts.to_spec_dict(lab)))
     back, notes = olive_import.import_text(text)
     assert [p["type"] for p in back["passes"]] == ["LoRA", "ModelBuilder", "ExtractAdapters"]
     assert "int4_nodes_to_exclude" not in back["passes"][1]["params"]  # Grove adds them again

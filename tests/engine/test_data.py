@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from engine import data
+from engine.data import prepare as data
 from engine.errors import DataError
-from engine.spec import DatasetSpec
+from engine.spec.schema import DatasetSpec
 
 TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import recipes, service
 from engine.errors import DataError, ModelError
-from engine.registry import Registry
-from engine.spec import parse_spec
+from engine.runs import submit as service
+from engine.runs.registry import Registry
+from engine.spec import recipes
+from engine.spec.schema import parse_spec
 
 from .helpers import generate, make_worker, pid_alive, run_to_end, wait_for
 

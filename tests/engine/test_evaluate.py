@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from engine import evaluate as ev
-from engine.compare import comparability, pareto
-from engine.registry import Registry
+from engine.evaluate import evaluator as ev
+from engine.evaluate import fingerprint as fpm
+from engine.evaluate.compare import comparability, pareto
+from engine.evaluate.scores import rouge_l
+from engine.runs.registry import Registry
+from engine.spec.evaluation import EvalConfig
+from engine.spec.metrics import METRICS, SPEED
 
 pytestmark = pytest.mark.slow
 
@@ -18,10 +22,10 @@ TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 
 
 @pytest.fixture(scope="module")
-def cfg(demo_run) -> ev.EvalConfig:
+def cfg(demo_run) -> EvalConfig:
     spec = json.loads(demo_run["spec"])
     data_dir = Path(demo_run["data_dir"])
-    return ev.EvalConfig(eval_path=str(data_dir / "eval.jsonl"), text_template=spec["dataset"]["text_template"],
+    return EvalConfig(eval_path=str(data_dir / "eval.jsonl"), text_template=spec["dataset"]["text_template"],
                          data_key=data_dir.name, max_samples=20, generation_length=32, repeats=2)
 
 
@@ -42,7 +46,7 @@ def results(cfg, onnx_folder, demo) -> dict:
 def test_every_metric_is_measured_for_every_form(results):
     for name, r in results.items():
         assert not r.failed, (name, r.failed)
-        assert set(r.metrics) == set(ev.METRICS), name
+        assert set(r.metrics) == set(METRICS), name
         assert r.metrics["decode_tps"] > 0 and r.metrics["ttft_ms"] > 0
         assert r.metrics["latency_p90_ms"] >= r.metrics["latency_p50_ms"]
         assert 0 <= r.metrics["rouge_l"] <= 1 and r.metrics["perplexity"] > 1
@@ -80,7 +84,7 @@ def test_a_failing_metric_is_marked_with_its_reason(cfg, onnx_folder):
 
     bad = dataclasses.replace(cfg, prompt_length=100_000)  # longer than the model's context
     r = ev.evaluate(onnx_folder, bad, adapter=None)
-    assert set(r.failed) == set(ev.SPEED)
+    assert set(r.failed) == set(SPEED)
     assert "context length" in r.failed["decode_tps"]
     assert "rouge_l" in r.metrics and "size_mb" in r.metrics  # the rest is still measured
 
@@ -89,9 +93,9 @@ def test_fingerprints_say_when_numbers_are_not_comparable(cfg):
     import dataclasses
 
     other = dataclasses.replace(cfg, prompt_length=64)
-    a, b = cfg.fingerprint(), other.fingerprint()
-    assert ev.fingerprint_diff(a, b) == ["prompt_length"]
-    ida, idb = ev.fingerprint_id(a), ev.fingerprint_id(b)
+    a, b = fpm.fingerprint(cfg), fpm.fingerprint(other)
+    assert fpm.fingerprint_diff(a, b) == ["prompt_length"]
+    ida, idb = fpm.fingerprint_id(a), fpm.fingerprint_id(b)
     cands = [{"metrics": {"rouge_l": 0.1}, "fingerprint_id": ida}, {"metrics": {"rouge_l": 0.2}, "fingerprint_id": idb}]
     ok, msg = comparability(cands, {ida: a, idb: b})
     assert not ok and "prompt_length" in msg
@@ -105,6 +109,6 @@ def test_pareto_front():
 
 
 def test_rouge_l():
-    assert ev.rouge_l("the cat sat", "the cat sat") == 1.0
-    assert ev.rouge_l("a b c d", "a c") == pytest.approx(2 * (2 / 4) * 1 / (2 / 4 + 1))
-    assert ev.rouge_l("", "x") == 0.0
+    assert rouge_l("the cat sat", "the cat sat") == 1.0
+    assert rouge_l("a b c d", "a c") == pytest.approx(2 * (2 / 4) * 1 / (2 / 4 + 1))
+    assert rouge_l("", "x") == 0.0

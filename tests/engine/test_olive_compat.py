@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from engine import olive_compat
+from engine.olive import compat as olive_compat
 
 
 @pytest.mark.parametrize("name", list(olive_compat.PATCHES))
@@ -17,7 +17,7 @@ def test_patch_still_needed_then_fixed(name):
         pytest.skip("applies to onnxruntime-genai >= 0.15 (the CUDA 13 GPU set), not to the CPU set pinned here")
     code = (
         "import sys; sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != '_Hook']\n"
-        "from engine import olive_compat as c\n"
+        "from engine.olive import compat as c\n"
         f"needed, fix = c.PATCHES[{name!r}]\n"
         "assert needed(), 'upstream no longer needs this patch: delete it'\n"
         "fix()\n"
@@ -29,10 +29,10 @@ def test_patch_still_needed_then_fixed(name):
 
 
 def test_plain_olive_process_gets_the_fixes():
-    assert olive_compat.hook_path().is_file(), "run `python -m engine.olive_compat --install` (./grove does)"
+    assert olive_compat.hook_path().is_file(), "run `python -m engine.olive.compat --install` (./grove does)"
     code = (
         "import olive.workflows.run.run\n"
-        "from engine import olive_compat as c\n"
+        "from engine.olive import compat as c\n"
         "left = [n for n, (needed, _) in c.PATCHES.items() if needed()]\n"
         "assert not left, left\n"
     )

@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
-from engine import registry as registry_mod
 from engine.errors import RunNotFound, RunStateError
-from engine.registry import Registry
+from engine.runs import registry as registry_mod
+from engine.runs.registry import Registry
 
 from .helpers import fake_run
 

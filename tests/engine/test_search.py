@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine import recipes, service
 from engine.errors import SpecError
-from engine.registry import Registry
-from engine.spec import parse_spec
+from engine.runs import submit as service
+from engine.runs.registry import Registry
+from engine.spec import recipes
+from engine.spec.schema import parse_spec
 
 from .helpers import run_to_end
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import SpecError
-from engine.recipes import lab_recipe
-from engine.spec import load_spec, parse_spec
+from engine.spec.recipes import lab_recipe
+from engine.spec.schema import load_spec, parse_spec
 
 
 def good(**over):

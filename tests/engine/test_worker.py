@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from engine import service
 from engine.errors import ResourceError
-from engine.recipes import lab_recipe
-from engine.registry import Registry
-from engine.spec import parse_spec
-from engine.worker import LocalExecutor, Slots, Worker
+from engine.runs import submit as service
+from engine.runs.executors import LocalExecutor
+from engine.runs.registry import Registry
+from engine.runs.worker import Slots, Worker
+from engine.spec.recipes import lab_recipe
+from engine.spec.schema import parse_spec
 
 from .helpers import fake_run, pid_alive, wait_for
 
@@ -131,7 +132,7 @@ def test_more_gpus_than_exist_is_refused_at_submit(env, tmp_path):
 def test_kill_9_of_the_worker_then_restart_recovers(env):
     reg = Registry()
     envv = dict(os.environ, GROVE_POLL_S="0.1")
-    wp = subprocess.Popen([sys.executable, "-m", "engine.worker"], env=envv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wp = subprocess.Popen([sys.executable, "-m", "engine.runs.worker"], env=envv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         live = fake_run(reg, "sleep")
         wait_for(lambda: reg.get_run(live["id"])["pid"], 20)

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from engine import machine
+
 
 def cuda_ready() -> tuple[bool, str]:
     try:
@@ -53,7 +55,7 @@ def _gpus_visible(monkeypatch):
 
 
 def gpu_spec(recipe: dict[str, Any], demo: dict[str, Any], **training: Any) -> dict[str, Any]:
-    """A GPU recipe from engine.recipes on the demo model and sample, with short training."""
+    """A GPU recipe from engine.spec.recipes on the demo model and sample, with short training."""
     r = json.loads(json.dumps(recipe))
     r["model"] = {"name": demo["model"]}
     r["dataset"] = {**r["dataset"], "path": demo["dataset"], "max_seq_len": 128}
@@ -66,11 +68,12 @@ def gpu_spec(recipe: dict[str, Any], demo: dict[str, Any], **training: Any) -> d
 
 
 def run_on_gpus(run_ids: list[str], timeout: float = 600) -> list[dict[str, Any]]:
-    from engine.registry import Registry
-    from engine.worker import LocalExecutor, Slots, Worker, detect_gpus
+    from engine.runs.executors import LocalExecutor
+    from engine.runs.registry import Registry
+    from engine.runs.worker import Slots, Worker
 
     reg = Registry()
-    w = Worker(reg, LocalExecutor("engine.runner"), Slots(cpu=1, gpus=detect_gpus()))
+    w = Worker(reg, LocalExecutor("engine.runs.runner"), Slots(cpu=1, gpus=machine.detect_gpus()))
     w.start()
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -83,7 +86,7 @@ def run_on_gpus(run_ids: list[str], timeout: float = 600) -> list[dict[str, Any]
 
 
 def run_log(run: dict[str, Any]) -> str:
-    """The end of a run's log, for a failure message (engine.worker.log_tail reads it)."""
-    from engine.worker import log_tail
+    """The end of a run's log, for a failure message (engine.runs.worker.log_tail reads it)."""
+    from engine.runs.worker import log_tail
 
     return log_tail(Path(run.get("log_path") or ""))

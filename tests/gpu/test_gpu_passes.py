@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine import recipes, service
-from engine.registry import Registry
-from engine.spec import parse_spec
+from engine.runs import submit as service
+from engine.runs.registry import Registry
+from engine.spec import recipes
+from engine.spec.schema import parse_spec
 
 from ..engine.helpers import generate
 from .conftest import gpu_spec, run_log, run_on_gpus
@@ -51,7 +52,8 @@ def test_qlora_on_cuda(demo):
 
 
 def test_gptq_on_cuda_and_evaluated(demo):
-    from engine.evaluate import EvalConfig, evaluate
+    from engine.evaluate.evaluator import evaluate
+    from engine.spec.evaluation import EvalConfig
 
     done = _run(gpu_spec(recipes.gptq(), demo))
     final = next(c for c in Registry().candidates(done["id"]) if c["is_output"])

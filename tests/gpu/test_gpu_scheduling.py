@@ -8,11 +8,15 @@ import time
 
 import pytest
 
-from engine import chat, recipes, service
+from engine import machine
+from engine.chat import models as chat
 from engine.errors import GroveError
-from engine.registry import Registry
-from engine.spec import parse_spec
-from engine.worker import LocalExecutor, Slots, Worker, detect_gpus
+from engine.runs import submit as service
+from engine.runs.executors import LocalExecutor
+from engine.runs.registry import Registry
+from engine.runs.worker import Slots, Worker
+from engine.spec import recipes
+from engine.spec.schema import parse_spec
 
 from .conftest import gpu_count, gpu_spec, run_log
 
@@ -27,13 +31,13 @@ def _lora_spec(demo, name, steps):
 
 
 def test_two_runs_on_two_gpus_third_waits_and_too_many_is_refused(demo):
-    n = len(detect_gpus())
+    n = len(machine.detect_gpus())
     with pytest.raises(GroveError, match=rf"resources.gpus asks for {n + 1} GPU\(s\); this machine has {n}"):
         service.submit(parse_spec({**gpu_spec(recipes.finetune_only("gpu"), demo), "resources": {"gpus": n + 1}}))
     reg = Registry()
     runs = [service.submit(_lora_spec(demo, f"sched {i}", 400 + i)) for i in range(3)]
     ids = [r["id"] for r in runs]
-    w = Worker(reg, LocalExecutor("engine.runner"), Slots(cpu=1, gpus=detect_gpus()[:2]))
+    w = Worker(reg, LocalExecutor("engine.runs.runner"), Slots(cpu=1, gpus=machine.detect_gpus()[:2]))
     w.start()
     saw_two_running_one_queued = False
     t0 = time.monotonic()

@@ -1,0 +1,292 @@
+"""Datasets: read a user's file (or a Hugging Face dataset), check it, split it, and write what training sees.
+
+Reading is strict where it matters and forgiving where real files are messy: CRLF line ends, a UTF-8 BOM and
+blank lines are fine; a line that is not JSON, a missing column, an empty file are refused with the file, the
+line and the column named.
+
+``prepare()`` writes a content-addressed folder ``runs/data/<key>/`` with ``train.jsonl`` and ``eval.jsonl`` and
+``stats.json``. The key depends only on the data and the split settings, so two launches of the same spec point
+Olive at the same files and Olive's cache is reused.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+import string
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from engine import paths
+from engine.errors import DataError
+from engine.spec.schema import DatasetSpec
+
+SUFFIXES = {".jsonl", ".json", ".csv", ".parquet"}
+MIN_EVAL_ROWS = 5
+MIN_TRAIN_ROWS = 8
+
+
+@dataclass
+class Prepared:
+    dir: Path
+    train_path: Path
+    eval_path: Path
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_path(p: Path, what: str) -> None:
+    if not p.exists():
+        raise DataError(f"{what} file not found: {p}")
+    if not p.is_file():
+        raise DataError(f"{what} is not a file: {p}")
+    if p.suffix.lower() not in SUFFIXES:
+        raise DataError(f"{what} {p}: unsupported file type '{p.suffix}'; use .jsonl, .json, .csv or .parquet")
+    if not os.access(p, os.R_OK):
+        raise DataError(f"{what} file is not readable: {p}")
+
+
+def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line or row number, row)`` from a local file; raise DataError on the first bad line."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".jsonl", ".json"):
+            yield from _iter_json(path)
+        elif suffix == ".csv":
+            with open(path, encoding="utf-8-sig", newline="") as f:
+                reader = csv.DictReader(f)
+                if not reader.fieldnames:
+                    raise DataError(f"{path}: empty CSV file (no header line)")
+                for i, row in enumerate(reader, start=2):
+                    if None in row:
+                        raise DataError(f"{path} line {i}: more fields than the header has")
+                    yield i, row
+        else:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            for i, row in enumerate(table.to_pylist(), start=1):
+                yield i, row
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _iter_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        head = f.read(1)
+        while head and head.isspace():
+            head = f.read(1)
+        f.seek(0)
+        if head == "[":  # a JSON array file
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path} line {e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+            for i, row in enumerate(data, start=1):
+                if not isinstance(row, dict):
+                    raise DataError(f"{path} item {i}: expected an object with columns, got {type(row).__name__}")
+                yield i, row
+            return
+        for i, line in enumerate(f, start=1):
+            text = line.strip().strip("\ufeff")
+            if not text:
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path} line {i}: not valid JSON ({e.msg}, column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path} line {i}: expected a JSON object, got {type(row).__name__}")
+            yield i, row
+
+
+def read_rows(path: Path, *, what: str = "dataset") -> list[tuple[int, dict[str, Any]]]:
+    _check_path(path, what)
+    rows = list(iter_rows(path))
+    if not rows:
+        raise DataError(f"{what} {path} is empty: no rows")
+    return rows
+
+
+def template_fields(template: str) -> list[str]:
+    try:
+        return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+    except ValueError as e:
+        raise DataError(f"text_template is not a valid format string: {e}") from None
+
+
+def apply_columns(rows: list[tuple[int, dict[str, Any]]], ds: DatasetSpec, source: str) -> list[tuple[int, dict[str, Any]]]:
+    """Rename columns, then check each row has every column the template needs (non-empty)."""
+    needed = ds.template_fields if not ds.text_template else template_fields(ds.text_template)
+    out = []
+    for ln, row in rows:
+        r = {ds.columns.get(k, k): v for k, v in row.items()}
+        out.append((ln, r))
+    available = sorted(out[0][1]) if out else []
+    for col in needed:
+        if all(col not in r for _, r in out):
+            hint = f" (columns: {', '.join(available)})" if available else ""
+            raise DataError(f"{source}: the template uses column '{col}', which the dataset does not have{hint}")
+    for ln, r in out:
+        for col in needed:
+            v = r.get(col)
+            if v is None or (isinstance(v, str) and not v.strip()):
+                raise DataError(f"{source} line {ln}: column '{col}' is missing or empty")
+    return out
+
+
+def clean(v: Any) -> Any:
+    if isinstance(v, str):
+        return v.replace("\r\n", "\n").replace("\r", "\n").strip()
+    return v
+
+
+def split_rows(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    idx = list(range(len(rows)))
+    random.Random(seed).shuffle(idx)
+    n_eval = max(1, round(len(rows) * fraction))
+    eval_idx = set(idx[:n_eval])
+    train = [rows[i] for i in range(len(rows)) if i not in eval_idx]
+    ev = [rows[i] for i in sorted(eval_idx)]
+    return train, ev
+
+
+def key_text(r: dict[str, Any], ds: DatasetSpec) -> str:
+    col = ds.prompt_column if ds.chat_template else (template_fields(ds.text_template or "") or [""])[0]
+    return " ".join(str(r.get(col, "")).lower().split())
+
+
+def _with_messages(r: dict[str, Any], ds: DatasetSpec) -> dict[str, Any]:
+    if not ds.chat_template:
+        return r
+    msgs = []
+    if ds.system_prompt:
+        msgs.append({"role": "system", "content": ds.system_prompt})
+    msgs += [
+        {"role": "user", "content": str(r[ds.prompt_column])},
+        {"role": "assistant", "content": str(r[ds.response_column])},
+    ]
+    return {**r, "messages": msgs}
+
+
+def dataset_key(ds: DatasetSpec) -> str:
+    """Content address of the prepared data: file bytes (or hub coordinates) + every setting that shapes it."""
+    h = hashlib.sha256()
+    h.update(b"prepared-v2")  # bump when the prepared files change shape
+    settings = ds.model_dump(exclude={"max_seq_len"})
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for p in (ds.path, ds.eval_path):
+        if p:
+            with open(Path(p).expanduser(), "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_local(ds: DatasetSpec) -> tuple[list[dict[str, Any]], Optional[list[dict[str, Any]]]]:
+    assert ds.path
+    src = Path(ds.path).expanduser()
+    rows = apply_columns(read_rows(src), ds, str(src))
+    ev = None
+    if ds.eval_path:
+        esrc = Path(ds.eval_path).expanduser()
+        ev = [r for _, r in apply_columns(read_rows(esrc, what="eval dataset"), ds, str(esrc))]
+    return [r for _, r in rows], ev
+
+
+def load_hub(ds: DatasetSpec) -> list[dict[str, Any]]:
+    """The Hugging Face path users take with their own data on the hub (needs network or a warm HF cache)."""
+    import datasets
+
+    try:
+        d = datasets.load_dataset(ds.hf_name, ds.hf_subset, split=ds.hf_split)
+    except Exception as e:  # datasets raises many types; all mean "cannot use it"
+        raise DataError(f"Hugging Face dataset '{ds.hf_name}' (split {ds.hf_split}) could not be loaded: {e}") from None
+    rows = [(i + 1, dict(r)) for i, r in enumerate(d)]
+    if not rows:
+        raise DataError(f"Hugging Face dataset '{ds.hf_name}' split {ds.hf_split} is empty")
+    return [r for _, r in apply_columns(rows, ds, f"{ds.hf_name}[{ds.hf_split}]")]
+
+
+def prepared_dir(ds: DatasetSpec) -> Path:
+    return paths.data_dir() / dataset_key(ds)
+
+
+def prepare(ds: DatasetSpec) -> Prepared:
+    """Check, split and write the data training and evaluation will read. Idempotent; writes atomically."""
+    out = prepared_dir(ds)
+    prep = Prepared(out, out / "train.jsonl", out / "eval.jsonl")
+    if (out / "stats.json").is_file():
+        prep.stats = json.loads((out / "stats.json").read_text())
+        return prep
+    if ds.path:
+        rows, ev = load_local(ds)
+    else:
+        rows, ev = load_hub(ds), None
+    rows = [{k: clean(v) for k, v in r.items()} for r in rows]
+    if ev is None:
+        train, ev = split_rows(rows, ds.eval_split or 0.1, ds.split_seed)
+    else:
+        train, ev = rows, [{k: clean(v) for k, v in r.items()} for r in ev]
+    if ds.max_samples:
+        train = train[: ds.max_samples]
+    if len(ev) < MIN_EVAL_ROWS:
+        raise DataError(
+            f"eval split too small: {len(ev)} rows (of {len(rows)}); at least {MIN_EVAL_ROWS} are needed. "
+            "Raise dataset.eval_split or give dataset.eval_path."
+        )
+    if len(train) < MIN_TRAIN_ROWS:
+        raise DataError(f"train split too small: {len(train)} rows; at least {MIN_TRAIN_ROWS} are needed")
+    eval_keys = {key_text(r, ds) for r in ev}
+    dups = sorted({key_text(r, ds) for r in train} & eval_keys)
+    stats = {
+        "rows": len(rows),
+        "train_rows": len(train),
+        "eval_rows": len(ev),
+        "duplicates_train_eval": len(dups),
+        "duplicate_examples": dups[:10],
+        "split_seed": ds.split_seed,
+        "source": ds.path or f"hf:{ds.hf_name}[{ds.hf_split}]",
+    }
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train.jsonl", train), ("eval.jsonl", ev)):
+        with open(tmp / name, "w", encoding="utf-8") as f:
+            for r in part:
+                f.write(json.dumps(_with_messages(r, ds), ensure_ascii=False, default=str) + "\n")
+    if not ds.chat_template:
+        # a folder with the rendered texts alone, for calibration passes that load a dataset by folder name (AWQ)
+        (tmp / "calib").mkdir()
+        with open(tmp / "calib" / "train.jsonl", "w", encoding="utf-8") as f:
+            for r in train:
+                f.write(json.dumps({"text": (ds.text_template or "").format(**r)}, ensure_ascii=False) + "\n")
+    (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+    try:
+        tmp.rename(out)
+    except OSError:  # another process prepared the same data first: theirs is identical
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    prep.stats = stats
+    return prep
+
+
+def preview(ds: DatasetSpec, n: int = 5) -> list[dict[str, Any]]:
+    """The first ``n`` rows after column mapping, with the rendered text when a text template is set."""
+    rows, _ = load_local(ds) if ds.path else (load_hub(ds), None)
+    out = []
+    for r in rows[:n]:
+        r = {k: clean(v) for k, v in r.items()}
+        if ds.text_template:
+            r = {**r, "_text": ds.text_template.format(**r)}
+        out.append(r)
+    return out
+
+
+def summary(prep: Prepared) -> dict[str, Any]:
+    return asdict(prep) | {"dir": str(prep.dir), "train_path": str(prep.train_path), "eval_path": str(prep.eval_path)}

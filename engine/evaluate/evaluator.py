@@ -1,0 +1,466 @@
+"""One evaluator for the input model and every candidate, whatever its form, measured the same way.
+
+Forms: a Hugging Face/PyTorch folder (optionally with a PEFT adapter folder), or an onnxruntime-genai folder (with
+any of its ``.onnx_adapter`` files active, or none). Metrics (``METRICS``):
+
+- quality on the held-out split (the prepared ``eval.jsonl``, which training never sees): mean loss and perplexity
+  on the response tokens only (teacher-forced), greedy answers compared with the references (ROUGE-L F1, exact
+  match), and a few sample answers kept for the user to read;
+- generation speed: time to first token, decode tokens/s, per-token decode latency p50/p90, at a stated prompt
+  length and generation length, after warm-up, over several repetitions;
+- size on disk of everything needed to run the candidate, and peak memory (process RSS on CPU, device memory on
+  GPU).
+
+Each result carries a fingerprint (dataset hash, split seed and size, lengths, device and execution provider,
+package versions); results are stored in the registry (``evaluations``) and reused for the same model, adapter
+and fingerprint. ``evaluate_in_subprocess`` runs one evaluation in a fresh interpreter so peak memory is the
+candidate's own and a crash fails that candidate only. Metrics that fail are reported as failed with the reason;
+the others are still measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from engine import machine
+from engine.evaluate.fingerprint import fingerprint, fingerprint_id
+from engine.evaluate.scores import normalize, rouge_l
+from engine.spec.evaluation import EvalConfig
+from engine.spec.metrics import METRICS, QUALITY, SPEED
+
+SENTINEL = "\u0000GROVE_RESPONSE\u0000"
+
+
+@dataclass
+class EvalResult:
+    model_path: str
+    adapter: Optional[str]
+    form: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    samples: list[dict[str, str]] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    reused: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_rows(cfg: EvalConfig) -> list[dict[str, Any]]:
+    rows = []
+    with open(cfg.eval_path, encoding="utf-8") as f:
+        for ln in f:
+            if ln.strip():
+                rows.append(json.loads(ln))
+    return rows[: cfg.max_samples]
+
+
+def render(cfg: EvalConfig, row: dict[str, Any], chat_render: Any = None) -> tuple[str, str, str]:
+    """(prompt prefix, full text, reference response) for one row."""
+    if cfg.text_template:
+        ref = str(row[cfg.response_column]) if cfg.response_column in row else ""
+        full = cfg.text_template.format(**row)
+        marked = cfg.text_template.format(**{**row, cfg.response_column: SENTINEL})
+        prefix = marked.split(SENTINEL, 1)[0]
+        return prefix, full, ref
+    msgs = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    msgs.append({"role": "user", "content": str(row[cfg.prompt_column])})
+    ref = str(row[cfg.response_column])
+    prefix = chat_render(msgs, add_generation_prompt=True)
+    full = chat_render([*msgs, {"role": "assistant", "content": ref}], add_generation_prompt=False)
+    return prefix, full, ref
+
+
+# -- backends ---------------------------------------------------------------------------------------------------
+class GenaiBackend:
+    form = "onnxruntime-genai"
+
+    def __init__(self, folder: Path, adapter: Optional[str], cfg: EvalConfig) -> None:
+        import onnxruntime_genai as og
+
+        self.og = og
+        conf = og.Config(str(folder))
+        if cfg.execution_provider == "CUDAExecutionProvider":
+            conf.clear_providers()
+            conf.append_provider("cuda")
+        self.model = og.Model(conf)
+        self.tok = og.Tokenizer(self.model)
+        self.adapters = None
+        self.adapter = adapter
+        if adapter:
+            files = {p.stem: p for p in folder.glob("*.onnx_adapter")}
+            name = adapter if adapter in files else ("adapter_weights" if adapter == "adapter" else adapter)
+            if name not in files:
+                raise FileNotFoundError(f"no adapter '{adapter}' in {folder} (have: {', '.join(files) or 'none'})")
+            self.adapters = og.Adapters(self.model)
+            self.adapters.load(str(files[name]), name)
+            self.adapter = name
+        gc = json.loads((folder / "genai_config.json").read_text())
+        self.context = gc["model"].get("context_length", 2048)
+        eos = gc["model"].get("eos_token_id", [])
+        self.eos = set(eos if isinstance(eos, list) else [eos])
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok.encode(text))
+
+    def decode(self, ids: list[int]) -> str:
+        # onnxruntime-genai 0.14 kills the process (SIGFPE) when asked to decode an empty list
+        return self.tok.decode(ids) if ids else ""
+
+    def _gen(self, max_length: int, min_length: int = 0) -> Any:
+        p = self.og.GeneratorParams(self.model)
+        # an explicit seed: without one each og.Generator seeds from std::random_device (~15 ms here)
+        opts = {"max_length": max_length, "do_sample": False, "random_seed": 0}
+        if min_length:
+            opts["min_length"] = min_length
+        p.set_search_options(**opts)
+        g = self.og.Generator(self.model, p)
+        if self.adapters is not None:
+            g.set_active_adapter(self.adapters, self.adapter)
+        return g
+
+    def logprobs_of(self, ids: list[int], start: int) -> list[float]:
+        import numpy as np
+
+        g = self._gen(len(ids) + 1)
+        g.append_tokens(ids)
+        logits = np.asarray(g.get_output("logits"), dtype=np.float64)[0]
+        out = []
+        for t in range(max(start, 1), len(ids)):
+            row = logits[t - 1]
+            m = row.max()
+            lse = m + math.log(np.exp(row - m).sum())
+            out.append(row[ids[t]] - lse)
+        return out
+
+    def greedy(self, ids: list[int], max_new: int) -> list[int]:
+        g = self._gen(min(len(ids) + max_new, self.context))
+        g.append_tokens(ids)
+        out: list[int] = []
+        while not g.is_done() and len(out) < max_new:
+            g.generate_next_token()
+            t = int(g.get_next_tokens()[0])
+            if t in self.eos:
+                break
+            out.append(t)
+        return out
+
+    def timed(self, ids: list[int], n_new: int) -> tuple[float, list[float]]:
+        total = len(ids) + n_new
+        g = self._gen(total, total)
+        t0 = time.perf_counter()
+        g.append_tokens(ids)
+        g.generate_next_token()
+        ttft = time.perf_counter() - t0
+        steps = []
+        for _ in range(n_new - 1):
+            t = time.perf_counter()
+            g.generate_next_token()
+            steps.append(time.perf_counter() - t)
+        return ttft, steps
+
+
+def register_olive_quantizer(folder: Path) -> bool:
+    """Checkpoints from Olive's own quantizers (Rtn, Gptq: ``quant_method: olive``) load in transformers only once
+    Olive's quantizer is registered, as Olive's model loader does. True when the folder needed it."""
+    cfg = Path(folder) / "config.json"
+    try:
+        q = (json.loads(cfg.read_text()).get("quantization_config") or {}) if cfg.is_file() else {}
+    except ValueError:
+        return False
+    if q.get("quant_method") != "olive":
+        return False
+    from olive.common.quant.hf_utils import OliveHfQuantizationConfig, OliveHfQuantizer
+    from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
+
+    AUTO_QUANTIZATION_CONFIG_MAPPING["olive"] = OliveHfQuantizationConfig
+    AUTO_QUANTIZER_MAPPING["olive"] = OliveHfQuantizer
+    return True
+
+
+class HfBackend:
+    form = "transformers"
+
+    def __init__(self, folder: Path, adapter_path: Optional[str], cfg: EvalConfig) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.device = "cuda" if cfg.device == "gpu" and torch.cuda.is_available() else "cpu"
+        self.tok = AutoTokenizer.from_pretrained(folder)
+        dtype = torch.float32 if self.device == "cpu" else torch.float16
+        register_olive_quantizer(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        if adapter_path:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter_path)
+        self.model = model.to(self.device).eval()
+        self.context = getattr(model.config, "max_position_embeddings", 2048)
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None) or self.tok.eos_token_id
+        self.eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok(text)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def logprobs_of(self, ids: list[int], start: int) -> list[float]:
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.tensor([ids], device=self.device)
+            logits = self.model(x).logits[0].float()
+            lp = torch.log_softmax(logits, dim=-1)
+            return [float(lp[t - 1, ids[t]]) for t in range(max(start, 1), len(ids))]
+
+    def _step(self, ids: Any, past: Any) -> tuple[int, Any]:
+        out = self.model(input_ids=ids, past_key_values=past, use_cache=True)
+        return int(out.logits[0, -1].argmax()), out.past_key_values
+
+    def greedy(self, ids: list[int], max_new: int) -> list[int]:
+        torch = self.torch
+        out: list[int] = []
+        with torch.inference_mode():
+            nxt, past = self._step(torch.tensor([ids], device=self.device), None)
+            while len(out) < max_new and nxt not in self.eos and len(ids) + len(out) < self.context:
+                out.append(nxt)
+                nxt, past = self._step(torch.tensor([[nxt]], device=self.device), past)
+        return out
+
+    def _sync(self) -> None:
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+    def timed(self, ids: list[int], n_new: int) -> tuple[float, list[float]]:
+        torch = self.torch
+        steps = []
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            nxt, past = self._step(torch.tensor([ids], device=self.device), None)
+            self._sync()
+            ttft = time.perf_counter() - t0
+            for _ in range(n_new - 1):
+                t = time.perf_counter()
+                nxt, past = self._step(torch.tensor([[nxt]], device=self.device), past)
+                self._sync()
+                steps.append(time.perf_counter() - t)
+        return ttft, steps
+
+
+def detect_form(path: Path) -> str:
+    if (path / "genai_config.json").is_file():
+        return "onnxruntime-genai"
+    if (path / "config.json").is_file():
+        return "transformers"
+    raise FileNotFoundError(f"{path} is neither an onnxruntime-genai folder (genai_config.json) nor a Hugging Face folder (config.json)")
+
+
+def _chat_renderer(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+
+    def render(msgs: list[dict[str, str]], add_generation_prompt: bool) -> str:
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    return render
+
+
+def evaluate(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None) -> EvalResult:
+    """Evaluate one model in this process. ``adapter``: a PEFT folder (HF) or an adapter name/stem (genai)."""
+    t0 = time.perf_counter()
+    folder = Path(model_path)
+    form = detect_form(folder)
+    res = EvalResult(str(folder), adapter, form, fingerprint=fingerprint(cfg))
+    machine.reset_peak_rss()
+    use_gpu = cfg.device == "gpu"
+    gpu_before = machine.gpu_used_mb() if use_gpu else None
+    if use_gpu:
+        try:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        except Exception:
+            pass
+    backend: Any = GenaiBackend(folder, adapter, cfg) if form == "onnxruntime-genai" else HfBackend(folder, adapter, cfg)
+    size = machine.dir_size(folder)
+    if form == "transformers" and adapter:
+        size += machine.dir_size(Path(adapter))
+    res.metrics["size_mb"] = size / 1e6
+    rows = load_rows(cfg)
+    chat_render = _chat_renderer(folder) if cfg.chat_template else None
+    _measure(res, "quality", QUALITY, lambda: _quality(backend, cfg, rows, chat_render, res))
+    _measure(res, "speed", SPEED, lambda: _speed(backend, cfg, rows, chat_render, res))
+    _measure(res, "memory", ("peak_memory_mb",), lambda: res.metrics.__setitem__("peak_memory_mb", _peak_memory_mb(use_gpu, gpu_before)))
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _measure(res: EvalResult, what: str, names: tuple[str, ...], fn: Any) -> None:
+    try:
+        fn()
+    except Exception as e:  # a metric that fails marks that metric failed, with the reason
+        reason = f"{type(e).__name__}: {e}"[:500]
+        traceback.print_exc()
+        for n in names:
+            if n not in res.metrics:
+                res.failed[n] = reason
+
+
+def _quality(backend: Any, cfg: EvalConfig, rows: list[dict[str, Any]], chat_render: Any, res: EvalResult) -> None:
+    nll, ntok, rl, em = 0.0, 0, [], []
+    for i, row in enumerate(rows):
+        prefix, full, ref = render(cfg, row, chat_render)
+        p_ids, f_ids = backend.encode(prefix), backend.encode(full)
+        f_ids = f_ids[: backend.context]
+        lps = backend.logprobs_of(f_ids, len(p_ids))
+        nll -= sum(lps)
+        ntok += len(lps)
+        answer = backend.decode(backend.greedy(p_ids[: backend.context - 1], cfg.answer_tokens)).strip()
+        rl.append(rouge_l(answer, ref))
+        em.append(float(normalize(answer) == normalize(ref)))
+        if i < cfg.keep_samples:
+            res.samples.append({"prompt": str(row.get(cfg.prompt_column, prefix))[:500], "reference": ref[:500], "answer": answer[:500]})
+    if ntok == 0:
+        raise ValueError("no response tokens to score in the eval split")
+    loss = nll / ntok
+    res.metrics.update({"loss": loss, "perplexity": math.exp(min(loss, 50)), "rouge_l": statistics.fmean(rl), "exact_match": statistics.fmean(em)})
+
+
+def _speed(backend: Any, cfg: EvalConfig, rows: list[dict[str, Any]], chat_render: Any, res: EvalResult) -> None:
+    pool: list[int] = []
+    for row in rows:
+        pool += backend.encode(render(cfg, row, chat_render)[1])
+        if len(pool) >= cfg.prompt_length:
+            break
+    while len(pool) < cfg.prompt_length:
+        pool += pool or [0]
+    gen = min(cfg.generation_length, backend.context - cfg.prompt_length)
+    if gen < 2:
+        raise ValueError(f"context length {backend.context} leaves no room to generate after a {cfg.prompt_length}-token prompt")
+    prompt = pool[: cfg.prompt_length]
+    for _ in range(cfg.warmup):
+        backend.timed(prompt, gen)
+    ttfts, steps = [], []
+    for _ in range(cfg.repeats):
+        t, s = backend.timed(prompt, gen)
+        ttfts.append(t)
+        steps += s
+    steps.sort()
+    res.metrics.update({
+        "ttft_ms": 1000 * statistics.median(ttfts),
+        "decode_tps": len(steps) / sum(steps),
+        "latency_p50_ms": 1000 * steps[len(steps) // 2],
+        "latency_p90_ms": 1000 * steps[min(len(steps) - 1, int(len(steps) * 0.9))],
+    })
+
+
+def _peak_memory_mb(gpu: bool, gpu_used_before: Optional[float]) -> float:
+    if not gpu:
+        return machine.peak_rss_mb()
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.max_memory_allocated():
+            return torch.cuda.max_memory_allocated() / 1e6
+    except Exception:
+        pass
+    # onnxruntime's CUDA arena keeps what it took: device memory in use now, minus before loading
+    after = machine.gpu_used_mb()
+    if after is None or gpu_used_before is None:
+        raise RuntimeError("device memory could not be read (nvidia-smi)")
+    return after - gpu_used_before
+
+
+# -- cache, subprocess ------------------------------------------------------------------------------------------
+def model_identity(model_path: str, adapter: Optional[str]) -> str:
+    h = hashlib.sha256()
+    for p in [Path(model_path)] + ([Path(adapter)] if adapter and Path(adapter).exists() else []):
+        files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())
+        for f in files:
+            st = f.stat()
+            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(str(adapter).encode())
+    return h.hexdigest()[:16]
+
+
+def eval_key(model_path: str, adapter: Optional[str], cfg: EvalConfig) -> str:
+    return f"{model_identity(model_path, adapter)}-{fingerprint_id(fingerprint(cfg))}"
+
+
+def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None, reg: Any = None,
+                    subprocess_: bool = True, timeout: float = 3600, run_id: Optional[str] = None) -> EvalResult:
+    """Evaluate once per model + adapter + fingerprint; later calls read the registry. With ``run_id``, the
+    evaluation is linked to that run's model folder, which is how the run's candidates find it."""
+    from engine.runs.registry import Registry
+
+    reg = reg or Registry()
+    key = eval_key(model_path, adapter, cfg)
+    hit = reg.get_evaluation(key)
+    if run_id:
+        reg.link_evaluation(run_id, model_path, key)
+    if hit:
+        r = EvalResult(**{k: hit[k] for k in ("model_path", "adapter", "form", "metrics", "failed", "samples", "fingerprint", "seconds")})
+        r.reused = True
+        return r
+    r = evaluate_in_subprocess(model_path, cfg, adapter=adapter, timeout=timeout) if subprocess_ else evaluate(model_path, cfg, adapter=adapter)
+    reg.save_evaluation(key, r.to_json(), fingerprint_id(r.fingerprint))
+    if run_id:
+        reg.link_evaluation(run_id, model_path, key)
+    return r
+
+
+def evaluate_in_subprocess(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None, timeout: float = 3600) -> EvalResult:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="grove-eval-") as d:
+        out = Path(d) / "result.json"
+        args = [sys.executable, "-m", "engine.evaluate.evaluator", "--model", model_path, "--config", json.dumps(asdict(cfg)), "--out", str(out)]
+        if adapter:
+            args += ["--adapter", adapter]
+        try:
+            p = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return _all_failed(model_path, adapter, cfg, f"evaluation timed out after {timeout:.0f}s")
+        if p.returncode != 0 or not out.is_file():
+            tail = (p.stderr or p.stdout)[-1500:]
+            return _all_failed(model_path, adapter, cfg, f"evaluator exited with code {p.returncode}: {tail}")
+        return EvalResult(**json.loads(out.read_text()))
+
+
+def _all_failed(model_path: str, adapter: Optional[str], cfg: EvalConfig, reason: str) -> EvalResult:
+    return EvalResult(model_path, adapter, "unknown", failed={m: reason for m in METRICS}, fingerprint=fingerprint(cfg))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m engine.evaluate.evaluator")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--adapter")
+    ap.add_argument("--config", required=True, help="EvalConfig as JSON")
+    ap.add_argument("--out")
+    a = ap.parse_args(argv)
+    res = evaluate(a.model, EvalConfig(**json.loads(a.config)), adapter=a.adapter)
+    text = json.dumps(res.to_json(), indent=2, default=float)
+    if a.out:
+        Path(a.out).write_text(text)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

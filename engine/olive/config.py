@@ -1,0 +1,260 @@
+"""RunSpec -> Olive workflow config (JSON). The only module that knows Olive's config shape.
+
+The config it writes runs unchanged with ``olive run --config <file>`` on a machine with the same packages:
+every path in it is absolute, the data it names is the prepared, content-addressed copy under ``runs/data``,
+and every Grove-specific choice is spelled out as an ordinary Olive option.
+
+Choices made here on the user's behalf, each for a reason recorded in ../shared/NOTES-olive.md:
+- one fixed ``workflow_id`` and one ``cache_dir`` for all runs, so identical passes are reused across runs;
+- an int4 ModelBuilder that follows a LoRA-style pass keeps the LoRA A/B MatMuls out of int4
+  (``int4_nodes_to_exclude``): an int4 model whose adapter weights are quantized crashes in onnxruntime-genai
+  when no adapter is active (NOTES C.5);
+- when searching, every parameter the user did not mark searchable is fixed to its value or default, because
+  Olive otherwise searches every parameter that has default search values (NOTES F).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from engine import paths
+from engine.spec.passes import ADAPTER_PASSES, CALIBRATED_PASSES
+from engine.spec.schema import PassSpec, RunSpec
+
+# Modules whose LoRA MatMuls ModelBuilder may emit, over all supported architectures.
+LORA_MODULES = (
+    "attn/q_proj", "attn/k_proj", "attn/v_proj", "attn/qkv_proj", "attn/o_proj",
+    "mlp/gate_proj", "mlp/up_proj", "mlp/down_proj", "mlp/gate_up_proj",
+)  # fmt: skip
+DEFAULT_LAYERS = 64
+TRAIN_DATA = "train_data"
+CALIB_DATA = "calib_data"
+SYSTEM = "local_system"
+EVALUATOR = "grove"  # the name of Grove's evaluator (and its one metric) in a workflow
+
+
+def search_parameter(values: list[Any]) -> dict[str, Any]:
+    return {"olive_parameter_type": "SearchParameter", "type": "Categorical", "support": list(values)}
+
+
+def model_layers(spec: RunSpec) -> int:
+    """Number of decoder layers, read from the model's config.json without importing transformers."""
+    cfg: Optional[Path] = None
+    if spec.model.is_local:
+        cfg = spec.model.path / "config.json"
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            hit = try_to_load_from_cache(spec.model.name, "config.json", revision=spec.model.revision)
+            cfg = Path(hit) if isinstance(hit, str) else None
+        except Exception:
+            cfg = None
+    if cfg and cfg.is_file():
+        data = json.loads(cfg.read_text())
+        n = data.get("num_hidden_layers") or data.get("text_config", {}).get("num_hidden_layers")
+        if isinstance(n, int) and n > 0:
+            return n
+    return DEFAULT_LAYERS
+
+
+def lora_nodes_to_exclude(layers: int) -> list[str]:
+    return [f"/model/layers.{i}/{m}/lora_{ab}/MatMul" for i in range(layers) for m in LORA_MODULES for ab in "AB"]
+
+
+def _input_model(spec: RunSpec) -> dict[str, Any]:
+    m = spec.model
+    cfg: dict[str, Any] = {"type": "HfModel", "model_path": str(m.path) if m.is_local else m.name}
+    load_kwargs: dict[str, Any] = {"trust_remote_code": m.trust_remote_code}
+    if m.revision and not m.is_local:
+        load_kwargs["revision"] = m.revision
+    cfg["load_kwargs"] = load_kwargs
+    return cfg
+
+
+def _data_configs(spec: RunSpec, train_path: Optional[Path]) -> list[dict[str, Any]]:
+    ds = spec.dataset
+    if ds is None or train_path is None:
+        return []
+    pre: dict[str, Any] = {"max_seq_len": ds.max_seq_len}
+    if ds.chat_template:
+        pre.update({"chat_template": True, "message_col": "messages"})
+    else:
+        pre["text_template"] = ds.text_template
+    configs = []
+    if any(p.type == "AutoAWQQuantizer" for p in spec.passes) and not ds.chat_template:
+        # Olive's AWQ pass hands AutoAWQ only a dataset *name*, split and text column (no data_files): name the
+        # prepared calib/ folder, whose train.jsonl holds the rendered texts in a 'text' column
+        configs.append({
+            "name": CALIB_DATA,
+            "type": "HuggingfaceContainer",
+            "load_dataset_config": {"data_name": str(train_path.parent / "calib"), "split": "train"},
+            "pre_process_data_config": {"input_cols": "text"},
+        })
+    return configs + [
+        {
+            "name": TRAIN_DATA,
+            "type": "HuggingfaceContainer",
+            "load_dataset_config": {"data_name": "json", "data_files": str(train_path), "split": "train"},
+            "pre_process_data_config": pre,
+        }
+    ]
+
+
+def _pass_config(p: PassSpec, before: list[PassSpec], spec: RunSpec, layers: int, fixed_defaults: dict[str, Any]) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"type": p.type}
+    cfg.update(fixed_defaults)
+    cfg.update(p.params)
+    for k, vals in p.search.items():
+        cfg[k] = search_parameter(vals)
+    if p.type in ADAPTER_PASSES and spec.dataset is not None:
+        cfg.setdefault("train_data_config", TRAIN_DATA)
+    if p.type in CALIBRATED_PASSES and spec.dataset is not None:
+        cfg.setdefault("data_config", CALIB_DATA if p.type == "AutoAWQQuantizer" else TRAIN_DATA)
+    if p.type == "ModelBuilder":
+        cfg.setdefault("precision", spec.target.precision if spec.target.precision in ("fp32", "fp16", "int4", "int8") else "fp32")
+        has_adapter = any(b.type in ADAPTER_PASSES for b in before)
+        quantizes = cfg["precision"] == "int4" or "int4" in json.dumps(p.search.get("precision", []))
+        if has_adapter and quantizes and "int4_nodes_to_exclude" not in cfg:
+            cfg["int4_nodes_to_exclude"] = lora_nodes_to_exclude(layers)
+    return cfg
+
+
+def build(
+    spec: RunSpec,
+    *,
+    output_dir: Path,
+    train_path: Optional[Path] = None,
+    eval_path: Optional[Path] = None,
+    data_key: str = "",
+    searchable: Optional[dict[str, list[str]]] = None,
+) -> dict[str, Any]:
+    """The Olive workflow config for ``spec``.
+
+    ``train_path``: the prepared training file (engine.data.prepare.prepare). ``searchable``: for each pass type, the
+    parameters Olive would search on its own (from engine.olive.catalog); when the spec searches, each one the user did
+    not mark searchable nor set is fixed with Olive's own ``"DEFAULT_VALUE"``.
+    """
+    layers = model_layers(spec)
+    passes: dict[str, Any] = {}
+    for i, p in enumerate(spec.passes):
+        fixed: dict[str, Any] = {}
+        if spec.search is not None and searchable:
+            fixed = {k: "DEFAULT_VALUE" for k in searchable.get(p.type, []) if k not in p.search and k not in p.params}
+        passes[p.key] = _pass_config(p, spec.passes[:i], spec, layers, fixed)
+    device = spec.target.device
+    config: dict[str, Any] = {
+        "workflow_id": paths.OLIVE_WORKFLOW_ID,
+        "input_model": _input_model(spec),
+        "systems": {
+            SYSTEM: {
+                "type": "LocalSystem",
+                "accelerators": [{"device": device, "execution_providers": [spec.target.execution_provider]}],
+            }
+        },
+        "data_configs": _data_configs(spec, train_path),
+        "passes": passes,
+        "host": SYSTEM,
+        "target": SYSTEM,
+        "cache_dir": str(paths.cache_dir()),
+        "output_dir": str(output_dir),
+        "evaluate_input_model": False,
+        "log_severity_level": 1,
+    }
+    if spec.evaluation.enabled and eval_path is not None:
+        config["evaluators"] = {EVALUATOR: evaluator(spec, eval_path, data_key)}
+        config["evaluator"] = EVALUATOR
+        config["evaluate_input_model"] = spec.evaluation.evaluate_input_model
+    if spec.search is not None:
+        s = spec.search
+        sampler_config: dict[str, Any] = {"seed": s.seed}
+        if s.max_samples:
+            sampler_config["max_samples"] = s.max_samples
+        strategy: dict[str, Any] = {
+            "execution_order": s.execution_order,
+            "sampler": s.sampler,
+            "sampler_config": sampler_config,
+            "stop_when_goals_met": s.stop_when_goals_met,
+        }
+        if s.max_time_s:
+            strategy["max_time"] = s.max_time_s
+        config["search_strategy"] = strategy
+    return config
+
+
+def evaluator(spec: RunSpec, eval_path: Path, data_key: str) -> dict[str, Any]:
+    """Grove's evaluator as an Olive custom metric (engine/evaluate/olive_metric.py) with the user's priorities and goals."""
+    from engine.spec.evaluation import EvalConfig
+    from engine.spec.metrics import METRICS
+
+    ev, ds = spec.evaluation, spec.dataset
+    assert ds is not None
+    cfg = EvalConfig(
+        eval_path=str(eval_path), text_template=ds.text_template, chat_template=ds.chat_template,
+        prompt_column=ds.prompt_column, response_column=ds.response_column, system_prompt=ds.system_prompt,
+        data_key=data_key, split_seed=ds.split_seed, max_samples=ev.max_eval_samples,
+        prompt_length=ev.prompt_length, generation_length=ev.generation_length, repeats=ev.repeats,
+        device=spec.target.device, execution_provider=spec.target.execution_provider,
+    )
+    chosen = {m.name: m for m in ev.metrics}
+    sub_types = []
+    for name, info in METRICS.items():
+        st: dict[str, Any] = {"name": name, "higher_is_better": info["higher_is_better"], "priority": -1}
+        if name in chosen:
+            st["priority"] = chosen[name].priority
+            if chosen[name].goal is not None:
+                st["goal"] = {"type": chosen[name].goal.type, "value": chosen[name].goal.value}
+        sub_types.append(st)
+    import dataclasses
+
+    return {
+        "metrics": [
+            {
+                "name": "grove",
+                "type": "custom",
+                "sub_types": sub_types,
+                "user_config": {
+                    "user_script": str(Path(__file__).parent.parent / "evaluate" / "olive_metric.py"),
+                    "evaluate_func": "evaluate",
+                    "evaluate_func_kwargs": {"config": dataclasses.asdict(cfg)},
+                },
+            }
+        ]
+    }
+
+
+def dumps(config: dict[str, Any]) -> str:
+    return json.dumps(config, indent=2, default=str)
+
+
+# -- reading a stored config back (runs keep the exported JSON text) ---------------------------------------------
+def parse(config: str | dict[str, Any] | None) -> dict[str, Any]:
+    """A run's stored Olive config as a dict ({} for none or unreadable text)."""
+    if isinstance(config, dict):
+        return config
+    try:
+        out = json.loads(config or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def output_dir(config: str | dict[str, Any] | None) -> Optional[Path]:
+    """Where the workflow writes its output (None when the config names none)."""
+    p = parse(config).get("output_dir")
+    return Path(p) if p else None
+
+
+def planned_passes(config: str | dict[str, Any] | None) -> list[str]:
+    """The workflow's pass names, in order."""
+    return list(parse(config).get("passes") or {})
+
+
+def grove_eval_config(config: str | dict[str, Any] | None) -> Optional[dict[str, Any]]:
+    """The keyword arguments of Grove's evaluator in the workflow (None when it does not evaluate)."""
+    ev = (parse(config).get("evaluators") or {}).get(EVALUATOR)
+    if not ev:
+        return None
+    return ev["metrics"][0]["user_config"]["evaluate_func_kwargs"]["config"]

@@ -1,0 +1,74 @@
+"""How a run is started, watched and stopped: the executor seam. The local executor starts each run as a fresh
+interpreter (``python -m engine.runs.runner RUN_ID``) in its own process group; other executors (a cluster) can
+replace it behind the same three calls."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+from engine import machine, paths
+
+
+class Executor(Protocol):
+    """How a run is started and stopped. The local executor starts processes; others may start remote jobs."""
+
+    def launch(self, run: dict[str, Any], gpus: list[int]) -> Any: ...
+    def poll(self, handle: Any) -> Optional[int]: ...
+    def signal(self, handle: Any, sig: int) -> None: ...
+
+
+@dataclass
+class LocalHandle:
+    run_id: str
+    pid: int
+    popen: Optional[subprocess.Popen] = None  # None for a runner adopted after a worker restart
+
+
+class LocalExecutor:
+    def __init__(self, module: Optional[str] = None) -> None:
+        # GROVE_RUNNER_MODULE lets the fault tests start a stand-in runner through the real worker
+        self.module = module or os.environ.get("GROVE_RUNNER_MODULE", "engine.runs.runner")
+
+    def launch(self, run: dict[str, Any], gpus: list[int]) -> LocalHandle:
+        rdir = Path(run["run_dir"])
+        rdir.mkdir(parents=True, exist_ok=True)
+        tmp = rdir / "tmp"
+        env = paths.olive_env(tmp=tmp)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus) if gpus else ""
+        logf = open(rdir / "run.log", "ab", buffering=0)  # noqa: SIM115 - the child owns it
+        try:
+            p = subprocess.Popen(
+                [sys.executable, "-m", self.module, run["id"]],
+                cwd=rdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: cancel signals the whole group
+                close_fds=True,
+            )
+        finally:
+            logf.close()
+        return LocalHandle(run["id"], p.pid, p)
+
+    def poll(self, h: LocalHandle) -> Optional[int]:
+        if h.popen is not None:
+            return h.popen.poll()
+        return None if pid_is_runner(h.pid, h.run_id) else -1
+
+    def signal(self, h: LocalHandle, sig: int) -> None:
+        try:
+            os.killpg(h.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def pid_is_runner(pid: Optional[int], run_id: str) -> bool:
+    cmd = machine.cmdline(pid)
+    # a runner is started as `python -m <runner module> RUN_ID`: the run id as the last argument identifies it
+    return cmd is not None and len(cmd) >= 2 and run_id.encode() in cmd[-2:] and b"-m" in cmd

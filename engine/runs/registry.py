@@ -1,0 +1,462 @@
+"""The run registry: SQLite (WAL, busy timeout) through sqlite-utils, with a schema version and migrations.
+
+Tables:
+- ``runs``: one row per run; ``status`` moves queued -> running -> succeeded | failed | cancelled
+  (queued -> cancelled too). Only the transitions in ``TRANSITIONS`` are allowed, each in one transaction.
+- ``candidates``: every model a run produced (path, pass chain, parent, parameters, size, metrics).
+- ``events``: what happened, in order (pass started/finished, training step/loss/lr, evaluation, log lines).
+- ``workers``: worker heartbeats.
+
+Connections are opened per operation, so the registry is safe to use from Streamlit's threads, the worker
+and every runner process at once. Every write is a single transaction: a crash leaves the old state or the new.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import sqlite_utils
+
+from engine import paths
+from engine.errors import RunNotFound, RunStateError
+
+SCHEMA_VERSION = 3
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+TRANSITIONS = {
+    "queued": {"running", "cancelled", "failed"},
+    "running": {"succeeded", "failed", "cancelled", "queued"},  # queued: recovered after a worker crash
+    "succeeded": set(),
+    "failed": set(),
+    "cancelled": set(),
+}
+
+
+def now() -> float:
+    return time.time()
+
+
+def new_run_id() -> str:
+    # 32 random bits: runs created in the same second by several processes must not collide (16 bits did, in CI)
+    return time.strftime("r%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db["runs"].create(
+        {
+            "id": str,
+            "name": str,
+            "status": str,
+            "spec": str,
+            "spec_hash": str,
+            "olive_config": str,
+            "data_dir": str,
+            "gpus_wanted": int,
+            "gpus": str,
+            "created_at": float,
+            "started_at": float,
+            "finished_at": float,
+            "heartbeat_at": float,
+            "worker_id": str,
+            "pid": int,
+            "attempts": int,
+            "cancel_requested": int,
+            "exit_code": int,
+            "stage": str,
+            "progress": float,
+            "log_path": str,
+            "run_dir": str,
+            "error_type": str,
+            "error_message": str,
+            "parent_run": str,
+        },
+        pk="id",
+        not_null={"status", "spec", "created_at"},
+        defaults={"attempts": 0, "cancel_requested": 0, "gpus_wanted": 0, "progress": 0.0},
+    )
+    db["runs"].create_index(["status", "created_at"])
+    db["candidates"].create(
+        {
+            "id": int,
+            "run_id": str,
+            "model_id": str,
+            "parent_model_id": str,
+            "from_pass": str,
+            "pass_chain": str,
+            "pass_params": str,
+            "path": str,
+            "adapter_path": str,
+            "model_type": str,
+            "size_bytes": int,
+            "metrics": str,
+            "is_output": int,
+            "pareto": int,
+            "goals_met": int,
+            "created_at": float,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["candidates"].create_index(["run_id", "model_id"], unique=True)
+    db["events"].create(
+        {"id": int, "run_id": str, "ts": float, "kind": str, "data": str},
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["events"].create_index(["run_id", "id"])
+    db["workers"].create(
+        {"id": str, "pid": int, "host": str, "started_at": float, "heartbeat_at": float, "slots": str, "stopped_at": float},
+        pk="id",
+    )
+
+
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    """Evaluations (reused per model + adapter + fingerprint) and chat feedback."""
+    db["evaluations"].create(
+        {"key": str, "model_path": str, "adapter": str, "form": str, "fingerprint_id": str, "fingerprint": str,
+         "metrics": str, "failed": str, "samples": str, "seconds": float, "created_at": float},
+        pk="key",
+    )
+    db["evaluations"].create_index(["model_path"])
+    db["feedback"].create(
+        {"id": int, "ts": float, "run_id": str, "candidate_id": int, "model_path": str, "adapter": str,
+         "backend": str, "system_prompt": str, "prompt": str, "answer": str, "rating": int, "comment": str,
+         "settings": str, "stats": str},
+        pk="id",
+    )
+    db["feedback"].create_index(["candidate_id", "ts"])
+    db["candidates"].add_column("fingerprint_id", str)
+    db["candidates"].add_column("failed", str)
+    db["candidates"].add_column("eval_key", str)
+
+
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    """Which evaluation each run's workflow asked for, by model folder: the runner joins candidates on it."""
+    db["run_evaluations"].create({"run_id": str, "model_path": str, "key": str}, pk=("run_id", "model_path"))
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
+
+
+class Registry:
+    """All reads and writes of ``grove.db``. Cheap to create; holds no connection."""
+
+    def __init__(self, path: Optional[Path] = None) -> None:
+        self.path = Path(path or paths.db_path())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    # -- connections -------------------------------------------------------------------------------------
+    @contextmanager
+    def db(self) -> Iterator[sqlite_utils.Database]:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            yield sqlite_utils.Database(conn)
+        finally:
+            conn.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE) so concurrent writers queue instead of failing."""
+        with self.db() as db:
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.conn.execute("ROLLBACK")
+                raise
+            db.conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.db() as db:
+            db.conn.execute("PRAGMA journal_mode=WAL")
+        with self.tx() as db:
+            version = db.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {version}, newer than this Grove ({SCHEMA_VERSION}): upgrade Grove"
+                )
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[v](db)
+                db.conn.execute(f"PRAGMA user_version={v}")
+
+    def schema_version(self) -> int:
+        with self.db() as db:
+            return db.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    # -- runs --------------------------------------------------------------------------------------------
+    def create_run(
+        self,
+        *,
+        spec_json: str,
+        spec_hash: str,
+        name: str,
+        olive_config: str,
+        gpus_wanted: int,
+        data_dir: str = "",
+        parent_run: Optional[str] = None,
+        run_id: Optional[str] = None,
+    ) -> dict[str, Any]:
+        run_id = run_id or new_run_id()
+        rd = paths.run_dir(run_id)
+        row = {
+            "id": run_id,
+            "name": name,
+            "status": "queued",
+            "spec": spec_json,
+            "spec_hash": spec_hash,
+            "olive_config": olive_config,
+            "data_dir": data_dir,
+            "gpus_wanted": gpus_wanted,
+            "gpus": "[]",
+            "created_at": now(),
+            "run_dir": str(rd),
+            "log_path": str(rd / "run.log"),
+            "parent_run": parent_run,
+            "stage": "queued",
+        }
+        with self.tx() as db:
+            db["runs"].insert(row)
+            db["events"].insert({"run_id": run_id, "ts": row["created_at"], "kind": "status", "data": json.dumps({"status": "queued"})})
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        with self.db() as db:
+            rows = list(db.query("select * from runs where id = ?", [run_id]))
+        if not rows:
+            raise RunNotFound(f"no run '{run_id}'")
+        return rows[0]
+
+    def find_run(self, prefix: str) -> dict[str, Any]:
+        """A run by id or unique id prefix (as typed on the command line)."""
+        with self.db() as db:
+            rows = list(db.query("select id from runs where id = ? or id like ? order by created_at desc limit 2", [prefix, prefix + "%"]))
+        if not rows:
+            raise RunNotFound(f"no run '{prefix}'")
+        if len(rows) > 1 and rows[0]["id"] != prefix:
+            raise RunNotFound(f"'{prefix}' matches more than one run; type more of the id")
+        return self.get_run(rows[0]["id"])
+
+    def list_runs(self, *, status: Optional[list[str]] = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        cols = "id, name, status, stage, progress, created_at, started_at, finished_at, gpus_wanted, gpus, error_type, error_message, pid, worker_id"
+        sql = f"select {cols} from runs"
+        args: list[Any] = []
+        if status:
+            sql += " where status in (%s)" % ",".join("?" * len(status))
+            args += status
+        sql += " order by created_at desc limit ? offset ?"
+        args += [limit, offset]
+        with self.db() as db:
+            return list(db.query(sql, args))
+
+    def count_runs(self) -> dict[str, int]:
+        with self.db() as db:
+            return {r["status"]: r["n"] for r in db.query("select status, count(*) n from runs group by status")}
+
+    def transition(self, run_id: str, to: str, *, expect: Optional[tuple[str, ...]] = None, **fields: Any) -> dict[str, Any]:
+        """Move a run to status ``to`` (and set ``fields``) in one transaction, if the state machine allows it."""
+        with self.tx() as db:
+            rows = list(db.query("select status from runs where id = ?", [run_id]))
+            if not rows:
+                raise RunNotFound(f"no run '{run_id}'")
+            cur = rows[0]["status"]
+            if (expect and cur not in expect) or to not in TRANSITIONS[cur]:
+                raise RunStateError(f"run {run_id} is {cur}; it cannot become {to}")
+            upd = {"status": to, **fields}
+            if to in ("succeeded", "failed", "cancelled"):
+                upd.setdefault("finished_at", now())
+                upd.setdefault("stage", to)
+            db["runs"].update(run_id, upd)
+            db["events"].insert({"run_id": run_id, "ts": now(), "kind": "status", "data": json.dumps({"status": to, **{k: v for k, v in fields.items() if k in ("error_type", "error_message", "exit_code")}})})
+        return self.get_run(run_id)
+
+    def claim(self, worker_id: str, fits: Any) -> Optional[dict[str, Any]]:
+        """Atomically take the oldest queued run for which ``fits(run) -> gpus list | None`` finds room."""
+        with self.tx() as db:
+            for run in db.query("select id, gpus_wanted from runs where status = 'queued' and cancel_requested = 0 order by created_at, id"):
+                gpus = fits(run)
+                if gpus is None:
+                    continue
+                db["runs"].update(
+                    run["id"],
+                    {"status": "running", "worker_id": worker_id, "started_at": now(), "heartbeat_at": now(),
+                     "gpus": json.dumps(gpus), "stage": "starting", "attempts": (self._attempts(db, run["id"]) + 1)},
+                )
+                db["events"].insert({"run_id": run["id"], "ts": now(), "kind": "status", "data": json.dumps({"status": "running", "gpus": gpus})})
+                break
+            else:
+                return None
+        return self.get_run(run["id"])
+
+    @staticmethod
+    def _attempts(db: sqlite_utils.Database, run_id: str) -> int:
+        return next(db.query("select attempts from runs where id = ?", [run_id]))["attempts"] or 0
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        with self.tx() as db:
+            db["runs"].update(run_id, fields)
+
+    def heartbeat(self, run_id: str, **fields: Any) -> None:
+        self.update_run(run_id, heartbeat_at=now(), **fields)
+
+    def request_cancel(self, run_id: str) -> dict[str, Any]:
+        """Cancel: a queued run becomes cancelled at once; a running run is flagged for its worker to stop."""
+        with self.tx() as db:
+            rows = list(db.query("select status from runs where id = ?", [run_id]))
+            if not rows:
+                raise RunNotFound(f"no run '{run_id}'")
+            cur = rows[0]["status"]
+            if cur == "queued":
+                db["runs"].update(run_id, {"status": "cancelled", "finished_at": now(), "stage": "cancelled", "cancel_requested": 1})
+                db["events"].insert({"run_id": run_id, "ts": now(), "kind": "status", "data": json.dumps({"status": "cancelled"})})
+            elif cur == "running":
+                db["runs"].update(run_id, {"cancel_requested": 1})
+                db["events"].insert({"run_id": run_id, "ts": now(), "kind": "cancel_requested", "data": "{}"})
+            else:
+                raise RunStateError(f"run {run_id} is already {cur}")
+        return self.get_run(run_id)
+
+    # -- events ------------------------------------------------------------------------------------------
+    def add_event(self, run_id: str, kind: str, data: Optional[dict[str, Any]] = None, ts: Optional[float] = None) -> None:
+        with self.tx() as db:
+            db["events"].insert({"run_id": run_id, "ts": ts or now(), "kind": kind, "data": json.dumps(data or {}, default=str)})
+
+    def add_events(self, run_id: str, events: list[tuple[float, str, dict[str, Any]]]) -> None:
+        if not events:
+            return
+        with self.tx() as db:
+            db["events"].insert_all({"run_id": run_id, "ts": ts, "kind": k, "data": json.dumps(d, default=str)} for ts, k, d in events)
+
+    def events(self, run_id: str, *, kinds: Optional[list[str]] = None, after_id: int = 0, limit: int = 10000) -> list[dict[str, Any]]:
+        sql = "select id, ts, kind, data from events where run_id = ? and id > ?"
+        args: list[Any] = [run_id, after_id]
+        if kinds:
+            sql += " and kind in (%s)" % ",".join("?" * len(kinds))
+            args += kinds
+        sql += " order by id limit ?"
+        args.append(limit)
+        with self.db() as db:
+            out = list(db.query(sql, args))
+        for e in out:
+            e["data"] = json.loads(e["data"] or "{}")
+        return out
+
+    # -- candidates --------------------------------------------------------------------------------------
+    def upsert_candidates(self, run_id: str, cands: list[dict[str, Any]]) -> None:
+        rows = []
+        for c in cands:
+            r = {"run_id": run_id, "created_at": now(), **c}
+            for k in ("pass_chain", "pass_params", "metrics", "failed"):
+                if k in r and not isinstance(r[k], str):
+                    r[k] = json.dumps(r[k], default=str)
+            rows.append(r)
+        with self.tx() as db:
+            for r in rows:
+                existing = list(db.query("select id from candidates where run_id = ? and model_id = ?", [run_id, r["model_id"]]))
+                if existing:
+                    db["candidates"].update(existing[0]["id"], r)
+                else:
+                    db["candidates"].insert(r)
+
+    def candidates(self, run_id: Optional[str] = None, *, limit: int = 100000) -> list[dict[str, Any]]:
+        sql = "select * from candidates"
+        args: list[Any] = []
+        if run_id:
+            sql += " where run_id = ?"
+            args.append(run_id)
+        sql += " order by id limit ?"
+        args.append(limit)
+        with self.db() as db:
+            out = list(db.query(sql, args))
+        for c in out:
+            for k in ("pass_chain", "pass_params", "metrics", "failed"):
+                c[k] = json.loads(c[k]) if c.get(k) else ({} if k != "pass_chain" else [])
+        return out
+
+    # -- evaluations, feedback ---------------------------------------------------------------------------
+    def get_evaluation(self, key: str) -> Optional[dict[str, Any]]:
+        with self.db() as db:
+            rows = list(db.query("select * from evaluations where key = ?", [key]))
+        if not rows:
+            return None
+        r = rows[0]
+        for k in ("fingerprint", "metrics", "failed", "samples"):
+            r[k] = json.loads(r[k] or "null")
+        return r
+
+    def save_evaluation(self, key: str, result: dict[str, Any], fingerprint_id: str) -> None:
+        row = {
+            "key": key, "model_path": result["model_path"], "adapter": result.get("adapter"), "form": result["form"],
+            "fingerprint_id": fingerprint_id, "created_at": now(), "seconds": result.get("seconds", 0.0),
+            **{k: json.dumps(result.get(k), default=float) for k in ("fingerprint", "metrics", "failed", "samples")},
+        }
+        with self.tx() as db:
+            db["evaluations"].upsert(row, pk="key")
+
+    def succeeded_twin(self, spec_hash: str, exclude: str) -> Optional[dict[str, Any]]:
+        """The latest succeeded run with this spec hash (one that ran, before one that was itself reused)."""
+        with self.db() as db:
+            rows = list(db.query(
+                "select id, olive_config from runs where spec_hash = ? and status = 'succeeded' and id != ? "
+                "order by (stage = 'succeeded (reused)'), finished_at desc limit 1", [spec_hash, exclude]))
+        return rows[0] if rows else None
+
+    def link_evaluation(self, run_id: str, model_path: str, key: str) -> None:
+        """Record that run ``run_id`` evaluated the model in ``model_path`` as evaluation ``key``."""
+        with self.tx() as db:
+            db["run_evaluations"].upsert({"run_id": run_id, "model_path": str(model_path), "key": key}, pk=("run_id", "model_path"))
+
+    def run_evaluations(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """The evaluations a run's workflow asked for, by model folder."""
+        with self.db() as db:
+            rows = db.query(
+                "select l.model_path as folder, e.key, e.fingerprint_id, e.failed from run_evaluations l "
+                "join evaluations e on e.key = l.key where l.run_id = ?", [run_id])
+            return {r["folder"]: {**r, "failed": json.loads(r["failed"] or "null")} for r in rows}
+
+    def fingerprints(self, ids: Optional[list[str]] = None) -> dict[str, dict[str, Any]]:
+        """Evaluation fingerprints by id (what each candidate's numbers were measured with)."""
+        sql, args = "select fingerprint_id, fingerprint from evaluations", []
+        if ids is not None:
+            sql += " where fingerprint_id in (%s)" % ",".join("?" * len(ids))
+            args = list(ids)
+        with self.db() as db:
+            return {r["fingerprint_id"]: json.loads(r["fingerprint"]) for r in db.query(sql + " group by fingerprint_id", args)}
+
+    def feedback(self, model_path: Optional[str] = None) -> list[dict[str, Any]]:
+        sql, args = "select * from feedback", []
+        if model_path:
+            sql += " where model_path = ?"
+            args.append(model_path)
+        with self.db() as db:
+            return list(db.query(sql + " order by id", args))
+
+    # -- workers -----------------------------------------------------------------------------------------
+    def worker_beat(self, worker_id: str, slots: dict[str, Any]) -> None:
+        with self.tx() as db:
+            db["workers"].upsert(
+                {"id": worker_id, "pid": os.getpid(), "host": os.uname().nodename, "heartbeat_at": now(), "slots": json.dumps(slots)},
+                pk="id",
+            )
+
+    def worker_started(self, worker_id: str) -> None:
+        with self.tx() as db:
+            db["workers"].upsert({"id": worker_id, "pid": os.getpid(), "host": os.uname().nodename, "started_at": now(), "heartbeat_at": now(), "stopped_at": None}, pk="id")
+
+    def worker_stopped(self, worker_id: str) -> None:
+        with self.tx() as db:
+            db["workers"].update(worker_id, {"stopped_at": now()})
+
+    def live_workers(self, max_age_s: float = 15.0) -> list[dict[str, Any]]:
+        with self.db() as db:
+            return list(db.query("select * from workers where stopped_at is null and heartbeat_at > ?", [now() - max_age_s]))

@@ -1,0 +1,178 @@
+"""Runs one Olive workflow in its own interpreter: ``python -m engine.runs.runner RUN_ID``.
+
+The worker starts it in a new process group with stdout/stderr sent to ``runs/<id>/run.log``. The runner:
+- writes the run's exported Olive config to ``runs/<id>/olive_config.json`` and runs it with Olive's own API
+  (``olive.workflows.run``), exactly what ``olive run --config`` does;
+- reports progress as registry events: a handler on the ``olive`` logger turns Olive's log lines into
+  pass started/finished/cached events, and a ``transformers.TrainerCallback`` (added to every Trainer Olive builds)
+  reports training step, loss and learning rate; a heartbeat thread writes them in batches;
+- reads Olive's footprint into candidates (every model the run produced, with its parent and parameters);
+- checks that the promised files exist (Olive often exits 0 when a pass failed);
+- ends the run: succeeded, failed (error type, message) or cancelled (SIGTERM/SIGINT become KeyboardInterrupt,
+  so Olive unwinds and removes its temp folders).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+from engine.olive import config as olive_config
+from engine.olive.footprint import candidates_from_footprint, expected_files, final_model_ids
+from engine.runs.progress import EventSink, OliveLogHandler, install_memory_probe, install_trainer_callback
+from engine.runs.registry import Registry
+
+HEARTBEAT_S = float(os.environ.get("GROVE_HEARTBEAT_S", "1.0"))
+LOG = logging.getLogger("grove.runner")
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def attach_evaluations(cands: list[dict[str, Any]], run_id: str, reg: Registry) -> None:
+    """Failed metrics (with reasons), the evaluation record and its fingerprint, joined on the model folder that
+    the run's evaluator recorded (engine.evaluate.olive_metric links each evaluation to the run)."""
+    evals = reg.run_evaluations(run_id)
+    for c in cands:
+        p = Path(c["_eval_path"] or c["path"] or "")
+        rec = evals.get(str(p.parent if p.is_file() else p)) if c["metrics"] else None
+        if rec:
+            c["fingerprint_id"] = rec["fingerprint_id"]
+            c["failed"] = rec["failed"] or {}
+            c["eval_key"] = rec["key"]
+
+
+class OutputMissing(Exception):
+    pass
+
+
+def run(run_id: str) -> int:
+    reg = Registry()
+    row = reg.get_run(run_id)
+    rdir = Path(row["run_dir"])
+    rdir.mkdir(parents=True, exist_ok=True)
+    sink = EventSink(reg, run_id)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                sink.flush()
+            except Exception:  # a busy registry must not kill the run; the next beat retries
+                traceback.print_exc()
+
+    os.environ["GROVE_RUN_ID"] = run_id  # the evaluator links its results to this run (engine.evaluate.olive_metric)
+    signal.signal(signal.SIGTERM, _sigterm)
+    reg.update_run(run_id, pid=os.getpid())
+    threading.Thread(target=beat, name="grove-heartbeat", daemon=True).start()
+    config = olive_config.parse(row["olive_config"])
+    cfg_path = rdir / "olive_config.json"
+    cfg_path.write_text(json.dumps(config, indent=2))
+    t0 = time.perf_counter()
+    try:
+        sink.stage = "loading Olive"
+        sink.emit("log", level="INFO", message=f"runner started, pid {os.getpid()}")
+        _prepare_data(row)
+        from engine.olive import compat as olive_compat
+
+        olive_compat.register_hook()  # Olive bugs Grove's evaluator hits (no-op when the .pth hook already did it)
+        from olive.workflows import run as olive_run
+
+        handler = OliveLogHandler(sink, len(config.get("passes", {})))
+        logging.getLogger("olive").addHandler(handler)
+        install_trainer_callback(sink)
+        install_memory_probe(sink)
+        sink.stage = "running"
+        wf = olive_run(str(cfg_path))
+        output_dir = olive_config.output_dir(config) or rdir / "output"
+        fp_path = output_dir / "footprint.json"
+        fp = json.loads(fp_path.read_text()) if fp_path.exists() else {}
+        best = wf.get_best_candidate() if wf is not None and wf.has_output_model() else None
+        best_ids = {best.model_id} if best is not None else final_model_ids(output_dir / "output_footprint.json")
+        cands = candidates_from_footprint(fp, output_dir, best_ids)
+        attach_evaluations(cands, run_id, reg)
+        for c in cands:
+            del c["_eval_path"]
+        missing = [f for f in expected_files(config) if not (output_dir / f).is_file()]
+        if missing or not best_ids:
+            raise OutputMissing(
+                "Olive finished without the promised output "
+                + (f"(missing in {output_dir}: {', '.join(missing)})" if missing else "(no output model)")
+                + "; see the log for the pass that failed"
+            )
+        reg.upsert_candidates(run_id, cands)
+        sink.progress = 1.0
+        sink.stage = "succeeded"
+        sink.flush()
+        reg.transition(run_id, "succeeded", expect=("running",), exit_code=0, progress=1.0)
+        print(f"[grove] run {run_id} succeeded in {time.perf_counter() - t0:.1f}s, {len(cands)} candidate(s)", flush=True)
+        return 0
+    except KeyboardInterrupt:
+        stop.set()
+        sink.flush()
+        print(f"[grove] run {run_id} cancelled", flush=True)
+        reg.transition(run_id, "cancelled", expect=("running",), exit_code=130)
+        return 130
+    except BaseException as e:  # noqa: BLE001 - every failure ends the run with its reason
+        stop.set()
+        traceback.print_exc()
+        sys.stdout.flush()
+        try:
+            sink.flush()
+        except Exception:
+            pass
+        etype, msg = classify(e)
+        reg.transition(run_id, "failed", expect=("running",), exit_code=1, error_type=etype, error_message=msg[:4000])
+        return 1
+    finally:
+        stop.set()
+
+
+def classify(e: BaseException) -> tuple[str, str]:
+    """A short error type users can act on, and the message."""
+    text = f"{type(e).__name__}: {e}"
+    low = text.lower()
+    if isinstance(e, MemoryError) or "out of memory" in low:
+        return "out_of_memory", text
+    if isinstance(e, ModuleNotFoundError):
+        return "missing_package", text
+    if "cuda" in low and ("not available" in low or "no cuda" in low or "use gpu" in low):
+        return "no_cuda", text
+    if isinstance(e, OutputMissing):
+        return "no_output", str(e)
+    from engine.errors import DataError
+
+    if isinstance(e, DataError):
+        return "bad_data", str(e)
+    return type(e).__name__, text
+
+
+def _prepare_data(row: dict[str, Any]) -> None:
+    """Hub datasets are fetched and split here, in the run (local files were prepared at submit)."""
+    from engine.spec.schema import parse_spec
+
+    spec = parse_spec(json.loads(row["spec"]))
+    if spec.dataset is not None and spec.dataset.hf_name:
+        from engine.data import prepare as data
+
+        data.prepare(spec.dataset)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m engine.runs.runner RUN_ID", file=sys.stderr)
+        return 2
+    return run(argv[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

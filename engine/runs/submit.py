@@ -1,0 +1,141 @@
+"""What the CLI and the UI do with runs: submit (with pre-flight checks), cancel, retry, export, show.
+
+``submit`` refuses bad input before anything is queued: an invalid spec (field path), a missing model folder,
+an unreadable or empty dataset, a malformed JSONL line, a template naming a missing column, more GPUs than the
+machine has. Only a spec that passes all of these becomes a queued run, with its exported Olive config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from engine import machine, paths
+from engine.errors import ModelError, ResourceError, RunStateError
+from engine.olive import config as olive_config
+from engine.runs.registry import Registry
+from engine.spec.schema import RunSpec
+
+FINGERPRINT_PACKAGES = (
+    "olive-ai", "onnxruntime-genai-cuda", "onnxruntime-genai", "onnxruntime-gpu", "onnxruntime",
+    "transformers", "peft", "torch", "datasets", "pydantic", "grove",
+)  # fmt: skip
+
+
+def env_fingerprint() -> dict[str, str]:
+    """Versions of everything that changes what a pass produces (Olive's cache key ignores them)."""
+    return machine.package_versions(FINGERPRINT_PACKAGES)
+
+
+def check_model(spec: RunSpec) -> None:
+    m = spec.model
+    if m.is_local:
+        p = m.path
+        if not p.exists():
+            raise ModelError(f"model folder not found: {p} (model.name)")
+        if not p.is_dir():
+            raise ModelError(f"model.name must be a folder with config.json, not a file: {p}")
+        if not (p / "config.json").is_file():
+            raise ModelError(f"model folder {p} has no config.json: is it a Hugging Face model folder?")
+
+
+def check_resources(spec: RunSpec, gpus_available: Optional[int] = None) -> None:
+    if spec.resources.gpus == 0:
+        return
+    if gpus_available is None:
+        gpus_available = len(machine.detect_gpus())
+    if spec.resources.gpus > gpus_available:
+        raise ResourceError(
+            f"resources.gpus asks for {spec.resources.gpus} GPU(s); this machine has {gpus_available}",
+            hint="lower resources.gpus, or run on a machine with more GPUs",
+        )
+
+
+def spec_hash(spec: RunSpec, data_key: str) -> str:
+    h = hashlib.sha256()
+    h.update(spec.model_dump_json(exclude={"name"}).encode())
+    h.update(data_key.encode())
+    h.update(json.dumps(env_fingerprint(), sort_keys=True).encode())
+    if spec.model.is_local and (spec.model.path / "config.json").exists():
+        # a local model folder that changed is a different input
+        for f in sorted(spec.model.path.glob("*")):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def olive_config_for(spec: RunSpec, output_dir: Path) -> tuple[dict[str, Any], str, str]:
+    """The Olive workflow config a run of ``spec`` executes (local data is prepared, as at launch).
+
+    Returns ``(config, data key, prepared data folder)``. Used by ``submit`` and by the UI's "download config".
+    """
+    from engine.data import prepare as data
+
+    train_path, eval_path, data_key, data_dir = None, None, "", ""
+    if spec.dataset is not None:
+        ddir = data.prepared_dir(spec.dataset)
+        train_path = data.prepare(spec.dataset).train_path if spec.dataset.path else ddir / "train.jsonl"
+        eval_path, data_key, data_dir = ddir / "eval.jsonl", data.dataset_key(spec.dataset), str(ddir)
+    cfg = olive_config.build(spec, output_dir=output_dir, train_path=train_path, eval_path=eval_path,
+                             data_key=data_key, searchable=_searchable(spec))
+    return cfg, data_key, data_dir
+
+
+
+def olive_config_text(spec: RunSpec) -> str:
+    """The Olive workflow config this spec would run with (local data is prepared, as at launch)."""
+    cfg, _, _ = olive_config_for(spec, paths.home() / "exports" / "output")
+    return olive_config.dumps(cfg)
+
+
+def submit(spec: RunSpec, *, reg: Optional[Registry] = None, parent_run: Optional[str] = None,
+           gpus_available: Optional[int] = None) -> dict[str, Any]:
+    """Check everything that can be checked before launch, then queue the run."""
+    from engine.runs.registry import new_run_id
+
+    reg = reg or Registry()
+    check_model(spec)
+    check_resources(spec, gpus_available)
+    run_id = new_run_id()
+    cfg, data_key, data_dir = olive_config_for(spec, paths.run_dir(run_id) / "output")
+    return reg.create_run(
+        run_id=run_id,
+        spec_json=spec.model_dump_json(),
+        spec_hash=spec_hash(spec, data_key),
+        name=spec.name,
+        olive_config=olive_config.dumps(cfg),
+        gpus_wanted=spec.resources.gpus,
+        data_dir=data_dir,
+        parent_run=parent_run,
+    )
+
+
+def _searchable(spec: RunSpec) -> Optional[dict[str, list[str]]]:
+    if spec.search is None:
+        return None
+    from engine.olive import catalog
+
+    return catalog.searchable_params([p.type for p in spec.passes])
+
+
+def cancel(run_id: str, reg: Optional[Registry] = None) -> dict[str, Any]:
+    reg = reg or Registry()
+    return reg.request_cancel(reg.find_run(run_id)["id"])
+
+
+def retry(run_id: str, reg: Optional[Registry] = None) -> dict[str, Any]:
+    from engine.spec.schema import parse_spec
+
+    reg = reg or Registry()
+    run = reg.find_run(run_id)
+    if run["status"] in ("queued", "running"):
+        raise RunStateError(f"run {run['id']} is {run['status']}; only finished runs can be retried")
+    return submit(parse_spec(json.loads(run["spec"])), reg=reg, parent_run=run["id"])
+
+
+def export_config(run_id: str, reg: Optional[Registry] = None) -> str:
+    reg = reg or Registry()
+    return reg.find_run(run_id)["olive_config"]

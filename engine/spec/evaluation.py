@@ -1,0 +1,28 @@
+"""How candidates are evaluated: the evaluator's settings, built from a run spec (engine.olive.config) and handed
+to the evaluator through Olive's metric plug-in as plain keyword arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    eval_path: str
+    text_template: Optional[str] = None
+    chat_template: bool = False
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    system_prompt: Optional[str] = None
+    data_key: str = ""
+    split_seed: int = 0
+    max_samples: int = 50
+    answer_tokens: int = 48
+    prompt_length: int = 128
+    generation_length: int = 64
+    repeats: int = 3
+    warmup: int = 1
+    keep_samples: int = 5
+    device: str = "cpu"
+    execution_provider: str = "CPUExecutionProvider"

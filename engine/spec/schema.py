@@ -1,0 +1,277 @@
+"""RunSpec: what a user asked for, typed, versioned and frozen.
+
+A spec names an input model, a dataset, an ordered list of Olive passes (any parameter may be searchable with
+candidate values), a target, evaluation and search settings, and the resources the run needs. It says nothing
+about Olive's JSON shape: ``engine.olive.config`` turns it into a workflow config.
+
+``load_spec`` / ``parse_spec`` turn YAML/JSON/dicts into a RunSpec or raise ``SpecError`` naming each bad field
+by its path (``passes.1.type``, ``dataset.eval_split``...).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.errors import SpecError
+
+SPEC_VERSION = 1
+PASS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Frozen):
+    """The input model: a Hugging Face id (``microsoft/Phi-3.5-mini-instruct``) or a local folder."""
+
+    name: str = Field(description="Hugging Face model id, or path to a local model folder.", min_length=1)
+    trust_remote_code: bool = Field(False, description="Run the model repository's own Python code. Off unless asked.")
+    revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit); ignored for folders.")
+
+    @property
+    def is_local(self) -> bool:
+        n = self.name
+        return n.startswith(("/", "./", "../", "~")) or Path(n).expanduser().exists()
+
+    @property
+    def path(self) -> Path:
+        return Path(self.name).expanduser().resolve()
+
+
+class DatasetSpec(_Frozen):
+    """Training data: a local JSONL/CSV/Parquet file, or a Hugging Face dataset name + split."""
+
+    path: Optional[str] = Field(None, description="Local .jsonl, .json, .csv or .parquet file.")
+    hf_name: Optional[str] = Field(None, description="Hugging Face dataset name (instead of path).")
+    hf_subset: Optional[str] = Field(None, description="Hugging Face dataset configuration name.")
+    hf_split: str = Field("train", description="Hugging Face split to read.")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rename dataset columns before templating: {dataset column: name used in the template}.",
+    )
+    text_template: Optional[str] = Field(
+        None, description="Python format string over columns, e.g. '<|user|>\\n{prompt}<|end|>\\n...'."
+    )
+    chat_template: bool = Field(
+        False, description="Render rows with the tokenizer's own chat template (prompt/response columns)."
+    )
+    prompt_column: str = Field("prompt", description="Column holding the user turn (chat template).")
+    response_column: str = Field("response", description="Column holding the assistant turn (chat template).")
+    system_prompt: Optional[str] = Field(None, description="System message for the chat template.")
+    eval_split: Optional[float] = Field(
+        0.1, gt=0, lt=0.9, description="Fraction of rows held out for evaluation (ignored when eval_path is set)."
+    )
+    eval_path: Optional[str] = Field(None, description="A separate evaluation file, same format as path.")
+    split_seed: int = Field(0, description="Seed of the deterministic train/eval split.")
+    max_samples: Optional[int] = Field(None, gt=0, description="Use at most this many training rows.")
+    max_seq_len: int = Field(512, ge=8, le=131072, description="Training sequence length in tokens.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        if bool(self.path) == bool(self.hf_name):
+            raise ValueError("give exactly one of 'path' (a local file) or 'hf_name' (a Hugging Face dataset)")
+        if self.text_template and self.chat_template:
+            raise ValueError("give either 'text_template' or 'chat_template: true', not both")
+        if not self.text_template and not self.chat_template:
+            raise ValueError("give a 'text_template' or set 'chat_template: true'")
+        return self
+
+    @property
+    def template_fields(self) -> list[str]:
+        if self.chat_template:
+            return [self.prompt_column, self.response_column]
+        import string
+
+        return [f for _, f, _, _ in string.Formatter().parse(self.text_template or "") if f]
+
+
+class PassSpec(_Frozen):
+    """One Olive pass: its type from Olive's catalog, fixed parameters, and searchable ones."""
+
+    type: str = Field(description="Olive pass type, e.g. LoRA, ModelBuilder, ExtractAdapters.", min_length=1)
+    name: Optional[str] = Field(None, description="Unique name in this workflow; defaults to the type in lower case.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Fixed parameter values.")
+    search: dict[str, list[Any]] = Field(
+        default_factory=dict, description="Searchable parameters: {parameter: [candidate values]}."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not PASS_NAME.match(v):
+            raise ValueError("letters, digits, '_' and '-' only, starting with a letter")
+        return v
+
+    @field_validator("search")
+    @classmethod
+    def _search_ok(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for k, vals in v.items():
+            if len(vals) < 1:
+                raise ValueError(f"'{k}' needs at least one candidate value")
+            if len({json.dumps(x, sort_keys=True, default=str) for x in vals}) != len(vals):
+                raise ValueError(f"'{k}' lists the same candidate value twice")
+        return v
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> PassSpec:
+        both = sorted(set(self.params) & set(self.search))
+        if both:
+            raise ValueError(f"parameter(s) {both} are both fixed and searchable: keep one")
+        return self
+
+    @property
+    def key(self) -> str:
+        return self.name or self.type.lower()
+
+
+class TargetSpec(_Frozen):
+    device: Literal["cpu", "gpu"] = "cpu"
+    execution_provider: Literal[
+        "CPUExecutionProvider", "CUDAExecutionProvider", "DmlExecutionProvider", "TensorrtExecutionProvider"
+    ] = "CPUExecutionProvider"
+    precision: Literal["fp32", "fp16", "bf16", "int8", "int4"] = "int4"
+
+    @model_validator(mode="after")
+    def _ep_fits(self) -> TargetSpec:
+        if self.device == "cpu" and self.execution_provider != "CPUExecutionProvider":
+            raise ValueError(f"execution_provider {self.execution_provider} needs device 'gpu'")
+        return self
+
+
+class GoalSpec(_Frozen):
+    type: Literal[
+        "threshold", "min-improvement", "percent-min-improvement", "max-degradation", "percent-max-degradation"
+    ]
+    value: float
+
+
+class MetricSpec(_Frozen):
+    name: str = Field(description="Metric name as the evaluator reports it, e.g. rouge_l, perplexity, decode_tps.")
+    priority: int = Field(1, ge=1, description="1 ranks first; metrics with equal priority are not allowed.")
+    goal: Optional[GoalSpec] = None
+
+
+# Olive's valid ranges for percent goals, by (goal type, higher_is_better) (olive/evaluator/metric.py)
+PERCENT_RANGES = {
+    ("percent-min-improvement", True): (0, float("inf")),
+    ("percent-min-improvement", False): (0, 100),
+    ("percent-max-degradation", True): (0, 100),
+    ("percent-max-degradation", False): (0, float("inf")),
+}
+
+
+class EvaluationSpec(_Frozen):
+    """How candidates are measured (engine.evaluate.evaluator); off unless enabled."""
+
+    enabled: bool = False
+    metrics: list[MetricSpec] = Field(default_factory=list)
+    max_eval_samples: int = Field(50, gt=0)
+    prompt_length: int = Field(128, gt=0)
+    generation_length: int = Field(64, gt=0)
+    repeats: int = Field(3, gt=0)
+    evaluate_input_model: bool = True
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_ok(cls, v: list[MetricSpec]) -> list[MetricSpec]:
+        from engine.spec.metrics import METRICS
+
+        errors = []
+        for i, m in enumerate(v):
+            if m.name not in METRICS:
+                errors.append(f"metrics.{i}.name: unknown metric '{m.name}'; known: {', '.join(METRICS)}")
+                continue
+            if m.goal is not None and m.goal.type.startswith("percent"):
+                lo, hi = PERCENT_RANGES[(m.goal.type, METRICS[m.name]["higher_is_better"])]
+                if not lo < m.goal.value < hi:
+                    errors.append(f"metrics.{i}.goal.value: {m.goal.value} is out of range for {m.goal.type} on "
+                                  f"{m.name} (must be between {lo} and {hi}, exclusive)")
+        prios = [m.priority for m in v]
+        if len(set(prios)) != len(prios):
+            errors.append("metrics: each metric needs its own priority (1 ranks first)")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return v
+
+
+class SearchSpec(_Frozen):
+    sampler: Literal["sequential", "random", "tpe"] = "sequential"
+    execution_order: Literal["joint", "pass-by-pass"] = "joint"
+    max_samples: Optional[int] = Field(None, gt=0)
+    max_time_s: Optional[int] = Field(None, gt=0)
+    stop_when_goals_met: bool = False
+    seed: int = 0
+
+
+class ResourcesSpec(_Frozen):
+    gpus: int = Field(0, ge=0, le=64, description="GPUs the run needs; 0 runs on the CPU.")
+
+
+class RunSpec(_Frozen):
+    version: Literal[1] = SPEC_VERSION
+    name: str = Field("run", min_length=1, max_length=120)
+    model: ModelSpec
+    dataset: Optional[DatasetSpec] = None
+    passes: list[PassSpec] = Field(min_length=1)
+    target: TargetSpec = Field(default_factory=TargetSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    search: Optional[SearchSpec] = None
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunSpec:
+        keys = [p.key for p in self.passes]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise ValueError(f"pass names must be unique; repeated: {dup} (set 'name' on each)")
+        if self.target.device == "gpu" and self.resources.gpus == 0:
+            raise ValueError("target.device is 'gpu' but resources.gpus is 0")
+        if self.target.device == "cpu" and self.resources.gpus > 0:
+            raise ValueError("resources.gpus > 0 but target.device is 'cpu'")
+        if any(p.search for p in self.passes) and self.search is None:
+            raise ValueError("a pass has searchable parameters: add a 'search' section")
+        if self.evaluation.enabled and self.dataset is None:
+            raise ValueError("evaluation needs a dataset: its held-out split is what candidates are measured on")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def _loc(err: dict[str, Any]) -> str:
+    return ".".join(str(x) for x in err.get("loc", ()))
+
+
+def parse_spec(data: Union[dict[str, Any], str], *, source: str = "") -> RunSpec:
+    """Validate a dict (or JSON/YAML text) into a RunSpec; raise SpecError naming each bad field."""
+    if isinstance(data, str):
+        try:
+            data = yaml.safe_load(data)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise SpecError([(where, f"not valid YAML/JSON: {getattr(e, 'problem', e)}")], source=source) from e
+    if not isinstance(data, dict):
+        raise SpecError([("", "a spec is a mapping with model, dataset, passes, ...")], source=source)
+    if data.get("version", SPEC_VERSION) != SPEC_VERSION:
+        raise SpecError([("version", f"unsupported spec version {data.get('version')!r}; this Grove reads {SPEC_VERSION}")], source=source)
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError([(_loc(err), err["msg"]) for err in e.errors()], source=source) from None
+
+
+def load_spec(path: Union[str, Path]) -> RunSpec:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError([("", f"cannot read spec file: {e.strerror}")], source=str(p)) from e
+    return parse_spec(text, source=str(p))

@@ -1,0 +1,382 @@
+"""Pre-flight check of a draft before launch: every problem Grove can see now, each with what to change.
+
+``check()`` returns findings ``{"level": "error"|"warning"|"info", "where": str, "message": str, "fix": str}``.
+Errors block the launch; warnings do not. It looks at: the spec's own validation (field paths), the model
+folder, the dataset (readable, template columns, split sizes, duplicates, examples longer than max_seq_len),
+each pass against the target (device, execution provider, precision, GPU-only passes, dataset need, required
+parameters, packages, order), GPUs wanted vs present, and the memory estimate of each pass vs a run slot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine.data import inspect as dataview
+from engine.errors import DataError, SpecError
+from engine.spec import drafts
+from engine.spec.passes import ADAPTER_PASSES, GPU_ONLY, GROVE_FILLED, ONNX_PRODUCERS
+from engine.spec.schema import DatasetSpec, parse_spec
+from engine.views import estimate
+
+PAGE = {"model": "Model & data", "dataset": "Model & data"}
+
+
+def _f(level: str, where: str, message: str, fix: str = "") -> dict[str, str]:
+    return {"level": level, "where": where, "message": message, "fix": fix}
+
+
+def _spec_findings(spec_dict: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
+    try:
+        return parse_spec(spec_dict), []
+    except SpecError as e:
+        out = []
+        for path, msg in e.problems:
+            page = PAGE.get((path or "").split(".")[0], "Workflow")
+            out.append(_f("error", path or "(spec)", msg, f"fix '{path or 'the spec'}' on the {page} page"))
+        return None, out
+
+
+def _model_findings(draft: dict[str, Any], card: dict[str, Any] | None) -> list[dict[str, str]]:
+    m = draft.get("model") or {}
+    name = (m.get("name") or "").strip()
+    if not name:
+        return [
+            _f("error", "model.name", "no model chosen", "pick a model folder or a Hugging Face id on Model & data")
+        ]
+    out = []
+    p = Path(name).expanduser()
+    local = name.startswith(("/", ".", "~")) or p.exists()
+    if local:
+        if not p.is_dir():
+            out.append(
+                _f("error", "model.name", f"model folder not found: {p}", "pick an existing folder on Model & data")
+            )
+        elif not (p / "config.json").is_file():
+            out.append(_f("error", "model.name", f"{p} has no config.json", "pick a Hugging Face model folder"))
+        elif not dataview.is_allowed(p):
+            out.append(
+                _f(
+                    "warning",
+                    "model.name",
+                    f"{p} is outside the allowed roots",
+                    "add its parent to GROVE_ALLOWED_ROOTS (a:b:c) or move the model under GROVE_HOME",
+                )
+            )
+    elif card is None:
+        out.append(
+            _f(
+                "info",
+                "model.name",
+                f"'{name}' is not in the local Hugging Face cache: the run downloads it",
+                "make sure the worker's machine can reach huggingface.co (or pre-download it)",
+            )
+        )
+    if card and card.get("remote_code") and not m.get("trust_remote_code"):
+        out.append(
+            _f(
+                "error",
+                "model.trust_remote_code",
+                "this model ships its own Python code (auto_map in config.json)",
+                "opt in to trust_remote_code on Model & data if you trust its authors",
+            )
+        )
+    return out
+
+
+def _dataset_findings(ds_dict: dict[str, Any] | None, tok_model: str, needs: list[str]) -> list[dict[str, str]]:
+    if not ds_dict:
+        if needs:
+            return [
+                _f(
+                    "error",
+                    "dataset",
+                    f"{', '.join(needs)} need(s) a dataset and none is chosen",
+                    "choose a dataset on Model & data",
+                )
+            ]
+        return []
+    try:
+        ds = DatasetSpec.model_validate({k: v for k, v in ds_dict.items() if v is not None})
+    except Exception:  # noqa: BLE001 - the spec findings already name the field
+        return []
+    if ds.hf_name:
+        return [
+            _f(
+                "info",
+                "dataset.hf_name",
+                f"Hugging Face dataset '{ds.hf_name}' is fetched and checked when the run starts",
+                "preview it on Model & data first if the machine has network",
+            )
+        ]
+    out = []
+    p = Path(ds.path or "").expanduser()
+    if not dataview.is_allowed(p):
+        out.append(
+            _f("warning", "dataset.path", f"{p} is outside the allowed roots", "add its folder to GROVE_ALLOWED_ROOTS")
+        )
+    try:
+        stats = dataview.split_stats(ds)
+    except DataError as e:
+        return out + [_f("error", "dataset", str(e), "fix the file, or the column mapping / template on Model & data")]
+    if stats["eval_rows"] < stats["min_eval"] or stats["train_rows"] < stats["min_train"]:
+        out.append(
+            _f(
+                "error",
+                "dataset.eval_split",
+                f"split too small: {stats['train_rows']} train / {stats['eval_rows']} eval rows "
+                f"(at least {stats['min_train']} / {stats['min_eval']})",
+                "use more rows or raise eval_split",
+            )
+        )
+    if stats["duplicates_train_eval"]:
+        out.append(
+            _f(
+                "warning",
+                "dataset",
+                f"{stats['duplicates_train_eval']} prompt(s) appear in both train and eval",
+                "deduplicate the file, or accept optimistic eval scores",
+            )
+        )
+    try:
+        from engine.data import prepare as data
+
+        rows, _ = data.load_local(ds)
+        texts = [dataview.render(r, ds, dataview.chat_template_of(tok_model)) for r in rows[:2000]]
+        lens, exact = dataview.token_lengths(texts, dataview.tokenizer_file(tok_model))
+    except DataError as e:
+        return out + [_f("error", "dataset", str(e), "pick another template preset on Model & data")]
+    cut = sum(n > ds.max_seq_len for n in lens)
+    if cut:
+        out.append(
+            _f(
+                "warning",
+                "dataset.max_seq_len",
+                f"{cut} of {len(lens)} examples are longer than max_seq_len {ds.max_seq_len}"
+                + ("" if exact else " (estimated: no tokenizer.json)")
+                + " and will be cut",
+                f"raise max_seq_len to {max(lens)} to keep them whole, or accept truncation",
+            )
+        )
+    return out
+
+
+def _pass_findings(
+    passes: list[dict[str, Any]], target: dict[str, Any], has_data: bool, catalog: dict[str, Any] | None
+) -> tuple[list[dict[str, str]], list[str]]:
+    out: list[dict[str, str]] = []
+    needs_data: list[str] = []
+    device, ep, prec = target.get("device", "cpu"), target.get("execution_provider", ""), target.get("precision", "")
+    for i, p in enumerate(passes):
+        t, where = p.get("type", "?"), f"passes.{i} ({p.get('name') or p.get('type', '?').lower()})"
+        prior = [q.get("type") for q in passes[:i]]
+        if t in ADAPTER_PASSES:
+            needs_data.append(t)
+            onnx = [q for q in prior if q in ONNX_PRODUCERS]
+            if onnx:
+                out.append(
+                    _f(
+                        "error",
+                        where,
+                        f"{t} fine-tunes a PyTorch model but comes after {onnx[0]} (ONNX)",
+                        f"move {t} above {onnx[0]}",
+                    )
+                )
+        if t == "ExtractAdapters":
+            if not any(q in ONNX_PRODUCERS for q in prior):
+                out.append(_f("error", where, "ExtractAdapters works on an ONNX model", "put ModelBuilder before it"))
+            if not any(q in ADAPTER_PASSES for q in prior):
+                out.append(
+                    _f(
+                        "warning",
+                        where,
+                        "no adapter to extract: no LoRA-style pass before it",
+                        "add LoRA earlier, or remove ExtractAdapters",
+                    )
+                )
+        if device == "cpu" and t in GPU_ONLY:
+            out.append(
+                _f(
+                    "error",
+                    where,
+                    f"{t} cannot run on a CPU target: {GPU_ONLY[t]}",
+                    f"set the target device to GPU (on a machine with one), or remove {t}",
+                )
+            )
+        if catalog is None:
+            continue
+        meta = catalog.get(t)
+        if meta is None:
+            out.append(
+                _f("error", where, f"{t} is not a pass of this Olive version", "pick a pass from the catalog list")
+            )
+            continue
+        if meta.get("import_error"):
+            out.append(
+                _f(
+                    "error",
+                    where,
+                    f"{t} cannot be loaded here: {meta['import_error'][:200]}",
+                    "install its packages, or remove it",
+                )
+            )
+        accs = meta.get("accelerators") or []
+        if accs and device not in accs and "any" not in accs:
+            out.append(
+                _f(
+                    "error",
+                    where,
+                    f"{t} runs on {', '.join(accs)}, not on a {device} target",
+                    f"set the target device to {accs[0]}, or remove {t}",
+                )
+            )
+        provs = meta.get("providers") or []
+        if provs and ep not in provs:
+            out.append(_f("error", where, f"{t} does not support {ep}", f"pick one of: {', '.join(provs[:4])}"))
+        precs = meta.get("precisions") or []
+        if precs and len(precs) < 10 and prec not in precs:
+            out.append(
+                _f(
+                    "warning",
+                    where,
+                    f"{t} produces {', '.join(precs)}; the target precision is {prec}",
+                    "change the target precision, or the pass",
+                )
+            )
+        if meta.get("dataset") in ("dataset_required", "dataset"):
+            needs_data.append(t)
+        if meta.get("missing_packages"):
+            out.append(
+                _f(
+                    "info",
+                    where,
+                    f"packages Olive lists for {t} are not installed: {', '.join(meta['missing_packages'])}",
+                    "pip install them if the run fails with a missing module (Olive's list is not always needed)",
+                )
+            )
+        params = meta.get("params") or {}
+        if not p.get("raw"):
+            unknown = sorted(set(p.get("params") or {}) - set(params))
+            if unknown:
+                out.append(
+                    _f(
+                        "error",
+                        where,
+                        f"{t} has no parameter(s) {', '.join(unknown)}",
+                        "remove them, or import the pass as raw JSON",
+                    )
+                )
+        for k, meta_p in params.items():
+            filled = t in GROVE_FILLED.get(k, ()) and has_data
+            if (
+                meta_p.get("required")
+                and meta_p.get("default") in (None, [], {})
+                and not filled
+                and k not in (p.get("params") or {})
+                and k not in (p.get("search") or {})
+            ):
+                out.append(
+                    _f(
+                        "error",
+                        where,
+                        f"{t} needs '{k}' ({meta_p.get('description', '')[:120]})",
+                        f"set '{k}' in the pass's parameters"
+                        + (" (Grove does not wire datasets into it yet)" if "data" in k else ""),
+                    )
+                )
+    return out, needs_data
+
+
+def _resource_findings(draft: dict[str, Any], gpus_available: int, slots: dict[str, Any]) -> list[dict[str, str]]:
+    out = []
+    want = int((draft.get("resources") or {}).get("gpus") or 0)
+    if want > gpus_available:
+        out.append(
+            _f(
+                "error",
+                "resources.gpus",
+                f"the run asks for {want} GPU(s); this machine has {gpus_available}",
+                "set the target device to CPU, or launch on a machine with GPUs",
+            )
+        )
+    if not slots.get("workers"):
+        out.append(
+            _f(
+                "warning",
+                "worker",
+                "no worker is running: the run will wait in the queue",
+                "start Grove with ./grove up",
+            )
+        )
+    return out
+
+
+def memory_rows(
+    draft: dict[str, Any], card: dict[str, Any] | None, machine: dict[str, Any], slots: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Per planned pass: estimated peak memory and the slot it runs in."""
+    if not card or not estimate.params_of(card):
+        return []
+    target = draft.get("target") or {}
+    device = target.get("device", "cpu")
+    seq = int(((draft.get("dataset") or {}).get("max_seq_len")) or 512)
+    est = estimate.plan_memory(card, draft.get("passes") or [], seq_len=seq, device=device)
+    cpu_slots = max(1, slots.get("cpu") or 1)
+    ram_slot = (machine.get("ram") or 0) // cpu_slots
+    gpu_slot = None
+    if device == "gpu" and machine.get("gpus"):
+        per = max(1, max((g["slots"] for g in slots.get("gpus", [])), default=1))
+        gpu_slot = min(machine["gpus"]) // per
+    for e in est:
+        if e.get("where") == "gpu" and gpu_slot is not None:
+            e["slot"], e["slot_bytes"] = "GPU slot", gpu_slot
+        else:
+            e["slot"], e["slot_bytes"] = "CPU slot (RAM)" if device == "cpu" else "host RAM", ram_slot
+        e["share"] = e["bytes"] / e["slot_bytes"] if e["slot_bytes"] else None
+    return est
+
+
+def check(
+    draft: dict[str, Any],
+    *,
+    catalog: dict[str, Any] | None,
+    card: dict[str, Any] | None = None,
+    gpus_available: int = 0,
+    slots: dict[str, Any] | None = None,
+    machine: dict[str, Any] | None = None,
+) -> list[dict[str, str]]:
+    slots = slots or {}
+    spec, out = _spec_findings(drafts.to_spec_dict(draft))
+    out += _model_findings(draft, card)
+    target = draft.get("target") or {}
+    passes = draft.get("passes") or []
+    if not passes:
+        out.append(
+            _f("error", "passes", "the workflow has no passes", "apply a recipe or add passes on the Workflow page")
+        )
+    pf, needs = _pass_findings(passes, target, bool(draft.get("dataset")), catalog)
+    out += pf
+    out += _dataset_findings(draft.get("dataset"), (draft.get("model") or {}).get("name", ""), sorted(set(needs)))
+    out += _resource_findings(draft, gpus_available, slots)
+    for e in memory_rows(draft, card, machine or {}, slots):
+        if e["share"] is None:
+            continue
+        msg = f"needs about {estimate_gb(e['bytes'])} ({e['basis']}); a {e['slot']} has {estimate_gb(e['slot_bytes'])}"
+        if e["share"] > 1:
+            out.append(
+                _f(
+                    "error",
+                    f"pass {e['pass']}",
+                    msg,
+                    "lower the batch size or max_seq_len, use a smaller model, or run where a slot has more memory",
+                )
+            )
+        elif e["share"] > 0.75:
+            out.append(_f("warning", f"pass {e['pass']}", msg, "it may not fit beside other runs"))
+    if spec is not None and not any(f["level"] == "error" for f in out):
+        out.insert(0, _f("info", "spec", "the spec is valid", ""))
+    return out
+
+
+def estimate_gb(n: float) -> str:
+    return f"{n / 2**30:.2f} GB" if n >= 2**28 else f"{n / 2**20:.0f} MB"

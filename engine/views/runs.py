@@ -1,0 +1,291 @@
+"""Read-models for the dashboard, built from the registry: run rows with elapsed time and ETA, a run's stage
+timeline (cache hits and the time they saved), its training curve, slot use, recently used inputs.
+
+Pure functions over ``Registry`` reads; no Streamlit here, nothing heavy imported.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Any
+
+from engine.olive import config as olive_config
+from engine.runs.registry import ACTIVE, Registry
+
+KNOWN_FAILURES = {
+    "out_of_memory": "The run ran out of memory. Lower per_device_train_batch_size or max_seq_len, enable "
+    "gradient_checkpointing, use a smaller model, or run on a GPU with more memory.",
+    "no_cuda": "A pass needs CUDA but the run had no GPU. Set the target device to GPU (with resources.gpus >= 1) "
+    "on a machine with a GPU, or remove the GPU-only pass (AutoAWQQuantizer, GptqQuantizer, QLoRA...).",
+    "missing_package": "A Python package a pass needs is not installed. Install it into Grove's environment "
+    "(the message names the module), or remove the pass.",
+    "bad_data": "The dataset could not be used. Check the file named in the message (line and column) and the "
+    "column mapping / template on the Model & data page.",
+    "runner_died": "The run's process ended without reporting back (often killed by the system for using too much "
+    "memory). Look at the log tail; try a smaller batch or sequence length.",
+    "no_output": "Olive finished but a pass produced no model. The log tail names the pass that failed.",
+    "lost": "The worker stopped while the run was going and it could not be resumed. Retry the run.",
+    "launch_failed": "The worker could not start the run's process. Check the worker's output and retry.",
+}
+
+
+def elapsed(run: dict[str, Any], now: float | None = None) -> float | None:
+    if not run.get("started_at"):
+        return None
+    end = run.get("finished_at") or (now or time.time())
+    return max(0.0, end - run["started_at"])
+
+
+def eta(run: dict[str, Any], now: float | None = None, typical_s: float | None = None) -> float | None:
+    """Seconds left for a running run: from its progress, else from how long similar runs took."""
+    if run.get("status") != "running":
+        return None
+    el = elapsed(run, now) or 0.0
+    p = run.get("progress") or 0.0
+    if 0.02 <= p < 1:
+        return el * (1 - p) / p
+    if typical_s:
+        return max(0.0, typical_s - el)
+    return None
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "—"
+    if s < 10:
+        return f"{s:.1f}s"
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {(s % 3600) // 60:02d}m"
+
+
+def human_size(n: float | None) -> str:
+    if not n:
+        return "—"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def typical_durations(reg: Registry, names: list[str]) -> dict[str, float]:
+    """Median duration of the last succeeded runs with each name (for the ETA of runs that just started)."""
+    if not names:
+        return {}
+    out: dict[str, float] = {}
+    with reg.db() as db:
+        for name in set(names):
+            rows = list(
+                db.query(
+                    "select finished_at - started_at d from runs where name = ? and status = 'succeeded' "
+                    "and started_at is not null order by created_at desc limit 5",
+                    [name],
+                )
+            )
+            if rows:
+                out[name] = statistics.median(r["d"] for r in rows)
+    return out
+
+
+def run_rows(reg: Registry, runs: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
+    """What the runs table shows for each run."""
+    now = now or time.time()
+    typical = typical_durations(reg, [r["name"] for r in runs if r["status"] == "running"])
+    rows = []
+    for r in runs:
+        rows.append(
+            {
+                "id": r["id"],
+                "name": r["name"],
+                "status": r["status"],
+                "stage": r.get("stage") or "",
+                "progress": float(r.get("progress") or (1.0 if r["status"] == "succeeded" else 0.0)),
+                "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])),
+                "elapsed": fmt_seconds(elapsed(r, now)),
+                "eta": fmt_seconds(eta(r, now, typical.get(r["name"]))) if r["status"] == "running" else "",
+                "error": r.get("error_type") or "",
+            }
+        )
+    return rows
+
+
+def count_candidates(reg: Registry) -> int:
+    with reg.db() as db:
+        return next(db.query("select count(*) n from candidates"))["n"]
+
+
+# -- one run ---------------------------------------------------------------------------------------------------
+def _pass_seconds(reg: Registry, name: str | None, ptype: str | None, exclude_run: str) -> float | None:
+    """How long the same pass took the last time it really ran (what a cache hit saved)."""
+    if not name:
+        return None
+    with reg.db() as db:
+        rows = list(
+            db.query(
+                "select data from events where kind = 'pass_finished' and run_id != ? "
+                "and json_extract(data, '$.name') = ? order by id desc limit 5",
+                [exclude_run, name],
+            )
+        )
+    for r in rows:
+        d = json.loads(r["data"])
+        if ptype is None or str(d.get("type", "")).lower() == ptype.lower():
+            return float(d.get("seconds") or 0)
+    return None
+
+
+def _pass_types(run: dict[str, Any]) -> dict[str, str]:
+    """Pass key -> Olive pass type, from the run's spec (Olive's log lines give the type in lower case)."""
+    try:
+        spec = json.loads(run.get("spec") or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return {(p.get("name") or p["type"].lower()): p["type"] for p in spec.get("passes") or [] if p.get("type")}
+
+
+def original_seconds(reg: Registry, run_id: str | None) -> float | None:
+    """How long the run that really computed a reused result took (following reuse of a reuse)."""
+    seen: set[str] = set()
+    while run_id and run_id not in seen:
+        seen.add(run_id)
+        ev = reg.events(run_id, kinds=["reused"])
+        if not ev:
+            try:
+                return elapsed(reg.get_run(run_id))
+            except Exception:  # noqa: BLE001 - the source run may have been deleted
+                return None
+        run_id = ev[-1]["data"].get("from_run")
+    return None
+
+
+def timeline(reg: Registry, run: dict[str, Any], now: float | None = None) -> list[dict[str, Any]]:
+    """The run's passes in order: ran (with seconds), reused from cache (with time saved), running, or planned."""
+    now = now or time.time()
+    types = _pass_types(run)
+    events = reg.events(run["id"], kinds=["pass_started", "pass_finished", "pass_cached", "reused"])
+    stages: list[dict[str, Any]] = []
+    by_name: dict[str, dict[str, Any]] = {}
+    for e in events:
+        d = e["data"]
+        if e["kind"] == "reused":
+            src = d.get("from_run")
+            saved = original_seconds(reg, src)
+            stages.append(
+                {
+                    "pass": "(whole run)",
+                    "type": "",
+                    "state": "reused",
+                    "seconds": 0.0,
+                    "saved_s": saved,
+                    "detail": f"identical to run {src}: every pass reused",
+                }
+            )
+            continue
+        name = d.get("name") or "?"
+        st = by_name.get(name)
+        if e["kind"] == "pass_started" or st is None:
+            st = {
+                "pass": name,
+                "type": types.get(name) or d.get("type") or "",
+                "state": "running",
+                "started": e["ts"],
+                "seconds": None,
+                "saved_s": None,
+                "detail": "",
+            }
+            by_name[name] = st
+            stages.append(st)
+        if e["kind"] == "pass_finished":
+            st.update(state="ran", seconds=float(d.get("seconds") or 0), type=st["type"] or d.get("type") or "")
+        elif e["kind"] == "pass_cached":
+            st.update(
+                state="cache hit",
+                seconds=max(0.0, e["ts"] - st.get("started", e["ts"])),
+                saved_s=_pass_seconds(reg, name, st["type"] or None, run["id"]),
+                detail=f"model {d.get('model_id')}",
+            )
+    active = run.get("status") == "running"
+    for st in stages:
+        if st["state"] == "running":
+            if active:
+                st["seconds"] = now - st.get("started", now)
+            else:
+                st["state"] = "stopped"
+        st.pop("started", None)
+    seen = {s["pass"] for s in stages}
+    planned = olive_config.planned_passes(run.get("olive_config"))
+    if run.get("status") in ACTIVE and not any(s["state"] == "reused" for s in stages):
+        stages += [
+            {"pass": p, "type": types.get(p, ""), "state": "planned", "seconds": None, "saved_s": None, "detail": ""}
+            for p in planned
+            if p not in seen
+        ]
+    return stages
+
+
+def train_curve(reg: Registry, run_id: str) -> list[dict[str, Any]]:
+    """Training log points (step, loss, learning_rate, ...) in order; the final summary line is skipped."""
+    pts = []
+    for e in reg.events(run_id, kinds=["train_step"]):
+        d = e["data"]
+        if "loss" in d and "step" in d:
+            pts.append({k: d.get(k) for k in ("step", "max_steps", "loss", "learning_rate", "grad_norm", "epoch")})
+    return pts
+
+
+def recent_logs(reg: Registry, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    ev = reg.events(run_id, kinds=["log"])[-limit:]
+    return [{"time": time.strftime("%H:%M:%S", time.localtime(e["ts"])), **e["data"]} for e in ev]
+
+
+def failure_tail(reg: Registry, run_id: str) -> str:
+    ev = reg.events(run_id, kinds=["log_tail"])
+    return ev[-1]["data"].get("text", "") if ev else ""
+
+
+# -- machine -------------------------------------------------------------------------------------------------
+def slots(workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """CPU and GPU slots of the live workers, and how many are used."""
+    out = {"workers": len(workers), "cpu": 0, "cpu_used": 0, "gpu": 0, "gpu_used": 0, "gpus": []}
+    for w in workers:
+        try:
+            s = json.loads(w.get("slots") or "{}")
+        except ValueError:
+            continue
+        out["cpu"] += int(s.get("cpu", 0))
+        out["cpu_used"] += int(s.get("cpu_used", 0))
+        per = int(s.get("per_gpu", 1))
+        used = s.get("gpu_used", {}) or {}
+        for g in s.get("gpus", []) or []:
+            out["gpus"].append({"host": w.get("host"), "gpu": g, "slots": per, "used": int(used.get(str(g), 0))})
+            out["gpu"] += per
+            out["gpu_used"] += int(used.get(str(g), 0))
+    return out
+
+
+# -- recently used inputs ---------------------------------------------------------------------------------------
+def recent_inputs(reg: Registry, limit: int = 50) -> dict[str, list[str]]:
+    """Models and dataset files of recent runs, most recent first, without repeats."""
+    with reg.db() as db:
+        rows = list(db.query("select spec from runs order by created_at desc limit ?", [limit]))
+    models: list[str] = []
+    datasets: list[str] = []
+    for r in rows:
+        try:
+            s = json.loads(r["spec"] or "{}")
+        except ValueError:
+            continue
+        m = (s.get("model") or {}).get("name")
+        d = (s.get("dataset") or {}).get("path")
+        if m and m not in models:
+            models.append(m)
+        if d and d not in datasets:
+            datasets.append(d)
+    return {"models": models, "datasets": datasets}
