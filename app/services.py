@@ -31,7 +31,7 @@ from engine.olive import config as olive_config
 from engine.olive import importer as olive_import
 from engine.runs import submit as service
 from engine.runs.registry import STATUSES, Registry
-from engine.spec import drafts
+from engine.spec import drafts, recipes
 from engine.spec.schema import DatasetSpec, parse_spec
 from engine.views import estimate, preflight
 from engine.views import runs as views
@@ -431,7 +431,7 @@ FREE_PRESET = dataview.FREE_PRESET
 
 
 # -- workflow -----------------------------------------------------------------------------------------------------
-RECIPES = {k: v[0] for k, v in drafts.RECIPE_PRESETS.items()}
+RECIPES = {k: v[0] for k, v in recipes.PRESETS.items()}
 
 
 def apply_recipe(draft: dict[str, Any], key: str) -> dict[str, Any]:

@@ -129,13 +129,6 @@ def read_page(path: str, page: int, size: int = 20) -> tuple[list[dict[str, Any]
     return [r for _, r in rows[page * size : (page + 1) * size]], len(rows)
 
 
-def columns_of(rows: list[dict[str, Any]]) -> list[str]:
-    cols: list[str] = []
-    for r in rows:
-        for k in r:
-            if k not in cols:
-                cols.append(k)
-    return cols
 
 
 def chat_template_of(model_dir: str | Path) -> str | None:

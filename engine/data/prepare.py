@@ -17,7 +17,7 @@ import json
 import os
 import random
 import string
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -213,14 +213,18 @@ def load_hub(ds: DatasetSpec) -> list[dict[str, Any]]:
     return [r for _, r in apply_columns(rows, ds, f"{ds.hf_name}[{ds.hf_split}]")]
 
 
-def prepared_dir(ds: DatasetSpec) -> Path:
-    return paths.data_dir() / dataset_key(ds)
+def prepared(ds: DatasetSpec) -> Prepared:
+    """Where ``prepare`` writes (or wrote) this dataset: a folder named by its content address."""
+    out = paths.data_dir() / dataset_key(ds)
+    return Prepared(out, out / "train.jsonl", out / "eval.jsonl")
 
 
 def prepare(ds: DatasetSpec) -> Prepared:
-    """Check, split and write the data training and evaluation will read. Idempotent; writes atomically."""
-    out = prepared_dir(ds)
-    prep = Prepared(out, out / "train.jsonl", out / "eval.jsonl")
+    """Check, split and write the data training and evaluation will read. Idempotent; writes atomically. The
+    one path for every dataset: the runner calls it before Olive starts (local files were already prepared at
+    submit, so bad data is refused before it is queued; a Hub dataset is fetched there)."""
+    prep = prepared(ds)
+    out = prep.dir
     if (out / "stats.json").is_file():
         prep.stats = json.loads((out / "stats.json").read_text())
         return prep
@@ -274,19 +278,3 @@ def prepare(ds: DatasetSpec) -> Prepared:
         shutil.rmtree(tmp, ignore_errors=True)
     prep.stats = stats
     return prep
-
-
-def preview(ds: DatasetSpec, n: int = 5) -> list[dict[str, Any]]:
-    """The first ``n`` rows after column mapping, with the rendered text when a text template is set."""
-    rows, _ = load_local(ds) if ds.path else (load_hub(ds), None)
-    out = []
-    for r in rows[:n]:
-        r = {k: clean(v) for k, v in r.items()}
-        if ds.text_template:
-            r = {**r, "_text": ds.text_template.format(**r)}
-        out.append(r)
-    return out
-
-
-def summary(prep: Prepared) -> dict[str, Any]:
-    return asdict(prep) | {"dir": str(prep.dir), "train_path": str(prep.train_path), "eval_path": str(prep.eval_path)}

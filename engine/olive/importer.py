@@ -226,7 +226,3 @@ def _target(cfg: dict[str, Any], draft: dict[str, Any]) -> None:
 
 def import_text(text: str, catalog: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     return from_olive_config(parse_text(text), catalog)
-
-
-def dumps(draft: dict[str, Any]) -> str:
-    return json.dumps(draft, indent=2)

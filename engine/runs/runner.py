@@ -156,11 +156,11 @@ def classify(e: BaseException) -> tuple[str, str]:
 
 
 def _prepare_data(row: dict[str, Any]) -> None:
-    """Hub datasets are fetched and split here, in the run (local files were prepared at submit)."""
+    """The run's data, as training and evaluation read it (engine.data.prepare; a no-op when already prepared)."""
     from engine.spec.schema import parse_spec
 
     spec = parse_spec(json.loads(row["spec"]))
-    if spec.dataset is not None and spec.dataset.hf_name:
+    if spec.dataset is not None:
         from engine.data import prepare as data
 
         data.prepare(spec.dataset)

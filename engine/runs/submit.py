@@ -76,9 +76,10 @@ def olive_config_for(spec: RunSpec, output_dir: Path) -> tuple[dict[str, Any], s
 
     train_path, eval_path, data_key, data_dir = None, None, "", ""
     if spec.dataset is not None:
-        ddir = data.prepared_dir(spec.dataset)
-        train_path = data.prepare(spec.dataset).train_path if spec.dataset.path else ddir / "train.jsonl"
-        eval_path, data_key, data_dir = ddir / "eval.jsonl", data.dataset_key(spec.dataset), str(ddir)
+        if spec.dataset.path:  # local data is checked (and so prepared) before anything is queued
+            data.prepare(spec.dataset)
+        prep = data.prepared(spec.dataset)
+        train_path, eval_path, data_key, data_dir = prep.train_path, prep.eval_path, prep.dir.name, str(prep.dir)
     cfg = olive_config.build(spec, output_dir=output_dir, train_path=train_path, eval_path=eval_path,
                              data_key=data_key, searchable=_searchable(spec))
     return cfg, data_key, data_dir

@@ -86,12 +86,11 @@ def from_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- recipe presets (engine/spec/recipes.py) -------------------------------------------------------------------------
-RECIPE_PRESETS = recipes.PRESETS
 
 
 def apply_recipe(draft: dict[str, Any], key: str, device: str = "cpu") -> dict[str, Any]:
     """The draft with a preset's passes, target and resources (its model and dataset are kept)."""
-    r = RECIPE_PRESETS[key][1](device)
+    r = recipes.PRESETS[key][1](device)
     d = copy.deepcopy(draft)
     d["passes"] = [
         {"type": p["type"], "name": p.get("name"), "params": p.get("params", {}), "search": {}} for p in r["passes"]
@@ -104,5 +103,5 @@ def apply_recipe(draft: dict[str, Any], key: str, device: str = "cpu") -> dict[s
         if not d["dataset"].get("text_template") and not d["dataset"].get("chat_template"):
             d["dataset"]["text_template"] = r["dataset"]["text_template"]
     if d.get("name") in (None, "", "my run"):
-        d["name"] = r["name"] if key == "lab" else RECIPE_PRESETS[key][0].split(":")[0].lower()
+        d["name"] = r["name"] if key == "lab" else recipes.PRESETS[key][0].split(":")[0].lower()
     return d

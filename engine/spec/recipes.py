@@ -122,4 +122,3 @@ PRESETS = {
     "qlora": ("QLoRA on a GPU: 4-bit NF4 base (bitsandbytes) while training -> ONNX int4 + adapter", qlora),
     "gptq": ("GPTQ 4-bit on a GPU: Olive's Gptq pass calibrated on your data", gptq),
 }
-RECIPES = {k: v[0] for k, v in PRESETS.items()}
