@@ -105,6 +105,13 @@ def test_a_good_spec_still_queues(corpus):
     assert run["status"] == "queued"
 
 
+def test_a_tiny_dataset_with_eval_path_is_honoured(corpus):
+    spec = validate.load_spec(corpus / "ok.yaml")
+    ds = spec.dataset.model_copy(update={"path": "tiny.jsonl", "eval_path": "tiny_eval.jsonl"})
+    run = service.submit(spec.model_copy(update={"dataset": ds}))
+    assert run["status"] == "queued"
+
+
 def test_pretemplated_text_is_offered(corpus):
     assert validate.template_offer_message(str(corpus / "pretemplated.jsonl")).endswith("to train on the text as is")
     from engine.data import inspect
@@ -120,15 +127,12 @@ def test_allowed_roots_are_configurable(corpus, monkeypatch):
 
 
 def test_ls_into_a_closed_pipe_ends_quietly(corpus):
-    from engine.spec import recipes
-
     for i in range(3):
         service.submit(validate.load_spec(corpus / "ok.yaml").model_copy(update={"name": f"run {i}"}))
     env = {**os.environ, "GROVE_HOME": str(corpus), "PYTHONPATH": str(REPO)}
     r = subprocess.run(f"{sys.executable} -m engine.cli ls | head -1", shell=True, capture_output=True, text=True,
                        env=env, cwd=corpus, timeout=60)
     assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
-    del recipes
 
 
 def test_show_prints_the_loss_of_a_short_run():
