@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,6 +62,42 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def training_line(events: list[dict[str, Any]]) -> Optional[str]:
+    """The loss line of a run that trains. A short run logs no step loss (fewer steps than logging_steps): the
+    Trainer's closing log still carries ``train_loss``, the mean over the run, so that is shown instead."""
+    steps = [e["data"] for e in events if "loss" in e["data"]]
+    if steps:
+        return (f"{len(steps)} log points, loss {steps[0]['loss']:.3f} -> {steps[-1]['loss']:.3f} "
+                f"at step {steps[-1].get('step', '?')}")
+    final = [e["data"] for e in events if "train_loss" in e["data"]]
+    if final:
+        d = final[-1]
+        return f"mean training loss {d['train_loss']:.3f} over {d.get('step', '?')} steps (no step was logged)"
+    return None
+
+
+LOG_LOSS = re.compile(r"""['"](train_loss|loss)['"]:\s*([0-9.eE+-]+)""")
+
+
+def training_line_from_log(log: Path) -> Optional[str]:
+    """The loss line from the Trainer's printed logs (``{'loss': 2.1, ...}``) when no event carried it."""
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    found = []
+    for k, v in LOG_LOSS.findall(text):
+        try:
+            found.append((k, float(v)))
+        except ValueError:
+            continue
+    steps = [v for k, v in found if k == "loss"]
+    if steps:
+        return f"{len(steps)} log points (from the log), loss {steps[0]:.3f} -> {steps[-1]:.3f}"
+    final = [v for k, v in found if k == "train_loss"]
+    return f"mean training loss {final[-1]:.3f} (from the log)" if final else None
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from engine.runs.registry import Registry
     from engine.runs.worker import log_tail
@@ -88,10 +125,9 @@ def cmd_show(args: argparse.Namespace) -> int:
                 print(f"  {d.get('name'):24} finished in {d.get('seconds', 0):.1f}s")
             elif e["kind"] == "pass_cached":
                 print(f"  {str(d.get('name')):24} reused from cache ({d.get('model_id')})")
-    train = reg.events(run["id"], kinds=["train_step"])
-    losses = [e["data"] for e in train if "loss" in e["data"]]
-    if losses:
-        print(f"\ntraining   {len(losses)} log points, loss {losses[0]['loss']:.3f} -> {losses[-1]['loss']:.3f} at step {losses[-1]['step']}")
+    line = training_line(reg.events(run["id"], kinds=["train_step"])) or training_line_from_log(Path(run["log_path"]))
+    if line:
+        print(f"\ntraining   {line}")
     cands = reg.candidates(run["id"])
     if cands:
         print("\ncandidates  (* = Olive's best, copied to the output folder; P = Pareto frontier; goals: yes/no)")
@@ -114,8 +150,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from engine.olive.validate import load_spec
     from engine.runs import submit as service
-    from engine.spec.schema import load_spec
 
     run = service.submit(load_spec(args.spec))
     print(f"queued {run['id']}  ({run['name']})")
@@ -237,6 +273,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
+    except BrokenPipeError:  # `grove ls | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not raise again
+        return 0
     except GroveError as e:
         print(f"grove: {e}", file=sys.stderr)
         if e.hint:

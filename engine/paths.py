@@ -4,6 +4,10 @@ Everything lives under one folder, ``runs/`` beside the repository by default (`
 ``grove.db`` (the registry), ``<run id>/`` (one folder per run), ``cache/`` (Olive's shared cache),
 ``data/`` (prepared datasets, content-addressed), ``demo/`` (the embedded default model), ``hf/`` and
 ``tmp/`` (Hugging Face home and temp files, kept inside so nothing leaks into ``~/.cache``).
+
+Allowed roots: the folders a model or dataset path may point into, checked at every entrance (CLI, UI, import,
+Python API) after symlinks are resolved. By default GROVE_HOME and the repository; ``GROVE_ALLOWED_ROOTS`` adds
+more (``a:b:c``, like PATH).
 """
 
 from __future__ import annotations
@@ -45,6 +49,24 @@ def demo_dir() -> Path:
 
 def demo_model_dir() -> Path:
     return demo_dir() / "model"
+
+
+def allowed_roots() -> list[Path]:
+    """Where models and datasets may be read from: GROVE_HOME, the repository, and GROVE_ALLOWED_ROOTS (a:b:c)."""
+    roots = [home(), REPO_ROOT]
+    roots += [Path(x).expanduser() for x in os.environ.get("GROVE_ALLOWED_ROOTS", "").split(":") if x.strip()]
+    out: list[Path] = []
+    for r in roots:
+        r = r.resolve()
+        if r not in out:
+            out.append(r)
+    return out
+
+
+def is_allowed(path: str | Path, roots: list[Path] | None = None) -> bool:
+    """Whether ``path`` (symlinks resolved, so a link cannot lead outside) lies under an allowed root."""
+    p = Path(str(path)).expanduser().resolve()
+    return any(p == r or r in p.parents for r in (roots or allowed_roots()))
 
 
 def olive_env(base: dict[str, str] | None = None, tmp: Path | None = None) -> dict[str, str]:

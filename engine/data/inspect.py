@@ -48,21 +48,9 @@ SKIP_DIRS = {
 }
 
 
-def allowed_roots() -> list[Path]:
-    """Where the UI may read models and datasets: GROVE_HOME, the repository, and GROVE_ALLOWED_ROOTS (a:b:c)."""
-    roots = [paths.home(), paths.REPO_ROOT]
-    roots += [Path(x).expanduser() for x in os.environ.get("GROVE_ALLOWED_ROOTS", "").split(":") if x.strip()]
-    out: list[Path] = []
-    for r in roots:
-        r = r.resolve()
-        if r not in out:
-            out.append(r)
-    return out
-
-
-def is_allowed(path: str | Path, roots: list[Path] | None = None) -> bool:
-    p = Path(str(path)).expanduser().resolve()
-    return any(p == r or r in p.parents for r in (roots or allowed_roots()))
+# allowed roots live in engine.paths (every entrance checks them); re-exported for app/services.py
+allowed_roots = paths.allowed_roots
+is_allowed = paths.is_allowed
 
 
 def _walk(root: Path, depth: int):
@@ -171,6 +159,12 @@ def render(row: dict[str, Any], ds: DatasetSpec, chat_template: str | None = Non
         raise DataError(f"text_template is not a valid format string: {e}") from None
 
 
+def template_offer(path: str | Path) -> str | None:
+    """For Model & data: ``'{text}'`` when the file's rows hold the conversation already templated in a ``text``
+    column (mlx-lm style), so the page can offer "train on the text as is"; None otherwise."""
+    return data.template_offer(Path(str(path)).expanduser())
+
+
 def tokenizer_file(model: str | Path) -> Path | None:
     p = Path(str(model)).expanduser()
     if p.is_dir():
@@ -212,8 +206,9 @@ def split_stats(ds: DatasetSpec) -> dict[str, Any]:
         "eval_rows": len(ev),
         "duplicates_train_eval": len(dups),
         "duplicate_examples": dups[:10],
-        "min_eval": data.MIN_EVAL_ROWS,
-        "min_train": data.MIN_TRAIN_ROWS,
+        "min_eval": data.minimums(ds)[1],
+        "min_train": data.minimums(ds)[0],
+        "min_reason": data.minimums(ds)[2],
     }
 
 

@@ -16,18 +16,23 @@ import hashlib
 import json
 import os
 import random
-import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from engine import paths
 from engine.errors import DataError
-from engine.spec.schema import DatasetSpec
+from engine.spec.schema import DatasetSpec, plain_fields
 
 SUFFIXES = {".jsonl", ".json", ".csv", ".parquet"}
+# Minimum sizes, and why. A held-out split (dataset.eval_split) needs MIN_EVAL_ROWS so that a score over it says
+# something; a separate eval file (dataset.eval_path) was chosen on purpose, so MIN_EVAL_FILE_ROWS is enough.
+# Training needs MIN_TRAIN_ROWS so that a step sees more than a handful of examples.
 MIN_EVAL_ROWS = 5
+MIN_EVAL_FILE_ROWS = 1
 MIN_TRAIN_ROWS = 8
+# A dataset whose rows hold the conversation already rendered (mlx-lm and many exports) has one of these columns.
+PRETEMPLATED_COLUMNS = ("text",)
 
 
 @dataclass
@@ -50,20 +55,13 @@ def _check_path(p: Path, what: str) -> None:
 
 
 def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line or row number, row)`` from a local file; raise DataError on the first bad line."""
+    """Yield ``(line or record number, row)`` from a local file; raise DataError on the first bad line."""
     suffix = path.suffix.lower()
     try:
         if suffix in (".jsonl", ".json"):
             yield from _iter_json(path)
         elif suffix == ".csv":
-            with open(path, encoding="utf-8-sig", newline="") as f:
-                reader = csv.DictReader(f)
-                if not reader.fieldnames:
-                    raise DataError(f"{path}: empty CSV file (no header line)")
-                for i, row in enumerate(reader, start=2):
-                    if None in row:
-                        raise DataError(f"{path} line {i}: more fields than the header has")
-                    yield i, row
+            yield from _iter_csv(path)
         else:
             import pyarrow.parquet as pq
 
@@ -71,9 +69,41 @@ def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             for i, row in enumerate(table.to_pylist(), start=1):
                 yield i, row
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} {_where_not_utf8(path)})") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _where_not_utf8(path: Path) -> str:
+    """``at line L, column C (byte B)`` of the first byte that is not UTF-8: the decoder's own offset restarts with
+    every buffer it reads, so the file is scanned again line by line."""
+    offset = 0
+    with open(path, "rb") as f:
+        for ln, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                col = len(raw[: e.start].decode("utf-8", errors="replace")) + 1
+                return f"at line {ln}, column {col} (byte {offset + e.start:,} of the file)"
+            offset += len(raw)
+    return "somewhere in the file"
+
+
+def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """CSV rows numbered as records (a quoted field may span lines): 'record N (line L)' names both."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        try:
+            if not reader.fieldnames:
+                raise DataError(f"{path}: empty CSV file (no header line)")
+            rec = 0
+            for row in reader:
+                rec += 1
+                if None in row:
+                    raise DataError(f"{path} record {rec} (line {reader.line_num}): more fields than the header has")
+                yield rec, row
+        except csv.Error as e:
+            raise DataError(f"{path} record {rec + 1} (line {reader.line_num}): not valid CSV ({e})") from None
 
 
 def _iter_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -115,9 +145,63 @@ def read_rows(path: Path, *, what: str = "dataset") -> list[tuple[int, dict[str,
 
 def template_fields(template: str) -> list[str]:
     try:
-        return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+        return plain_fields(template)
     except ValueError as e:
-        raise DataError(f"text_template is not a valid format string: {e}") from None
+        raise DataError(f"text_template: {e}") from None
+
+
+def pretemplated_column(rows: list[dict[str, Any]]) -> Optional[str]:
+    """The column of a dataset whose rows hold the training text already rendered (a single ``text`` field with the
+    conversation templated), or None. Grove then offers ``text_template: '{text}'``: train on the text as is."""
+    if not rows:
+        return None
+    for col in PRETEMPLATED_COLUMNS:
+        if all(isinstance(r.get(col), str) and r[col].strip() for r in rows):
+            return col
+    return None
+
+
+def template_offer(path: Path) -> Optional[str]:
+    """``'{text}'`` when the local file at ``path`` is pre-templated (see ``pretemplated_column``), else None.
+    Never raises: a file that cannot be read offers nothing (its reading error comes with the checks)."""
+    try:
+        _check_path(path, "dataset")
+        rows = []
+        for _, r in iter_rows(path):
+            rows.append(r)
+            if len(rows) >= 50:
+                break
+    except DataError:
+        return None
+    col = pretemplated_column(rows)
+    return "{" + col + "}" if col else None
+
+
+def minimums(ds: DatasetSpec) -> tuple[int, int, str]:
+    """``(min train rows, min eval rows, why)`` for this dataset's settings."""
+    if ds.eval_path:
+        return MIN_TRAIN_ROWS, MIN_EVAL_FILE_ROWS, (
+            f"training needs at least {MIN_TRAIN_ROWS} rows; the eval file (dataset.eval_path) at least "
+            f"{MIN_EVAL_FILE_ROWS}")
+    return MIN_TRAIN_ROWS, MIN_EVAL_ROWS, (
+        f"training needs at least {MIN_TRAIN_ROWS} rows; a held-out eval split at least {MIN_EVAL_ROWS}, so that "
+        "its scores mean something")
+
+
+def check_sizes(ds: DatasetSpec, n_rows: int, n_train: int, n_eval: int) -> None:
+    """Refuse splits below the minimums, naming the minimum, the reason and the field to change."""
+    min_train, min_eval, _ = minimums(ds)
+    if ds.eval_path and n_eval < min_eval:
+        raise DataError(f"dataset.eval_path {ds.eval_path} has {n_eval} rows; at least {min_eval} is needed")
+    if not ds.eval_path and n_eval < min_eval:
+        raise DataError(
+            f"eval split too small: {n_eval} rows (of {n_rows}); a held-out split needs at least {min_eval} rows so "
+            "that its scores mean something. Raise dataset.eval_split, or give a separate eval file as "
+            f"dataset.eval_path (it needs only {MIN_EVAL_FILE_ROWS})."
+        )
+    if n_train < min_train:
+        where = "dataset.path" if ds.eval_path else "dataset.path (after the eval split)"
+        raise DataError(f"train split too small: {n_train} rows in {where}; training needs at least {min_train}")
 
 
 def apply_columns(rows: list[tuple[int, dict[str, Any]]], ds: DatasetSpec, source: str) -> list[tuple[int, dict[str, Any]]]:
@@ -132,11 +216,12 @@ def apply_columns(rows: list[tuple[int, dict[str, Any]]], ds: DatasetSpec, sourc
         if all(col not in r for _, r in out):
             hint = f" (columns: {', '.join(available)})" if available else ""
             raise DataError(f"{source}: the template uses column '{col}', which the dataset does not have{hint}")
+    unit = "record" if source.lower().endswith(".csv") else "row" if source.lower().endswith(".parquet") else "line"
     for ln, r in out:
         for col in needed:
             v = r.get(col)
             if v is None or (isinstance(v, str) and not v.strip()):
-                raise DataError(f"{source} line {ln}: column '{col}' is missing or empty")
+                raise DataError(f"{source} {unit} {ln}: column '{col}' is missing or empty")
     return out
 
 
@@ -180,8 +265,9 @@ def dataset_key(ds: DatasetSpec) -> str:
     h.update(b"prepared-v2")  # bump when the prepared files change shape
     settings = ds.model_dump(exclude={"max_seq_len"})
     h.update(json.dumps(settings, sort_keys=True).encode())
-    for p in (ds.path, ds.eval_path):
+    for p, what in ((ds.path, "dataset"), (ds.eval_path, "eval dataset")):
         if p:
+            _check_path(Path(p).expanduser(), what)  # a friendly message, not a FileNotFoundError traceback
             with open(Path(p).expanduser(), "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
@@ -239,13 +325,7 @@ def prepare(ds: DatasetSpec) -> Prepared:
         train, ev = rows, [{k: clean(v) for k, v in r.items()} for r in ev]
     if ds.max_samples:
         train = train[: ds.max_samples]
-    if len(ev) < MIN_EVAL_ROWS:
-        raise DataError(
-            f"eval split too small: {len(ev)} rows (of {len(rows)}); at least {MIN_EVAL_ROWS} are needed. "
-            "Raise dataset.eval_split or give dataset.eval_path."
-        )
-    if len(train) < MIN_TRAIN_ROWS:
-        raise DataError(f"train split too small: {len(train)} rows; at least {MIN_TRAIN_ROWS} are needed")
+    check_sizes(ds, len(rows), len(train), len(ev))
     eval_keys = {key_text(r, ds) for r in ev}
     dups = sorted({key_text(r, ds) for r in train} & eval_keys)
     stats = {

@@ -5,7 +5,8 @@ worker never import it. The result is cached per Olive version in ``runs/catalog
 
 Per pass: module path, supported accelerators / execution providers / precisions / algorithms, whether it needs
 a dataset, extra packages and whether they are installed, and per parameter: type, default, description,
-required, category and Olive's default search values.
+required, category and Olive's default search values; for a parameter that takes a pydantic config (a LoRA pass's
+``training_args``) its ``fields`` too, with transformers.TrainingArguments' fields where Olive passes extra ones on.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Optional
 from engine import paths
 
 CPU_EP = "CPUExecutionProvider"
-CATALOG_REV = 2  # bump when the dump changes (2: Grove's own passes, engine.olive.passes, are listed)
+CATALOG_REV = 3  # bump when the dump changes (2: Grove's own passes are listed; 3: nested fields of training_args)
 
 
 def olive_version() -> str:
@@ -99,7 +100,7 @@ def _param(p: Any) -> dict[str, Any]:
         search_values = _jsonable(list(support)) if support is not None else repr(sd)
     default = p.default_value
     dflt = _jsonable(default) if not type(default).__name__.endswith(("Default", "ParamDefault")) else None
-    return {
+    out = {
         "type": _type_name(t),
         "choices": choices,
         "default": dflt,
@@ -108,6 +109,44 @@ def _param(p: Any) -> dict[str, Any]:
         "category": _jsonable(getattr(p, "category", None)),
         "search_values": search_values,
     }
+    fields = _nested_fields(t)
+    if fields:
+        out["fields"] = fields
+    return out
+
+
+def _field(annotation: Any, default: Any) -> dict[str, Any]:
+    choices = None
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        choices = [_jsonable(m.value) for m in annotation]
+    simple = isinstance(default, (str, int, float, bool, type(None), enum.Enum))
+    return {"type": _type_name(annotation), "choices": choices, "default": _jsonable(default) if simple else None}
+
+
+def _nested_fields(t: Any) -> Optional[dict[str, Any]]:
+    """The fields of a pydantic config a parameter accepts (``Union[HFTrainingArguments, dict]``), or None."""
+    import dataclasses
+    import typing
+
+    from pydantic import BaseModel
+
+    model = next((a for a in (typing.get_args(t) or (t,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    if model is None:
+        return None
+    fields: dict[str, Any] = {}
+    if getattr(model, "_nested_field_name", None) == "extra_args":  # Olive hands these on to TrainingArguments
+        try:
+            import transformers
+
+            for f in dataclasses.fields(transformers.TrainingArguments):
+                if f.init:
+                    d = f.default if f.default is not dataclasses.MISSING else None
+                    fields[f.name] = _field(f.type, d)
+        except Exception:  # noqa: BLE001 - without transformers only Olive's own fields are listed
+            pass
+    for name, f in model.model_fields.items():
+        fields[name] = _field(f.annotation, f.default)
+    return fields
 
 
 def _installed(req: str) -> bool:

@@ -1,10 +1,17 @@
 """Read an existing Olive workflow config (JSON or YAML) into a dashboard draft.
 
-What maps onto Grove's form is mapped: the input model, the first training data config (local file or Hub
+What maps onto Grove's spec is mapped: the input model, the first training data config (local file or Hub
 dataset, text template, sequence length), each pass's parameters (Olive ``SearchParameter`` values become
-searchable values), the target system and the search strategy. A pass the form cannot show field by field (a type
-not in the catalog, a list of alternative configs, parameters the catalog does not list) is kept as a raw pass:
-its parameters travel verbatim. Nothing is dropped silently: every part left out is named in the notes.
+searchable values), the target system and the search strategy. Only what Grove's spec can express is imported:
+a parameter this Olive does not know is dropped, never passed on verbatim. Older-schema configs (the Phi-3
+cookbook's ``PyTorchModel`` with ``hf_config``, ``systems`` with ``accelerators: ["gpu"]``, ``params_config`` /
+``params`` data configs, LoRA's ``lora_r``/``lora_alpha``...) are read too. Nothing is dropped silently: every
+mapping and every part left out is named in the notes.
+
+Anything that runs code (``user_script``, ``script_dir``, custom data components) and ``trust_remote_code: true``
+are refused (``SpecError``) unless the caller opts in with ``allow_code=True``; then they come with a warning.
+Every imported draft is checked as a submit would check it (engine.olive.validate): each finding becomes a note
+naming the field to fill in.
 """
 
 from __future__ import annotations
@@ -18,9 +25,13 @@ import yaml
 
 from engine.errors import SpecError
 from engine.spec.drafts import DEFAULT_SEARCH, new_draft
-from engine.spec.schema import PASS_NAME
+from engine.spec.schema import PASS_NAME, yaml_error_location
 
-GROVE_MANAGED = {"train_data_config", "eval_data_config"}
+GROVE_MANAGED = {"train_data_config", "eval_data_config", "data_config", "calibration_data_config"}
+CODE_KEYS = {"user_script", "script_dir"}
+# older Olive names -> today's, per parameter (a note is written for each mapping)
+RENAMED = {"lora_r": "r", "lora_alpha": "alpha"}
+RENAMED_TRAINING_ARGS = {"evaluation_strategy": "eval_strategy"}
 LORA_NODE = re.compile(r"^/model/layers\.\d+/.+/lora_[AB]/MatMul$")
 KNOWN_TOP = {
     "input_model",
@@ -43,6 +54,9 @@ KNOWN_TOP = {
     "no_artifacts",
     "log_to_file",
     "verbose",
+    "execution_providers",
+    "packaging_config",
+    "plot_pareto_frontier",
 }
 
 
@@ -50,52 +64,156 @@ def parse_text(text: str) -> dict[str, Any]:
     try:
         cfg = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise SpecError([("", f"not valid JSON or YAML: {getattr(e, 'problem', e)}")], source="Olive config") from e
+        where, what = yaml_error_location(e)
+        raise SpecError([(where, f"not valid JSON or YAML: {what}")], source="Olive config") from None
     if not isinstance(cfg, dict) or "passes" not in cfg and "engine" not in cfg:
         raise SpecError([("passes", "an Olive workflow config has 'input_model' and 'passes'")], source="Olive config")
     return cfg
 
 
-def _model(cfg: dict[str, Any], draft: dict[str, Any], notes: list[str]) -> None:
+class _Import:
+    """One import: the draft, its notes, and whether code may be kept."""
+
+    def __init__(self, allow_code: bool) -> None:
+        self.draft, self.notes, self.allow_code = new_draft(), [], allow_code
+        self.refused: list[tuple[str, str]] = []
+
+    def code(self, where: str, what: str) -> bool:
+        """True when code at ``where`` may be kept (opted in, with a warning); else it is recorded as refused."""
+        if self.allow_code:
+            self.notes.append(f"WARNING {where}: {what}; kept because code was allowed: run only code you trust")
+            return True
+        self.refused.append((where, f"{what}: refused; import again with code allowed if you trust it"))
+        return False
+
+
+def _has_code(v: Any) -> bool:
+    if isinstance(v, dict):
+        return any(k in CODE_KEYS or _has_code(x) for k, x in v.items())
+    if isinstance(v, list):
+        return any(_has_code(x) for x in v)
+    return False
+
+
+def _model(cfg: dict[str, Any], imp: _Import) -> None:
+    draft, notes = imp.draft, imp.notes
     m = cfg.get("input_model") or {}
+    if not isinstance(m, dict):
+        notes.append("input_model is not a mapping: set the model by hand (model.name)")
+        return
     inner = m.get("config") if isinstance(m.get("config"), dict) else m
-    path = inner.get("model_path") or inner.get("model_name")
+    hf = inner.get("hf_config") if isinstance(inner.get("hf_config"), dict) else {}
+    path = inner.get("model_path") or inner.get("model_name") or hf.get("model_name")
+    if hf.get("model_name") and not inner.get("model_path"):
+        notes.append(f"input_model.config.hf_config.model_name → model.name ({hf['model_name']})")
     if isinstance(path, dict):
-        notes.append(f"input_model.model_path is a resource ({path.get('type')}): set the model by hand")
+        notes.append(f"input_model.model_path is a resource ({path.get('type')}): check model.name")
         path = path.get("config", {}).get("path") or path.get("path")
+    if isinstance(path, str) and path.startswith(("azureml:", "https://", "http://")):
+        notes.append(f"input_model {path} is a remote model store: dropped; set model.name by hand")
+        path = ""
     draft["model"]["name"] = str(path or "")
-    lk = inner.get("load_kwargs") or {}
-    draft["model"]["trust_remote_code"] = bool(lk.get("trust_remote_code", False))
-    if lk.get("revision"):
-        draft["model"]["revision"] = lk["revision"]
-    if m.get("type") and m["type"].lower() != "hfmodel":
+    trust, revision = False, None
+    for where, kw in (("load_kwargs", inner.get("load_kwargs")),
+                      ("hf_config.model_loading_args", hf.get("model_loading_args")),
+                      ("hf_config.from_pretrained_args", hf.get("from_pretrained_args"))):
+        if isinstance(kw, dict):
+            trust = trust or bool(kw.get("trust_remote_code"))
+            revision = revision or kw.get("revision")
+            if kw.get("trust_remote_code"):
+                src = f"input_model.{where}.trust_remote_code"
+                if imp.code(src, "trust_remote_code: true runs the model repository's own Python code"):
+                    notes.append(f"{src} → model.trust_remote_code")
+                else:
+                    trust = False
+    draft["model"]["trust_remote_code"] = trust
+    if revision:
+        draft["model"]["revision"] = revision
+    for k in ("io_config", "dummy_inputs_func", "model_script", "script_dir", "model_loader"):
+        if inner.get(k) or hf.get(k):
+            if k in ("model_script", "script_dir", "dummy_inputs_func", "model_loader"):
+                imp.code(f"input_model.{k}", f"{k} names Python code")
+            notes.append(f"input_model.{k} dropped: Grove loads Hugging Face models itself")
+    if m.get("type") and str(m["type"]).lower() not in ("hfmodel", "pytorchmodel"):
         notes.append(f"input model type {m['type']} is not a Hugging Face model; Grove starts from HfModel")
+    elif str(m.get("type", "")).lower() == "pytorchmodel":
+        notes.append("input_model.type PyTorchModel (older Olive) → HfModel")
 
 
-def _dataset(cfg: dict[str, Any], train_ref: str | None, draft: dict[str, Any], notes: list[str]) -> None:
+def _data_params(dc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(load settings, pre-processing settings)`` of a data config in any of Olive's shapes."""
+    pc = dc.get("params_config") if isinstance(dc.get("params_config"), dict) else {}
+    ld = dict(dc.get("load_dataset_config") or {})
+    ld = {**ld, **(ld.get("params") or {})} if isinstance(ld.get("params"), dict) else ld
+    pre = dict(dc.get("pre_process_data_config") or {})
+    pre = {**pre, **(pre.get("params") or {})} if isinstance(pre.get("params"), dict) else pre
+    if pc:
+        ld = {**{k: v for k, v in pc.items() if k in ("data_name", "data_files", "split", "subset")}, **ld}
+        ck = (pc.get("component_kwargs") or {}).get("pre_process_data") or {}
+        pre = {**ck, **pre}
+    return ld, pre
+
+
+def _dataset(cfg: dict[str, Any], train_ref: str | None, imp: _Import, eval_size: Any) -> None:
+    draft, notes = imp.draft, imp.notes
     dcs = cfg.get("data_configs") or []
     if isinstance(dcs, dict):
-        dcs = [{"name": k, **v} for k, v in dcs.items()]
-    dc = next((d for d in dcs if d.get("name") == train_ref), None) or (dcs[0] if dcs else None)
+        dcs = [{**v, "name": v.get("name") or k, "_key": k} for k, v in dcs.items() if isinstance(v, dict)]
+    dcs = [d for d in dcs if isinstance(d, dict)]
+    dc = next((d for d in dcs if train_ref in (d.get("name"), d.get("_key"))), None) or (dcs[0] if dcs else None)
     if dc is None:
         return
-    ld = dc.get("load_dataset_config") or {}
-    pre = dc.get("pre_process_data_config") or {}
-    ds: dict[str, Any] = {"eval_split": 0.1, "max_seq_len": int(pre.get("max_seq_len") or 512)}
+    name = dc.get("name")
+    if _has_code(dc) or dc.get("components") or any(
+        isinstance(dc.get(k), dict) and dc[k].get("type") not in (None, "huggingface_dataset", "text_generation_huggingface_pre_process",
+                                                                   "default_pre_process_data", "skip_post_process")
+        for k in ("load_dataset_config", "pre_process_data_config", "post_process_data_config", "dataloader_config")
+    ):
+        imp.code(f"data_configs.{name}", "custom data components or a user_script")
+        notes.append(f"data_configs.{name}: custom components dropped: Grove reads and templates the data itself")
+    ld, pre = _data_params(dc)
+    ds: dict[str, Any] = {"eval_split": 0.1, "max_seq_len": int(pre.get("max_seq_len") or pre.get("source_max_len") or 512)}
     files = ld.get("data_files")
-    if ld.get("data_name") in ("json", "csv", "parquet") and files:
-        ds["path"] = files if isinstance(files, str) else list(files)[0]
-    elif ld.get("data_name"):
+    if isinstance(files, dict):
+        files = files.get("train") or next(iter(files.values()), None)
+    if isinstance(files, list):
+        if len(files) > 1:
+            notes.append(f"data_configs.{name}: {len(files)} data files; only the first is imported")
+        files = files[0] if files else None
+    if isinstance(files, str) and files.startswith(("azureml:", "https://", "http://", "abfs", "wasb")):
+        notes.append(f"data_configs.{name}: {files} is a remote data store: dropped; set dataset.path by hand")
+        files = None
+    if ld.get("data_name") in ("json", "csv", "parquet", None) and files:
+        ds["path"] = str(files)
+        notes.append(f"data_configs.{name}.data_files → dataset.path ({files})")
+    elif ld.get("data_name") and ld.get("data_name") not in ("json", "csv", "parquet"):
         ds.update(hf_name=ld["data_name"], hf_split=ld.get("split", "train"))
         if ld.get("subset"):
             ds["hf_subset"] = ld["subset"]
     if pre.get("text_template"):
         ds["text_template"] = pre["text_template"]
+        notes.append(f"data_configs.{name} text_template → dataset.text_template")
     elif pre.get("chat_template"):
         ds["chat_template"] = True
     elif pre.get("text_cols") or pre.get("text_col"):
-        col = pre.get("text_col") or pre["text_cols"][0]
-        ds["text_template"] = "{" + str(col) + "}"
+        cols = pre.get("text_col") or pre["text_cols"]
+        cols = [cols] if isinstance(cols, str) else list(cols)
+        ds["text_template"] = "\n".join("{" + str(c) + "}" for c in cols)
+        notes.append(f"data_configs.{name} text_cols {cols} → dataset.text_template {ds['text_template']!r}")
+    if isinstance(eval_size, float) and 0 < eval_size < 0.9:
+        ds["eval_split"] = eval_size
+        notes.append(f"eval_dataset_size {eval_size} → dataset.eval_split")
+    elif eval_size is not None:
+        notes.append(f"eval_dataset_size {eval_size!r} dropped: Grove holds out the fraction dataset.eval_split")
+    if not ds.get("path") and not ds.get("hf_name"):
+        notes.append(f"data_configs.{name}: no local file or Hub dataset found: set dataset.path")
+    if not ds.get("text_template") and not ds.get("chat_template"):
+        notes.append(f"data_configs.{name}: no template found: set dataset.text_template or chat_template")
+    dropped = sorted(set(pre) - {"text_template", "chat_template", "text_cols", "text_col", "max_seq_len",
+                                 "source_max_len", "params", "type"})
+    if dropped:
+        notes.append(f"data_configs.{name} pre-processing settings dropped (Grove prepares data itself): "
+                     + ", ".join(dropped))
     draft["dataset"] = ds
     if len(dcs) > 1:
         notes.append(
@@ -104,13 +222,29 @@ def _dataset(cfg: dict[str, Any], train_ref: str | None, draft: dict[str, Any], 
 
 
 def _split_params(
-    params: dict[str, Any], known: dict[str, Any] | None
-) -> tuple[dict[str, Any], dict[str, list[Any]], list[str]]:
+    name: str, ptype: str, params: dict[str, Any], known: dict[str, Any] | None, imp: _Import
+) -> tuple[dict[str, Any], dict[str, list[Any]], Any]:
     fixed: dict[str, Any] = {}
     search: dict[str, list[Any]] = {}
-    unknown: list[str] = []
+    eval_size = None
     for k, v in params.items():
-        if k in GROVE_MANAGED and isinstance(v, str):
+        where = f"passes.{name}.{k}"
+        if k == "type":
+            imp.notes.append(f"{where} dropped: a parameter cannot change the pass type ({ptype})")
+            continue
+        if k in GROVE_MANAGED:
+            if _has_code(v) or (isinstance(v, dict) and v.get("components")):
+                imp.code(where, "a data config with a user_script or custom components")
+            if isinstance(v, dict):
+                imp.notes.append(f"{where} (a data config) dropped: Grove wires the run's dataset into the pass")
+            continue
+        if k in CODE_KEYS:
+            if imp.code(where, f"{k} names Python code Olive would run"):
+                fixed[k] = v
+                imp.draft["allow_user_code"] = True
+            continue
+        if k == "eval_dataset_size":
+            eval_size = v
             continue
         if (
             k == "int4_nodes_to_exclude"
@@ -121,6 +255,22 @@ def _split_params(
             continue  # Grove adds these itself after an adapter pass
         if v == "DEFAULT_VALUE":
             continue
+        if k in RENAMED and (known is None or k not in known):
+            imp.notes.append(f"{where} → {RENAMED[k]} (renamed in Olive)")
+            k = RENAMED[k]
+        if k == "training_args" and isinstance(v, dict):
+            v = dict(v)
+            for old, new in RENAMED_TRAINING_ARGS.items():
+                if old in v:
+                    imp.notes.append(f"{where}.{old} → {new} (renamed in transformers)")
+                    v.setdefault(new, v.pop(old))
+            fields = ((known or {}).get("training_args") or {}).get("fields")
+            if fields:
+                gone = sorted(x for x in v if x not in fields)
+                for x in gone:
+                    v.pop(x)
+                if gone:
+                    imp.notes.append(f"{where} dropped (not training arguments of this transformers): {', '.join(gone)}")
         if isinstance(v, dict) and v.get("olive_parameter_type") == "SearchParameter":
             search[k] = list(v.get("support") or v.get("values") or [])
             continue
@@ -128,52 +278,58 @@ def _split_params(
             sv = ((known or {}).get(k) or {}).get("search_values")
             if isinstance(sv, list):
                 search[k] = sv
-                continue
+            continue
         if known is not None and k not in known:
-            unknown.append(k)
+            hint = " (a QLoRA setting: use a QLoRA pass for 4-bit training)" if k == "double_quant" else ""
+            imp.notes.append(f"{where} dropped: {ptype} in this Olive has no parameter '{k}'{hint}")
+            continue
         fixed[k] = v
-    return fixed, search, unknown
+    return fixed, search, eval_size
 
 
-def from_olive_config(cfg: dict[str, Any], catalog: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
-    """``(draft, notes)`` for an Olive workflow config dict. ``catalog``: engine.olive.catalog.load()["passes"]."""
+def from_olive_config(
+    cfg: dict[str, Any], catalog: dict[str, Any] | None = None, *, allow_code: bool = False
+) -> tuple[dict[str, Any], list[str]]:
+    """``(draft, notes)`` for an Olive workflow config dict. ``catalog``: engine.olive.catalog.load()["passes"].
+
+    Never crashes on an odd shape: what cannot be read is named in the notes. Code (user_script, script_dir,
+    custom data components, trust_remote_code) raises SpecError unless ``allow_code``."""
     cfg = copy.deepcopy(cfg)
+    imp = _Import(allow_code)
+    draft, notes = imp.draft, imp.notes
     if isinstance(cfg.get("engine"), dict):  # older configs nest engine settings
+        notes.append("engine.* settings (older Olive) read as top-level settings")
         cfg = {**cfg["engine"], **{k: v for k, v in cfg.items() if k != "engine"}}
-    draft, notes = new_draft(), []
-    _model(cfg, draft, notes)
+    _model(cfg, imp)
     train_ref: str | None = None
-    for name, pc in (cfg.get("passes") or {}).items():
+    eval_size: Any = None
+    passes = cfg.get("passes") or {}
+    if isinstance(passes, list):
+        passes = {str(p.get("name") or p.get("type") or i): p for i, p in enumerate(passes) if isinstance(p, dict)}
+    for name, pc in passes.items():
         if isinstance(pc, list):  # alternatives: the first is used, the others are named in the notes
             notes.append(
                 f"pass '{name}' lists {len(pc)} alternative configs; the first is used, the others were: "
                 + json.dumps(pc[1:])[:500]
             )
             pc = pc[0] if pc else {"type": "?"}
-            forced_raw = True
-        else:
-            forced_raw = False
-        ptype = pc.get("type", "?")
-        params = dict(pc.get("config") or {k: v for k, v in pc.items() if k != "type"})
+        if not isinstance(pc, dict):
+            notes.append(f"pass '{name}' is not a mapping: dropped")
+            continue
+        ptype = str(pc.get("type", "?"))
+        inner = pc.get("config") if isinstance(pc.get("config"), dict) else {k: v for k, v in pc.items() if k != "type"}
+        params = dict(inner)
         if isinstance(params.get("train_data_config"), str):
             train_ref = train_ref or params["train_data_config"]
         known = (catalog or {}).get(ptype, {}).get("params") if catalog is not None else None
-        fixed, search, unknown = _split_params(params, known)
-        raw = forced_raw or (catalog is not None and (ptype not in catalog or bool(unknown)))
-        if raw:
-            why = (
-                "a list of alternatives"
-                if forced_raw
-                else "not in this Olive's catalog"
-                if ptype not in (catalog or {})
-                else f"parameters not in the catalog: {', '.join(unknown)}"
-            )
-            notes.append(f"pass '{name}' ({ptype}) kept as raw JSON: {why}")
-        draft["passes"].append(
-            {"type": ptype, "name": _name(name, ptype), "params": fixed, "search": search, "raw": raw}
-        )
-    _dataset(cfg, train_ref, draft, notes)
-    _target(cfg, draft)
+        if catalog is not None and ptype not in catalog:
+            notes.append(f"pass '{name}': {ptype} is not a pass of this Olive; its parameters were not checked")
+        fixed, search, es = _split_params(name, ptype, params, known, imp)
+        eval_size = es if es is not None else eval_size
+        draft["passes"].append({"type": ptype, "name": _name(name, ptype), "params": fixed, "search": search,
+                                "raw": False})
+    _dataset(cfg, train_ref, imp, eval_size)
+    _target(cfg, imp)
     ss = cfg.get("search_strategy")
     if isinstance(ss, dict):
         sc = ss.get("sampler_config") or {}
@@ -182,18 +338,36 @@ def from_olive_config(cfg: dict[str, Any], catalog: dict[str, Any] | None = None
             "sampler": ss.get("sampler", "sequential")
             if ss.get("sampler") in ("sequential", "random", "tpe")
             else "sequential",
-            "execution_order": ss.get("execution_order", "joint"),
+            "execution_order": ss.get("execution_order", "joint")
+            if ss.get("execution_order") in ("joint", "pass-by-pass") else "joint",
             "max_samples": sc.get("max_samples"),
             "max_time_s": ss.get("max_time"),
             "stop_when_goals_met": bool(ss.get("stop_when_goals_met")),
-            "seed": int(sc.get("seed", 0)),
+            "seed": int(sc.get("seed", 0) or 0),
         }
     if cfg.get("evaluators") or cfg.get("evaluator"):
         notes.append("evaluators are not imported: choose metrics and goals in the Evaluation section")
     extra = sorted(set(cfg) - KNOWN_TOP)
     if extra:
         notes.append(f"top-level keys not used by Grove: {', '.join(extra)}")
+    if imp.refused:
+        raise SpecError(imp.refused, source="Olive config")
+    notes += _checked(draft, catalog)
     return draft, notes
+
+
+def _checked(draft: dict[str, Any], catalog: dict[str, Any] | None) -> list[str]:
+    """The draft checked as a submit checks it: one note per field to fill in or fix."""
+    from engine.olive import validate
+    from engine.spec.drafts import to_spec_dict
+    from engine.spec.schema import parse_spec
+
+    try:
+        spec = parse_spec(to_spec_dict(draft))
+    except SpecError as e:
+        return [f"to fill in: {path or '(spec)'}: {msg}" for path, msg in e.problems]
+    return [f"to fix: {f['where']}: {f['message']}" for f in validate.problems(spec, catalog=catalog or {})
+            if f["level"] == "error"]
 
 
 def _name(name: str, ptype: str) -> str | None:
@@ -202,27 +376,44 @@ def _name(name: str, ptype: str) -> str | None:
     return name
 
 
-def _target(cfg: dict[str, Any], draft: dict[str, Any]) -> None:
+def _target(cfg: dict[str, Any], imp: _Import) -> None:
+    draft, notes = imp.draft, imp.notes
     systems = cfg.get("systems") or {}
+    if not isinstance(systems, dict):
+        systems = {}
     tname = cfg.get("target")
     sysc = systems.get(tname) if isinstance(tname, str) else (tname if isinstance(tname, dict) else None)
     sysc = sysc or next(iter(systems.values()), None)
-    if not isinstance(sysc, dict):
-        return
-    accs = (sysc.get("config") or sysc).get("accelerators") or []
-    if not accs:
-        return
-    dev = str(accs[0].get("device", "cpu")).lower()
-    eps = accs[0].get("execution_providers") or []
-    draft["target"]["device"] = "gpu" if dev == "gpu" else "cpu"
-    if eps:
+    dev, eps = None, []
+    if isinstance(sysc, dict):
+        stype = str(sysc.get("type") or "LocalSystem")
+        if stype not in ("LocalSystem", "PythonEnvironment"):
+            notes.append(f"system type {stype} (remote) dropped: Grove runs on its own workers")
+        accs = (sysc.get("config") if isinstance(sysc.get("config"), dict) else sysc).get("accelerators") or []
+        acc = accs[0] if isinstance(accs, list) and accs else None
+        if isinstance(acc, str):  # older Olive: accelerators: ["gpu"]
+            dev = acc.lower()
+            notes.append(f"systems accelerators [{acc!r}] (older Olive) → target.device")
+        elif isinstance(acc, dict):
+            dev = str(acc.get("device", "cpu")).lower()
+            eps = acc.get("execution_providers") or []
+    top_eps = cfg.get("execution_providers")
+    if not eps and isinstance(top_eps, list) and top_eps:
+        eps = top_eps
+        notes.append(f"engine.execution_providers {top_eps} → target.execution_provider")
+    if dev is None and eps and eps[0] != "CPUExecutionProvider":
+        dev = "gpu"
+    if dev is not None:
+        draft["target"]["device"] = "gpu" if dev == "gpu" else "cpu"
+    if eps and isinstance(eps[0], str):
         draft["target"]["execution_provider"] = eps[0]
-    if dev == "gpu":
+    if draft["target"]["device"] == "gpu":
         draft["resources"]["gpus"] = 1
     for p in draft["passes"]:
         if p["type"] == "ModelBuilder" and p["params"].get("precision") in ("fp32", "fp16", "int4", "int8"):
             draft["target"]["precision"] = p["params"]["precision"]
 
 
-def import_text(text: str, catalog: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
-    return from_olive_config(parse_text(text), catalog)
+def import_text(text: str, catalog: dict[str, Any] | None = None, *, allow_code: bool = False
+                ) -> tuple[dict[str, Any], list[str]]:
+    return from_olive_config(parse_text(text), catalog, allow_code=allow_code)

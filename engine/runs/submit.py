@@ -94,12 +94,18 @@ def olive_config_text(spec: RunSpec) -> str:
 
 def submit(spec: RunSpec, *, reg: Optional[Registry] = None, parent_run: Optional[str] = None,
            gpus_available: Optional[int] = None) -> dict[str, Any]:
-    """Check everything that can be checked before launch, then queue the run."""
+    """Check everything that can be checked before launch, then queue the run.
+
+    The checks are the ones every entrance runs (engine.olive.validate: pass types and parameters against Olive's
+    catalog, model and dataset paths inside the allowed roots, code that would run); nothing is written before
+    they pass, and a dataset is prepared (read, split, written) only after them."""
+    from engine.olive import validate
     from engine.runs.registry import new_run_id
 
-    reg = reg or Registry()
+    validate.refuse(spec)
     check_model(spec)
     check_resources(spec, gpus_available)
+    reg = reg or Registry()
     run_id = new_run_id()
     cfg, data_key, data_dir = olive_config_for(spec, paths.run_dir(run_id) / "output")
     return reg.create_run(

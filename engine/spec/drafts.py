@@ -65,6 +65,8 @@ def to_spec_dict(draft: dict[str, Any]) -> dict[str, Any]:
     if d.get("search") is not None or searching:
         spec["search"] = {k: v for k, v in (d.get("search") or DEFAULT_SEARCH).items() if v is not None}
     spec["resources"] = d.get("resources") or {"gpus": 0}
+    if d.get("allow_user_code"):  # set only by an import the user allowed to keep code
+        spec["allow_user_code"] = True
     return spec
 
 

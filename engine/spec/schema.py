@@ -24,6 +24,28 @@ SPEC_VERSION = 1
 PASS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
+def plain_fields(template: str) -> list[str]:
+    """The column names a text template uses; raise ValueError unless every field is a plain ``{column}``.
+
+    Format specs (``{prompt:>999999999}`` allocates a gigabyte per row), conversions (``{x!r}``), attribute and
+    index access (``{x.y}``, ``{x[0]}``) and positional fields (``{}``, ``{0}``) are refused."""
+    import string
+
+    fields = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ValueError(f"not a valid template: {e} (write a literal brace as '{{{{' or '}}}}')") from None
+    for _, name, spec, conv in parsed:
+        if name is None:
+            continue
+        shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+        if spec or conv or not name.strip() or name.isdigit() or any(c in name for c in ".[]"):
+            raise ValueError(f"only plain {{column}} fields are allowed, not {shown}")
+        fields.append(name)
+    return fields
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,13 +105,18 @@ class DatasetSpec(_Frozen):
             raise ValueError("give a 'text_template' or set 'chat_template: true'")
         return self
 
+    @field_validator("text_template")
+    @classmethod
+    def _plain_template(cls, v: Optional[str]) -> Optional[str]:
+        if v:
+            plain_fields(v)
+        return v
+
     @property
     def template_fields(self) -> list[str]:
         if self.chat_template:
             return [self.prompt_column, self.response_column]
-        import string
-
-        return [f for _, f, _, _ in string.Formatter().parse(self.text_template or "") if f]
+        return plain_fields(self.text_template or "")
 
 
 class PassSpec(_Frozen):
@@ -224,6 +251,11 @@ class RunSpec(_Frozen):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     search: Optional[SearchSpec] = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    allow_user_code: bool = Field(
+        False,
+        description="Let pass parameters name Python code Olive runs (user_script, script_dir, functions by name). "
+        "Off unless asked; like model.trust_remote_code, only for code you trust.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSpec:
@@ -237,6 +269,11 @@ class RunSpec(_Frozen):
             raise ValueError("resources.gpus > 0 but target.device is 'cpu'")
         if any(p.search for p in self.passes) and self.search is None:
             raise ValueError("a pass has searchable parameters: add a 'search' section")
+        if self.search is not None and not self.evaluation.enabled:
+            raise ValueError(
+                "a search compares candidates, so it needs an evaluator: add 'evaluation: {enabled: true, metrics: "
+                "[{name: perplexity}]}' (and a dataset), or remove the 'search' section and searchable values"
+            )
         if self.evaluation.enabled and self.dataset is None:
             raise ValueError("evaluation needs a dataset: its held-out split is what candidates are measured on")
         return self
@@ -249,15 +286,27 @@ def _loc(err: dict[str, Any]) -> str:
     return ".".join(str(x) for x in err.get("loc", ()))
 
 
+def yaml_error_location(e: yaml.YAMLError) -> tuple[str, str]:
+    """``("line L, column C", problem)`` for a YAML error. An unclosed quote is reported where the quote opens
+    (YAML's context mark), not at the end of the file where the scanner gave up."""
+    problem, context = getattr(e, "problem", None), getattr(e, "context", None) or ""
+    mark = getattr(e, "problem_mark", None)
+    ctx = getattr(e, "context_mark", None)
+    if ctx is not None and "quoted scalar" in context:
+        mark = ctx
+        problem = f"a quoted string opened here is never closed ({problem})"
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return where, str(problem or e)
+
+
 def parse_spec(data: Union[dict[str, Any], str], *, source: str = "") -> RunSpec:
     """Validate a dict (or JSON/YAML text) into a RunSpec; raise SpecError naming each bad field."""
     if isinstance(data, str):
         try:
             data = yaml.safe_load(data)
         except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise SpecError([(where, f"not valid YAML/JSON: {getattr(e, 'problem', e)}")], source=source) from e
+            where, what = yaml_error_location(e)
+            raise SpecError([(where, f"not valid YAML/JSON: {what}")], source=source) from None
     if not isinstance(data, dict):
         raise SpecError([("", "a spec is a mapping with model, dataset, passes, ...")], source=source)
     if data.get("version", SPEC_VERSION) != SPEC_VERSION:

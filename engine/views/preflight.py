@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.data import inspect as dataview
 from engine.errors import DataError, SpecError
+from engine.olive import validate
 from engine.spec import drafts
 from engine.spec.passes import ADAPTER_PASSES, GPU_ONLY, GROVE_FILLED, ONNX_PRODUCERS
 from engine.spec.schema import DatasetSpec, parse_spec
@@ -358,6 +359,7 @@ def check(
     out += pf
     out += _dataset_findings(draft.get("dataset"), (draft.get("model") or {}).get("name", ""), sorted(set(needs)))
     out += _resource_findings(draft, gpus_available, slots)
+    out += validate.draft_findings(draft, catalog)  # issue 12: the one check every entrance runs (engine.olive.validate)
     for e in memory_rows(draft, card, machine or {}, slots):
         if e["share"] is None:
             continue

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import DataError, ModelError
+from engine.errors import DataError, SpecError
 from engine.runs import submit as service
 from engine.runs.registry import Registry
 from engine.spec import recipes
@@ -99,11 +99,12 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def test_bad_input_is_refused_before_queueing(demo, tmp_path):
+def test_bad_input_is_refused_before_queueing(demo, tmp_path, monkeypatch):
+    monkeypatch.setenv("GROVE_ALLOWED_ROOTS", str(tmp_path))  # tmp_path is outside GROVE_HOME (issue 12: roots)
     reg = Registry()
     before = len(reg.list_runs(limit=1000))
     d = recipes.lab_recipe(str(tmp_path / "no-model"), demo["dataset"])
-    with pytest.raises(ModelError, match="model folder not found"):
+    with pytest.raises(SpecError, match="model.name: model folder not found"):
         service.submit(parse_spec(d))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": oops}\n')

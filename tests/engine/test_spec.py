@@ -76,6 +76,9 @@ def test_duplicate_pass_names_and_search_without_settings():
     with pytest.raises(SpecError, match="search"):
         parse_spec(d)
     d["search"] = {"sampler": "random", "max_samples": 2}
+    with pytest.raises(SpecError, match="needs an evaluator"):  # issue 12: Olive refuses a search without one
+        parse_spec(d)
+    d["evaluation"] = {"enabled": True, "metrics": [{"name": "perplexity"}]}
     assert parse_spec(d).passes[1].search == {"int4_block_size": [16, 32]}
 
 
