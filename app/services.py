@@ -573,7 +573,7 @@ def chat_candidates() -> list[dict[str, Any]]:
 
 
 def chat_adapter_name(path: str) -> str:
-    from engine.chat.models import adapter_name
+    from engine.chat.adapters import adapter_name
 
     return adapter_name(path)
 
@@ -584,7 +584,7 @@ def _row(cand: dict[str, Any]) -> dict[str, Any]:
 
 def chat_device(cand: dict[str, Any], prefer_gpu: bool) -> tuple[str, str]:
     """("cpu" | "cuda:N", why): the CPU unless a GPU is preferred and has room for the model (also during a run)."""
-    from engine.chat import models as chat
+    from engine.chat import cache as chat
 
     return chat.choose_device(chat.estimate_bytes(_row(cand)), "gpu" if prefer_gpu else "cpu")
 
@@ -592,31 +592,31 @@ def chat_device(cand: dict[str, Any], prefer_gpu: bool) -> tuple[str, str]:
 def chat_model(cand: dict[str, Any], device: str = "cpu") -> Any:
     """The loaded chat model for a candidate, from the process's bounded model cache (loads on first use; raises
     GroveError, e.g. AdapterMismatch)."""
-    from engine.chat import models as chat
+    from engine.chat import cache as chat
 
     return chat.default_cache().get(_row(cand), device=device)
 
 
 def chat_loaded() -> list[dict[str, Any]]:
-    from engine.chat import models as chat
+    from engine.chat import cache as chat
 
     return chat.default_cache().entries()
 
 
 def literal_chunks(chunks: Any) -> Any:
-    from engine.chat import models as chat
+    from engine.chat import text as chat
 
     return chat.literal_chunks(chunks)
 
 
 def markdown_literal(text: str) -> str:
-    from engine.chat import models as chat
+    from engine.chat import text as chat
 
     return chat.markdown_literal(text)
 
 
 def save_feedback(rating: str, **kw: Any) -> int:
-    from engine.chat import models as chat
+    from engine.chat import feedback as chat
 
     kw["candidate"] = {k: v for k, v in (kw.get("candidate") or {}).items() if k in ("id", "run_id", "path")}
     return chat.save_feedback(rating, registry=registry(), **kw)

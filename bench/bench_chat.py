@@ -190,7 +190,7 @@ def main() -> int:
         merged_src = cands.get("lora > modelbuilder")
 
     t = time.perf_counter()
-    from engine.chat import models as chat
+    from engine.chat import cache as chat  # choose_device, estimate_bytes; chat.load: the loader the cache uses
 
     import_s = time.perf_counter() - t
     t = time.perf_counter()

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine import machine
+from engine.evaluate.backends import Genai, Hf, form_of
 from engine.evaluate.fingerprint import fingerprint, fingerprint_id
 from engine.evaluate.scores import normalize, rouge_l
 from engine.spec.evaluation import EvalConfig
@@ -82,34 +83,19 @@ def render(cfg: EvalConfig, row: dict[str, Any], chat_render: Any = None) -> tup
     return prefix, full, ref
 
 
-# -- backends ---------------------------------------------------------------------------------------------------
-class GenaiBackend:
-    form = "onnxruntime-genai"
-
+# -- backends (loading, EOS ids and generation steps are engine.evaluate.backends', shared with chat) -------------
+class GenaiBackend(Genai):
     def __init__(self, folder: Path, adapter: Optional[str], cfg: EvalConfig) -> None:
-        import onnxruntime_genai as og
-
-        self.og = og
-        conf = og.Config(str(folder))
-        if cfg.execution_provider == "CUDAExecutionProvider":
-            conf.clear_providers()
-            conf.append_provider("cuda")
-        self.model = og.Model(conf)
-        self.tok = og.Tokenizer(self.model)
-        self.adapters = None
+        # the CPU keeps the providers of the folder's genai_config.json
+        super().__init__(folder, device="cuda" if cfg.execution_provider == "CUDAExecutionProvider" else None)
         self.adapter = adapter
         if adapter:
             files = {p.stem: p for p in folder.glob("*.onnx_adapter")}
             name = adapter if adapter in files else ("adapter_weights" if adapter == "adapter" else adapter)
             if name not in files:
                 raise FileNotFoundError(f"no adapter '{adapter}' in {folder} (have: {', '.join(files) or 'none'})")
-            self.adapters = og.Adapters(self.model)
-            self.adapters.load(str(files[name]), name)
+            self.load_adapter(files[name], name)
             self.adapter = name
-        gc = json.loads((folder / "genai_config.json").read_text())
-        self.context = gc["model"].get("context_length", 2048)
-        eos = gc["model"].get("eos_token_id", [])
-        self.eos = set(eos if isinstance(eos, list) else [eos])
 
     def encode(self, text: str) -> list[int]:
         return list(self.tok.encode(text))
@@ -119,16 +105,11 @@ class GenaiBackend:
         return self.tok.decode(ids) if ids else ""
 
     def _gen(self, max_length: int, min_length: int = 0) -> Any:
-        p = self.og.GeneratorParams(self.model)
         # an explicit seed: without one each og.Generator seeds from std::random_device (~15 ms here)
         opts = {"max_length": max_length, "do_sample": False, "random_seed": 0}
         if min_length:
             opts["min_length"] = min_length
-        p.set_search_options(**opts)
-        g = self.og.Generator(self.model, p)
-        if self.adapters is not None:
-            g.set_active_adapter(self.adapters, self.adapter)
-        return g
+        return self.generator(self.adapter, **opts)[0]
 
     def logprobs_of(self, ids: list[int], start: int) -> list[float]:
         import numpy as np
@@ -148,12 +129,14 @@ class GenaiBackend:
         g = self._gen(min(len(ids) + max_new, self.context))
         g.append_tokens(ids)
         out: list[int] = []
-        while not g.is_done() and len(out) < max_new:
-            g.generate_next_token()
-            t = int(g.get_next_tokens()[0])
+        if max_new <= 0:
+            return out
+        for t in self.tokens(g):
             if t in self.eos:
                 break
             out.append(t)
+            if len(out) >= max_new:
+                break
         return out
 
     def timed(self, ids: list[int], n_new: int) -> tuple[float, list[float]]:
@@ -189,27 +172,17 @@ def register_olive_quantizer(folder: Path) -> bool:
     return True
 
 
-class HfBackend:
-    form = "transformers"
-
+class HfBackend(Hf):
     def __init__(self, folder: Path, adapter_path: Optional[str], cfg: EvalConfig) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.torch = torch
-        self.device = "cuda" if cfg.device == "gpu" and torch.cuda.is_available() else "cpu"
-        self.tok = AutoTokenizer.from_pretrained(folder)
-        dtype = torch.float32 if self.device == "cpu" else torch.float16
+        device = "cuda" if cfg.device == "gpu" and torch.cuda.is_available() else "cpu"
         register_olive_quantizer(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        super().__init__(folder, device=device, dtype=torch.float32 if device == "cpu" else torch.float16)
         if adapter_path:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, adapter_path)
-        self.model = model.to(self.device).eval()
-        self.context = getattr(model.config, "max_position_embeddings", 2048)
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None) or self.tok.eos_token_id
-        self.eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+            self.add_adapter(adapter_path, "default")
+        self.model.eval()
+        self.context = self.context_length(2048)
 
     def encode(self, text: str) -> list[int]:
         return list(self.tok(text)["input_ids"])
@@ -260,11 +233,10 @@ class HfBackend:
 
 
 def detect_form(path: Path) -> str:
-    if (path / "genai_config.json").is_file():
-        return "onnxruntime-genai"
-    if (path / "config.json").is_file():
-        return "transformers"
-    raise FileNotFoundError(f"{path} is neither an onnxruntime-genai folder (genai_config.json) nor a Hugging Face folder (config.json)")
+    form = form_of(path)
+    if form is None:
+        raise FileNotFoundError(f"{path} is neither an onnxruntime-genai folder (genai_config.json) nor a Hugging Face folder (config.json)")
+    return form
 
 
 def _chat_renderer(folder: Path) -> Any:

@@ -441,6 +441,29 @@ class Registry:
         with self.db() as db:
             return list(db.query(sql + " order by id", args))
 
+    # -- chat feedback -----------------------------------------------------------------------------------
+    # Thumbs up/down per chat answer (engine.chat.feedback builds the rows; schema 2's ``feedback`` table).
+    def add_feedback(self, row: dict[str, Any]) -> int:
+        """Insert one feedback row; returns its id."""
+        with self.tx() as db:
+            return int(db["feedback"].insert(row).last_pk)
+
+    def chat_feedback(
+        self, *, candidate_id: Optional[int] = None, model_path: Optional[str] = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Feedback newest first, of one candidate and/or model folder when given; settings and stats decoded
+        (``{}`` for rows saved without them)."""
+        filters = {"candidate_id": candidate_id, "model_path": model_path or None}
+        where = [f"{k} = ?" for k, v in filters.items() if v is not None]
+        args = [v for v in filters.values() if v is not None]
+        sql = "select * from feedback" + (" where " + " and ".join(where) if where else "")
+        with self.db() as db:
+            rows = list(db.query(sql + " order by id desc limit ?", [*args, limit]))
+        for row in rows:
+            row["settings"] = json.loads(row.get("settings") or "{}")
+            row["stats"] = json.loads(row.get("stats") or "{}")
+        return rows
+
     # -- workers -----------------------------------------------------------------------------------------
     def worker_beat(self, worker_id: str, slots: dict[str, Any]) -> None:
         with self.tx() as db:

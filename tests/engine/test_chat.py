@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.chat import models as chat
+from engine.chat.adapters import AdapterMismatch
+from engine.chat.cache import ModelCache, can_use_gpu, choose_device, estimate_bytes
+from engine.chat.feedback import list_feedback, save_feedback
+from engine.chat.models import ChatModel, ChatStats, GenaiChatModel, HfChatModel, load
+from engine.chat.text import ChatError, literal_chunks, markdown_literal
 from engine.errors import GroveError
 from engine.runs.registry import Registry
 
@@ -38,20 +42,20 @@ def cands(demo_run) -> dict:
 
 
 @pytest.fixture(scope="module")
-def onnx(cands) -> chat.GenaiChatModel:
-    m = chat.load(cands["onnx"])
-    assert isinstance(m, chat.GenaiChatModel)
+def onnx(cands) -> GenaiChatModel:
+    m = load(cands["onnx"])
+    assert isinstance(m, GenaiChatModel)
     return m
 
 
 @pytest.fixture(scope="module")
-def hf(cands) -> chat.HfChatModel:
-    m = chat.load(cands["lora"])
-    assert isinstance(m, chat.HfChatModel)
+def hf(cands) -> HfChatModel:
+    m = load(cands["lora"])
+    assert isinstance(m, HfChatModel)
     return m
 
 
-def assert_timed(stats: chat.ChatStats | None, backend: str, adapter: str) -> None:
+def assert_timed(stats: ChatStats | None, backend: str, adapter: str) -> None:
     assert stats is not None and stats.backend == backend and stats.adapter == adapter
     assert stats.prompt_tokens > 5 and stats.new_tokens > 0
     assert stats.ttft_s is not None and 0 < stats.ttft_s < stats.total_s + 1e-9
@@ -61,7 +65,8 @@ def assert_timed(stats: chat.ChatStats | None, backend: str, adapter: str) -> No
 
 def test_importing_chat_is_cheap():
     code = (
-        "import sys, engine.chat.models; heavy = {'torch', 'transformers', 'onnxruntime_genai', 'onnx', 'onnxruntime', 'peft'};"
+        "import sys, engine.chat.adapters, engine.chat.cache, engine.chat.feedback, engine.chat.models, engine.chat.text, "
+        "engine.evaluate.backends; heavy = {'torch', 'transformers', 'onnxruntime_genai', 'onnx', 'onnxruntime', 'peft'};"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )
     out = subprocess.run(
@@ -73,7 +78,7 @@ def test_importing_chat_is_cheap():
 def test_onnx_candidate_lists_its_adapter_and_size(onnx, cands):
     assert onnx.adapters == ["none", "adapter"]
     assert onnx.adapter_files["adapter"].name == "adapter_weights.onnx_adapter"
-    assert onnx.size_bytes == chat.estimate_bytes(cands["onnx"]) and onnx.size_bytes > 1_000_000
+    assert onnx.size_bytes == estimate_bytes(cands["onnx"]) and onnx.size_bytes > 1_000_000
     assert onnx.info()["backend"] == "onnxruntime-genai" and onnx.device == "cpu"
 
 
@@ -109,7 +114,7 @@ def test_system_prompt_and_history_use_the_template(onnx):
     ]
     text, st = onnx.answer(long_history + TRAVEL, max_new_tokens=8)
     assert text.strip() and st.trimmed_messages > 0 and st.prompt_tokens < onnx.context_length
-    with pytest.raises(chat.ChatError, match="not loaded"):
+    with pytest.raises(ChatError, match="not loaded"):
         onnx.stream(TRAVEL, adapter="pirate")
 
 
@@ -187,8 +192,8 @@ def test_mismatched_onnx_adapters_are_refused_naming_the_file(cands, onnx, tmp_p
         tmp_path / "converted.onnx_adapter",
         rename=lambda n: n.replace("attn.q_proj.lora_A.MatMul.weight", "self_attn.qkv_proj.lora_A.weight"),
     )
-    with pytest.raises(chat.AdapterMismatch) as e:
-        chat.load(cands["onnx"], extra_adapters=[peft_names])
+    with pytest.raises(AdapterMismatch) as e:
+        load(cands["onnx"], extra_adapters=[peft_names])
     msg = str(e.value)
     assert str(peft_names) in msg and "model.layers.0.self_attn.qkv_proj.lora_A.weight" in msg and "not inputs" in msg
     assert isinstance(e.value, GroveError) and e.value.hint
@@ -199,7 +204,7 @@ def test_mismatched_onnx_adapters_are_refused_naming_the_file(cands, onnx, tmp_p
         reshape=lambda n, s: (128, s[1]) if "lora_A" in n else (s[0], 128),
     )
     with pytest.raises(
-        chat.AdapterMismatch,
+        AdapterMismatch,
         match=r"other_geometry\.onnx_adapter.*\[128, 16\], graph tensor\(float\) \[256, 'lora_r'\]",
     ):
         onnx.add_adapter(other)
@@ -207,11 +212,11 @@ def test_mismatched_onnx_adapters_are_refused_naming_the_file(cands, onnx, tmp_p
     ranks = make_adapter(
         src, tmp_path / "ranks.onnx_adapter", reshape=lambda n, s: (8, s[1]) if "lora_B" in n else None
     )
-    with pytest.raises(chat.AdapterMismatch, match="ranks"):
+    with pytest.raises(AdapterMismatch, match="ranks"):
         onnx.add_adapter(ranks)
     # a model (the merged candidate) whose graph has no adapter inputs at all
-    with pytest.raises(chat.AdapterMismatch, match="32 of its 32 tensors are not inputs"):
-        chat.load(cands["merged"], extra_adapters=[src])
+    with pytest.raises(AdapterMismatch, match="32 of its 32 tensors are not inputs"):
+        load(cands["merged"], extra_adapters=[src])
     assert onnx.adapters == ["none", "adapter"]  # nothing half-loaded
     assert onnx.answer(TRAVEL, adapter="adapter", max_new_tokens=4)[0]
 
@@ -220,9 +225,9 @@ def test_lenient_load_keeps_the_model_and_lists_what_was_refused(cands, tmp_path
     folder = tmp_path / "onnx"
     shutil.copytree(cands["onnx"]["path"], folder)
     make_adapter(folder / "adapter_weights.onnx_adapter", folder / "broken.onnx_adapter", rename=lambda n: "x." + n)
-    with pytest.raises(chat.AdapterMismatch, match="broken.onnx_adapter"):
-        chat.load(folder)
-    m = chat.load(folder, strict=False)
+    with pytest.raises(AdapterMismatch, match="broken.onnx_adapter"):
+        load(folder)
+    m = load(folder, strict=False)
     assert m.adapters == ["none", "adapter"] and list(m.refused) == ["broken"]
     assert "broken.onnx_adapter" in m.info()["refused"]["broken"]
     extra = make_adapter(folder / "adapter_weights.onnx_adapter", tmp_path / "travel2.onnx_adapter")
@@ -239,10 +244,10 @@ def test_peft_adapter_for_other_modules_is_refused(cands, tmp_path):
     cfg = json.loads((bad / "adapter_config.json").read_text())
     cfg["target_modules"] = ["q_proj", "v_proj"]  # Llama names; the Phi-3 model has qkv_proj
     (bad / "adapter_config.json").write_text(json.dumps(cfg))
-    with pytest.raises(chat.AdapterMismatch, match=r"llama_style.*target modules not found.*q_proj; v_proj"):
-        chat.load(dict(cands["lora"], adapter_path=str(bad)))
-    with pytest.raises(chat.AdapterMismatch, match="adapter_config.json is missing"):
-        chat.load(dict(cands["lora"], adapter_path=str(tmp_path)))
+    with pytest.raises(AdapterMismatch, match=r"llama_style.*target modules not found.*q_proj; v_proj"):
+        load(dict(cands["lora"], adapter_path=str(bad)))
+    with pytest.raises(AdapterMismatch, match="adapter_config.json is missing"):
+        load(dict(cands["lora"], adapter_path=str(tmp_path)))
     # right module names, another geometry (hidden size 128): peft's load error, named and summarised
     import torch
     from safetensors.torch import load_file, save_file
@@ -254,8 +259,8 @@ def test_peft_adapter_for_other_modules_is_refused(cands, tmp_path):
         {k: torch.zeros(v.shape[0], 128) if "lora_A" in k else v for k, v in sd.items()},
         geom / "adapter_model.safetensors",
     )
-    with pytest.raises(chat.AdapterMismatch, match=r"other_geometry.*size mismatch for .*lora_A"):
-        chat.load(dict(cands["lora"], adapter_path=str(geom)))
+    with pytest.raises(AdapterMismatch, match=r"other_geometry.*size mismatch for .*lora_A"):
+        load(dict(cands["lora"], adapter_path=str(geom)))
 
 
 def test_html_in_the_answer_is_kept_verbatim(onnx, hf):
@@ -266,9 +271,9 @@ def test_html_in_the_answer_is_kept_verbatim(onnx, hf):
         assert s.text.startswith(html), m.backend  # decoded from the model's tokens, not escaped, not stripped
         assert "".join(chunks) == s.text and "&lt;" not in s.text
         # for Streamlit's Markdown renderers (st.write_stream): escaped chunk by chunk, the same as escaping the whole
-        shown = "".join(chat.literal_chunks(chunks))
-        assert shown == chat.markdown_literal(s.text) and shown.startswith(r"\<script\>alert\(\"x\"\)\</script\>")
-    assert chat.markdown_literal("**a**\n:red[b] $c$") == "\\*\\*a\\*\\*  \n\\:red\\[b\\] \\$c\\$"
+        shown = "".join(literal_chunks(chunks))
+        assert shown == markdown_literal(s.text) and shown.startswith(r"\<script\>alert\(\"x\"\)\</script\>")
+    assert markdown_literal("**a**\n:red[b] $c$") == "\\*\\*a\\*\\*  \n\\:red\\[b\\] \\$c\\$"
 
 
 def test_cache_evicts_the_least_recently_used_model(cands, monkeypatch):
@@ -277,9 +282,9 @@ def test_cache_evicts_the_least_recently_used_model(cands, monkeypatch):
 
     def counting_load(ref, **kw):
         loads.append(str(ref.path))
-        return chat.load(ref, **kw)
+        return load(ref, **kw)
 
-    cache = chat.ModelCache(loader=counting_load)
+    cache = ModelCache(loader=counting_load)
     assert cache.max_models == 2
     a, b = cands["onnx"], cands["merged"]
     ma = cache.get(a)
@@ -291,7 +296,7 @@ def test_cache_evicts_the_least_recently_used_model(cands, monkeypatch):
     assert cache.evicted == [str(Path(b["path"]).resolve())] and len(cache) == 2
     assert [e["path"] for e in cache.entries()] == [str(ma.path), str(c.path)]
     assert ma.answer(TRAVEL, max_new_tokens=4)[0]
-    with pytest.raises(chat.ChatError, match="unloaded"):
+    with pytest.raises(ChatError, match="unloaded"):
         mb.stream(TRAVEL)  # whoever still holds an evicted model gets a clear message
 
 
@@ -301,10 +306,10 @@ def test_cache_loads_a_model_once_for_concurrent_requests(cands):
     def slow_load(ref, **kw):
         loads.append(str(ref.path))
         time.sleep(0.2)
-        return chat.load(ref, **kw)
+        return load(ref, **kw)
 
-    cache = chat.ModelCache(max_models=2, loader=slow_load)
-    got: list[chat.ChatModel] = []
+    cache = ModelCache(max_models=2, loader=slow_load)
+    got: list[ChatModel] = []
     threads = [threading.Thread(target=lambda: got.append(cache.get(cands["onnx"]))) for _ in range(4)]
     for t in threads:
         t.start()
@@ -315,20 +320,20 @@ def test_cache_loads_a_model_once_for_concurrent_requests(cands):
 
 def test_gpu_policy_on_a_machine_without_one(monkeypatch):
     monkeypatch.setenv("GROVE_GPUS", "")
-    ok, reason = chat.can_use_gpu(10**8)
+    ok, reason = can_use_gpu(10**8)
     assert not ok and "no GPU" in reason and "GROVE_GPUS" in reason
-    assert chat.choose_device(10**8) == ("cpu", "CPU (the default)")
+    assert choose_device(10**8) == ("cpu", "CPU (the default)")
     if shutil.which("nvidia-smi"):
         pytest.skip("this machine has nvidia-smi")
     monkeypatch.delenv("GROVE_GPUS")
-    ok, reason = chat.can_use_gpu(10**8)
+    ok, reason = can_use_gpu(10**8)
     assert not ok and reason.startswith("no GPU") and "CPU" in reason
-    assert chat.choose_device(10**8, prefer="gpu")[0] == "cpu"
+    assert choose_device(10**8, prefer="gpu")[0] == "cpu"
 
 
 def test_feedback_is_saved_with_prompt_answer_and_candidate(onnx, cands):
     text, stats = onnx.answer(TRAVEL, adapter="adapter", max_new_tokens=8)
-    up = chat.save_feedback(
+    up = save_feedback(
         "up",
         prompt=TRAVEL[0]["content"],
         answer=text,
@@ -337,8 +342,8 @@ def test_feedback_is_saved_with_prompt_answer_and_candidate(onnx, cands):
         stats=stats,
         settings={"max_new_tokens": 8},
     )
-    down = chat.save_feedback(-1, prompt="Hi", answer="<b>x</b>", candidate=cands["lora"], adapter=None)
-    rows = chat.list_feedback()
+    down = save_feedback(-1, prompt="Hi", answer="<b>x</b>", candidate=cands["lora"], adapter=None)
+    rows = list_feedback()
     assert [r["id"] for r in rows[:2]] == [down, up]
     r = next(r for r in rows if r["id"] == up)
     assert r["rating"] == 1 and r["answer"] == text and r["candidate_id"] == cands["onnx"]["id"]
@@ -348,11 +353,11 @@ def test_feedback_is_saved_with_prompt_answer_and_candidate(onnx, cands):
         and r["adapter"] == "adapter"
     )
     assert r["stats"]["backend"] == "onnxruntime-genai" and r["settings"] == {"max_new_tokens": 8}
-    assert [x["id"] for x in chat.list_feedback(candidate_id=cands["lora"]["id"])][:1] == [down]
+    assert [x["id"] for x in list_feedback(candidate_id=cands["lora"]["id"])][:1] == [down]
     r = next(r for r in rows if r["id"] == down)
     assert r["answer"] == "<b>x</b>" and r["rating"] == -1 and r["adapter"] is None  # NULL: the base model
     assert any(
         f["id"] == up for f in Registry().feedback(model_path=cands["onnx"]["path"])
     )  # the registry's own reader
-    with pytest.raises(chat.ChatError):
-        chat.save_feedback("meh", prompt="", answer="")
+    with pytest.raises(ChatError):
+        save_feedback("meh", prompt="", answer="")

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from engine import machine
-from engine.chat import models as chat
+from engine.chat import cache as chat
 from engine.errors import GroveError
 from engine.runs import submit as service
 from engine.runs.executors import LocalExecutor

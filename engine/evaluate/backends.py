@@ -1,0 +1,170 @@
+"""The two model forms Grove runs, loaded and driven one way for the evaluator and for chat.
+
+- ``Genai``: an onnxruntime-genai folder: ``og.Model`` on the CPU or a CUDA device (or the providers its
+  ``genai_config.json`` names), its tokenizer, named ``.onnx_adapter`` files in one ``og.Adapters``, EOS ids and
+  context length from the config; ``generator(...)`` starts a search with an adapter active, ``tokens(gen)`` steps it.
+- ``Hf``: a Hugging Face folder through transformers on a device and dtype; ``add_adapter`` puts a PEFT adapter on
+  it (under a name); EOS ids from the generation config, the model config and the tokenizer.
+- ``form_of(folder)``: which of the two a folder is (None for neither).
+
+The evaluator (``engine.evaluate.evaluator``) adds scoring and timing on top, chat (``engine.chat.models``) streaming
+and per-message adapter switching. onnxruntime-genai, torch, transformers and peft are imported inside functions:
+importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ModelError
+
+GENAI = "onnxruntime-genai"
+HF = "transformers"
+DEFAULT_CONTEXT = 2048
+
+
+def form_of(folder: Path) -> str | None:
+    """``"onnxruntime-genai"`` (genai_config.json), ``"transformers"`` (config.json), or None."""
+    if (folder / "genai_config.json").is_file():
+        return GENAI
+    if (folder / "config.json").is_file():
+        return HF
+    return None
+
+
+def genai_settings(folder: Path) -> dict[str, Any]:
+    """The ``model`` section of a folder's ``genai_config.json``; ``ModelError`` when it cannot be read."""
+    try:
+        return json.loads((folder / "genai_config.json").read_text())["model"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise _unreadable(folder, e) from e
+
+
+def genai_model_file(folder: Path) -> tuple[Path, int]:
+    """The decoder's ONNX file and the context length a genai folder declares (before onnxruntime opens it)."""
+    model = genai_settings(folder)
+    try:
+        return folder / model["decoder"]["filename"], _context(model)
+    except (ValueError, KeyError, TypeError) as e:
+        raise _unreadable(folder, e) from e
+
+
+def _unreadable(folder: Path, e: Exception) -> ModelError:
+    return ModelError(f"{folder / 'genai_config.json'}: not a readable onnxruntime-genai config ({e})")
+
+
+def _context(model: dict[str, Any]) -> int:
+    return int(model.get("context_length") or DEFAULT_CONTEXT)
+
+
+def _ids(value: Any) -> set[int]:
+    """Token ids given as one id, a list of them, or None."""
+    if value is None:
+        return set()
+    return {int(x) for x in (value if isinstance(value, (list, tuple)) else [value])}
+
+
+class Genai:
+    """An onnxruntime-genai folder, loaded: ``model``, ``tok``, ``adapters`` (None until one is loaded), ``eos``,
+    ``context``. ``device``: "cpu", "cuda" or "cuda:N"; None keeps the providers of the folder's config."""
+
+    form = GENAI
+
+    def __init__(self, folder: Path, *, device: str | None = "cpu", adapters: dict[str, Path] | None = None) -> None:
+        import onnxruntime_genai as og
+
+        self.og = og
+        config = og.Config(str(folder))
+        if device is not None:
+            config.clear_providers()
+            if device.startswith("cuda"):
+                config.append_provider("cuda")
+                config.set_provider_option("cuda", "device_id", device.partition(":")[2] or "0")
+        model = og.Model(config)
+        # set in this order so that dropping the object releases adapters, then tokenizer, then model
+        self.adapters: Any = None
+        self.tok = og.Tokenizer(model)
+        self.model = model
+        for name, path in (adapters or {}).items():
+            self.load_adapter(path, name)
+        settings = genai_settings(folder)
+        self.context = _context(settings)
+        self.eos = _ids(settings.get("eos_token_id"))
+
+    def load_adapter(self, path: Path, name: str) -> None:
+        """Load an ``.onnx_adapter`` under ``name`` (checking that it fits the graph is the caller's part)."""
+        if self.adapters is None:
+            self.adapters = self.og.Adapters(self.model)
+        self.adapters.load(str(path), name)
+
+    def chat_ids(self, msgs: list[dict[str, str]]) -> Any:
+        """The prompt ids of a conversation through the model's own chat template, ready for the answer."""
+        return self.tok.encode(self.tok.apply_chat_template(json.dumps(msgs), add_generation_prompt=True))
+
+    def generator(self, adapter: str | None = None, **search: Any) -> tuple[Any, float]:
+        """An ``og.Generator`` with these search options and ``adapter`` active (None: the base model), and the
+        seconds activating the adapter took."""
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(**search)
+        gen = self.og.Generator(self.model, params)
+        if not adapter:
+            return gen, 0.0
+        t = time.perf_counter()
+        gen.set_active_adapter(self.adapters, adapter)
+        return gen, time.perf_counter() - t
+
+    @staticmethod
+    def tokens(gen: Any) -> Iterator[int]:
+        """Generate until the search is done, yielding each new token id as it comes."""
+        while not gen.is_done():
+            gen.generate_next_token()
+            yield int(gen.get_next_tokens()[0])
+
+
+class Hf:
+    """A Hugging Face folder through transformers, loaded on ``device`` in ``dtype``: ``model``, ``tok``, ``eos``.
+    ``add_adapter`` wraps the model in peft (``model`` is then the ``PeftModel``)."""
+
+    form = HF
+
+    def __init__(self, folder: Path, *, device: str = "cpu", dtype: Any = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.device = device
+        self.tok = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype or torch.float32)
+        self.model = model.to(device)
+        self.eos = self._eos()
+
+    def _eos(self) -> set[int]:
+        out: set[int] = set()
+        for src in (getattr(self.model, "generation_config", None), getattr(self.model, "config", None)):
+            out |= _ids(getattr(src, "eos_token_id", None))
+        return out | _ids(self.tok.eos_token_id)
+
+    def context_length(self, default: int) -> int:
+        """The model's ``max_position_embeddings``, or ``default`` when it states none."""
+        return int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or default
+
+    def add_adapter(self, path: Path | str, name: str) -> None:
+        """Put the PEFT adapter folder ``path`` on the model under ``name`` (not trainable); peft's own errors
+        surface (``RuntimeError``/``ValueError``/``KeyError`` for one that does not fit)."""
+        from peft import PeftModel
+
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+
+    def chat_ids(self, msgs: list[dict[str, str]]) -> list[int]:
+        """The prompt ids of a conversation through the tokenizer's chat template, ready for the answer."""
+        ids = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
