@@ -2,19 +2,15 @@
 home never see another's data); writes go through engine.runs.submit and clear the caches.
 
 Nothing here imports Olive, torch, transformers or datasets: the catalog is built in a child process, Hub
-previews run in one, and the demo is built by ``python -m engine.cli demo`` in the background.
+previews run in one, and the demo is built by ``python -m engine.cli demo`` in the background (engine.runs.demo).
+No algorithms, SQL or processes here either: those live in engine/ (views, registry, evaluate.compare, runs).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
-import subprocess
-import sys
 import threading
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +21,26 @@ from engine import paths
 from engine.data import inspect as dataview
 from engine.data.prepare import template_fields
 from engine.errors import DataError, GroveError
+from engine.evaluate import compare
 from engine.models import tiny as demo
 from engine.olive import catalog as catalog_mod
-from engine.olive import config as olive_config
 from engine.olive import importer as olive_import
+from engine.runs import demo as demo_build
 from engine.runs import submit as service
-from engine.runs.registry import STATUSES, Registry
+from engine.runs.registry import ACTIVE, STATUSES, Registry
 from engine.spec import drafts, recipes
+from engine.spec import metrics as metrics_mod
+from engine.spec.passes import GPU_ONLY
 from engine.spec.schema import DatasetSpec, parse_spec
+from engine.views import candidates as cand_views
+from engine.views import dataset as dataset_view
 from engine.views import estimate, preflight
+from engine.views import format as fmt
 from engine.views import runs as views
 
 LIVE_TTL = 2
 TTL = 30
 UPLOAD_LIMIT_MB = 200
-ACTIVE = ("queued", "running")
 
 
 def home() -> str:
@@ -130,7 +131,7 @@ def slots() -> dict[str, Any]:
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _candidate_count(h: str) -> int:
-    return views.count_candidates(registry())
+    return registry().count_candidates()
 
 
 def candidate_count() -> int:
@@ -174,65 +175,25 @@ def draft_from_run(run_id: str) -> dict[str, Any]:
 
 def artifacts_zip(run_id: str) -> bytes:
     """The run's output folder (and its Olive config and log) as a zip, built when the user clicks download."""
-    r = registry().get_run(run_id)
-    out = olive_config.output_dir(r["olive_config"]) or Path(r["run_dir"]) / "output"
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("olive_config.json", r["olive_config"] or "{}")
-        z.writestr("spec.json", r["spec"] or "{}")
-        if r["log_path"] and Path(r["log_path"]).is_file():
-            z.write(r["log_path"], "run.log")
-        if out.is_dir():
-            for f in sorted(out.rglob("*")):
-                if f.is_file():
-                    z.write(f, str(Path("output") / f.relative_to(out)))
-    return buf.getvalue()
+    return views.artifacts_zip(registry().get_run(run_id))
 
 
 def output_dir(run_id: str) -> Path | None:
-    r = run(run_id)
-    p = olive_config.output_dir(r["olive_config"])
-    return p if p and p.is_dir() else None
+    return views.output_dir(run(run_id))
 
 
 # -- demo ---------------------------------------------------------------------------------------------------------
 def demo_state() -> str:
     """'built', 'building' (a background build is running) or 'missing'."""
-    if demo.is_built():
-        return "built"
-    pid_file = paths.home() / "demo-build.pid"
-    try:
-        pid = int(pid_file.read_text())
-        if machine_mod.process_runs(pid, "engine.cli"):
-            return "building"
-    except (OSError, ValueError):
-        pass
-    return "missing"
+    return demo_build.state()
 
 
 def launch_demo() -> dict[str, Any] | None:
     """Queue the demo recipe if the demo model is built; otherwise start building it (and queueing) in the background."""
-    if demo.is_built():
-        from engine.spec import recipes
-
-        r = service.submit(recipes.demo_spec(), reg=registry())
+    r = demo_build.launch(registry())
+    if r is not None:
         clear()
-        return r
-    if demo_state() != "building":
-        h = paths.home()
-        h.mkdir(parents=True, exist_ok=True)
-        with open(h / "demo-build.log", "ab") as log:
-            p = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli", "demo"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=dict(os.environ, GROVE_HOME=str(h)),
-                cwd=str(paths.REPO_ROOT),
-                start_new_session=True,
-            )
-        (h / "demo-build.pid").write_text(str(p.pid))
-    return None
+    return r
 
 
 def demo_model_dir() -> str:
@@ -284,19 +245,7 @@ def catalog_passes() -> dict[str, Any] | None:
 # -- models and data ----------------------------------------------------------------------------------------------
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _inputs(h: str) -> dict[str, list[str]]:
-    recent = views.recent_inputs(registry())
-    roots = dataview.allowed_roots()
-    models = [m for m in recent["models"] if Path(m).is_dir()]
-    demo_m = str(paths.demo_model_dir())
-    if Path(demo_m).is_dir() and demo_m not in models:
-        models.append(demo_m)
-    models += [m for m in dataview.find_models(roots) if m not in models]
-    ds = [d for d in recent["datasets"] if Path(d).is_file()]
-    demo_d = str(paths.demo_dir() / "travel_sample.jsonl")
-    if Path(demo_d).is_file() and demo_d not in ds:
-        ds.append(demo_d)
-    ds += [d for d in dataview.find_datasets(roots) if d not in ds]
-    return {"models": models, "datasets": ds, "hub_models": [m for m in recent["models"] if not Path(m).exists()]}
+    return views.input_choices(registry())
 
 
 def inputs() -> dict[str, list[str]]:
@@ -324,7 +273,6 @@ def machine() -> dict[str, Any]:
 
 @st.cache_resource(show_spinner=False)
 def _gpus() -> int:
-
     return len(machine_mod.detect_gpus())
 
 
@@ -385,14 +333,7 @@ def chat_template(model: str) -> str | None:
 
 @st.cache_data(ttl=60, show_spinner=False)
 def _texts(ds_json: str, mtime: float, model: str, limit: int) -> dict[str, Any]:
-    from engine.data import prepare as data
-
-    ds = DatasetSpec.model_validate_json(ds_json)
-    rows, _ = data.load_local(ds)
-    ct = dataview.chat_template_of(model) if model else None
-    texts = [dataview.render(r, ds, ct) for r in rows[:limit]]
-    lens, exact = dataview.token_lengths(texts, dataview.tokenizer_file(model) if model else None)
-    return {"texts": texts[:50], "lengths": lens, "exact": exact, "rows": len(rows)}
+    return dataset_view.rendered(DatasetSpec.model_validate_json(ds_json), model, limit)
 
 
 def rendered(ds: dict[str, Any], model: str, limit: int = 5000) -> dict[str, Any]:
@@ -412,17 +353,24 @@ def split_stats(ds: dict[str, Any]) -> dict[str, Any]:
 
 
 # Pure helpers and constants the components use (so components never reach into engine/ themselves).
-fmt_seconds = views.fmt_seconds
-human_size = views.human_size
-estimate_gb = preflight.estimate_gb
+fmt_seconds = fmt.fmt_seconds
+human_size = fmt.human_size
+estimate_gb = fmt.estimate_gb
 DEFAULT_SEARCH = drafts.DEFAULT_SEARCH
+# The metric sets of engine.spec.metrics, in its order; the Compare chart opens on decode speed, so the speed
+# list starts there and wraps around.
+QUALITY = metrics_mod.QUALITY
+_DECODE = metrics_mod.SPEED.index("decode_tps")
+SPEED = metrics_mod.SPEED[_DECODE:] + metrics_mod.SPEED[:_DECODE]
+metric_choices = cand_views.metric_choices
+compare_rows = cand_views.compare_rows
+chart_points = cand_views.chart_points
+side_by_side = cand_views.side_by_side
 
 
 def metrics() -> dict[str, dict[str, Any]]:
-    """The evaluator's metrics: name -> {higher_is_better, unit, what} (engine.evaluate.evaluator.METRICS)."""
-    from engine.spec.metrics import METRICS
-
-    return METRICS
+    """The evaluator's metrics: name -> {higher_is_better, unit, what} (engine.spec.metrics.METRICS)."""
+    return metrics_mod.METRICS
 
 
 PRESETS = dataview.PRESETS
@@ -465,18 +413,13 @@ def spec_json(draft: dict[str, Any]) -> str:
     return json.dumps(drafts.to_spec_dict(draft), indent=2)
 
 
-__all__ = ["STATUSES", "DataError", "GroveError", "template_fields"]
+__all__ = ["ACTIVE", "GPU_ONLY", "STATUSES", "DataError", "GroveError", "template_fields"]
 
 
 # -- compare ------------------------------------------------------------------------------------------------------
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _measured_runs(h: str) -> list[dict[str, Any]]:
-    sql = (
-        "select r.id, r.name, count(*) as candidates from candidates c join runs r on r.id = c.run_id"
-        " where c.metrics is not null and c.metrics not in ('', '{}', 'null') group by r.id order by r.created_at desc"
-    )
-    with registry().db() as db:
-        return list(db.query(sql))
+    return registry().measured_runs()
 
 
 def measured_runs() -> list[dict[str, Any]]:
@@ -502,8 +445,6 @@ def compare_candidates(run_ids: list[str]) -> list[dict[str, Any]]:
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _comparability(h: str, run_ids: tuple[str, ...]) -> tuple[bool, str]:
-    from engine.evaluate import compare
-
     cands = compare_candidates(list(run_ids))
     ids = sorted(compare.fingerprint_groups(cands))
     return compare.comparability(cands, registry().fingerprints(ids))
@@ -515,55 +456,14 @@ def comparability(run_ids: list[str]) -> tuple[bool, str]:
 
 
 def pareto_front(cands: list[dict[str, Any]], x: str, y: str) -> set[int]:
-    """Indices (into ``cands``) on the Pareto frontier of x and y: a sort-and-sweep keeps every point no earlier point
-    strictly beats (O(n log n), so 10,000 candidates stay fast), then engine.evaluate.compare.pareto settles the survivors."""
-    from engine.evaluate import compare
-    from engine.spec.metrics import METRICS
-
-    sx = 1 if METRICS[x]["higher_is_better"] else -1
-    sy = 1 if METRICS[y]["higher_is_better"] else -1
-    pts = []
-    for i, c in enumerate(cands):
-        a, b = (c.get("metrics") or {}).get(x), (c.get("metrics") or {}).get(y)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            pts.append((sx * a, sy * b, i))
-    pts.sort(key=lambda p: (-p[0], -p[1]))
-    keep, best, k = [], None, 0
-    while k < len(pts):  # points with equal x are judged against earlier x only, then among themselves
-        j = k
-        while j < len(pts) and pts[j][0] == pts[k][0]:
-            j += 1
-        group = [p for p in pts[k:j] if best is None or p[1] >= best]
-        keep += group
-        top = max((p[1] for p in pts[k:j]), default=None)
-        best = top if best is None or (top is not None and top > best) else best
-        k = j
-    sub = [cands[i] for _, _, i in keep]
-    return {keep[j][2] for j in compare.pareto(sub, x, y)}
+    """Indices (into ``cands``) on the Pareto frontier of x and y (engine.evaluate.compare.pareto: O(n log n))."""
+    return compare.pareto(cands, x, y)
 
 
 # -- chat ---------------------------------------------------------------------------------------------------------
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _chat_candidates(h: str) -> list[dict[str, Any]]:
-    out = []
-    for c in registry().candidates():
-        p = Path(c.get("path") or "")
-        p = p.parent if p.is_file() else p
-        if c.get("failed") or not p.is_dir():
-            continue
-        if c.get("is_output") and (p / "genai_config.json").is_file():
-            kind = "ONNX"
-        elif c.get("adapter_path") and (p / "config.json").is_file():
-            kind = "LoRA"
-        else:
-            continue
-        names = sorted(x.name for x in p.glob("*.onnx_adapter")) if kind == "ONNX" else ["adapter"]
-        adapters = ["none", *[chat_adapter_name(n) for n in names]]
-        if kind == "ONNX" and c.get("adapter_path") and str(c["adapter_path"]).endswith(".onnx_adapter"):
-            adapters = list(dict.fromkeys([*adapters, chat_adapter_name(c["adapter_path"])]))
-        chain = " > ".join(c.get("pass_chain") or [])
-        out.append({**c, "kind": kind, "adapters": adapters, "label": f"{kind} · {chain} · run {c['run_id'][:8]} #{c['id']}"})
-    return out
+    return cand_views.chat_ready(registry().candidates(), chat_adapter_name)
 
 
 def chat_candidates() -> list[dict[str, Any]]:

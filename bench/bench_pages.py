@@ -153,10 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         picked = build_registry(home, args.runs, args.candidates)
         build_s = time.perf_counter() - t
         from engine.runs.registry import Registry
-        from engine.views.runs import count_candidates
 
         reg = Registry()
-        n_runs, n_cands = sum(reg.count_runs().values()), count_candidates(reg)
+        n_runs, n_cands = sum(reg.count_runs().values()), reg.count_candidates()
 
         def lab_draft(at) -> None:
             at.switch_page("../pages/model_data.py").run()

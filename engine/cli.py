@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 from engine import paths
 from engine.errors import GroveError
+from engine.views.format import human_size
 
 
 def _fmt_time(ts: Optional[float]) -> str:
@@ -36,17 +37,6 @@ def _elapsed(run: dict[str, Any]) -> str:
         return "-"
     end = run.get("finished_at") or time.time()
     return f"{end - run['started_at']:.1f}s"
-
-
-def human_size(n: Optional[int]) -> str:
-    if not n:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1024
-    return f"{n} B"
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -137,7 +127,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             chain = " > ".join(c["pass_chain"]) or "(input model)"
             flags = ("*" if c["is_output"] else "") + ("P" if c["pareto"] else "")
             goals = {None: "-", 1: "yes", 0: "no"}[c.get("goals_met")]
-            print(f"  {c['model_id']:10} {chain[:40]:40} {human_size(c['size_bytes']):>10} {flags:3} {goals:5}  {metrics or '-'}")
+            print(f"  {c['model_id']:10} {chain[:40]:40} {human_size(c['size_bytes'], empty='-'):>10} {flags:3} {goals:5}  {metrics or '-'}")
             for m, why in (c.get("failed") or {}).items():
                 print(f"  {'':10} {m} FAILED: {why[:200]}")
             if c["is_output"]:

@@ -132,6 +132,16 @@ def hostname() -> str:
     return os.uname().nodename
 
 
+def gpus_short(want: int, gpus_available: Optional[int] = None) -> Optional[int]:
+    """None when ``want`` GPUs are there (or none are wanted); else how many this machine has (detected when
+    ``gpus_available`` is None)."""
+    if want <= 0:
+        return None
+    if gpus_available is None:
+        gpus_available = len(detect_gpus())
+    return gpus_available if want > gpus_available else None
+
+
 def describe() -> dict[str, Any]:
     """What the pre-flight check compares memory needs with: total RAM and each GPU's total memory."""
     return {"ram": ram_bytes(), "gpus": [g["total"] for g in gpu_memory()]}

@@ -94,3 +94,14 @@ def olive_env(base: dict[str, str] | None = None, tmp: Path | None = None) -> di
         }
     )
     return env
+
+
+def model_folder_problem(p: Path) -> str | None:
+    """What is wrong with a local model folder: "missing", "file" (not a folder), "no_config", or None."""
+    if not p.exists():
+        return "missing"
+    if not p.is_dir():
+        return "file"
+    if not (p / "config.json").is_file():
+        return "no_config"
+    return None

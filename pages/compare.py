@@ -4,8 +4,6 @@ side-by-side diff of the ones picked, and a CSV export. Plots are sampled past M
 from __future__ import annotations
 
 import json
-import random
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -13,8 +11,6 @@ import streamlit as st
 from app import services
 
 MAX_POINTS = 2000
-SPEED = ("decode_tps", "latency_p50_ms", "latency_p90_ms", "ttft_ms")
-QUALITY = ("rouge_l", "exact_match", "loss", "perplexity")
 
 st.title("Compare candidates")
 runs = services.measured_runs()
@@ -37,29 +33,14 @@ if not ok:
 cands = services.compare_candidates(picked)
 metric_names = sorted({m for c in cands for m in c.get("metrics") or {}})
 c1, c2, c3 = st.columns(3)
-speeds = [m for m in SPEED if m in metric_names] or metric_names
-qualities = [m for m in QUALITY if m in metric_names] or metric_names
+speeds = services.metric_choices(metric_names, services.SPEED)
+qualities = services.metric_choices(metric_names, services.QUALITY)
 x = c1.selectbox("Speed (x)", speeds, key="cmp_x") if speeds else None
 y = c2.selectbox("Quality (y)", qualities, key="cmp_y") if qualities else None
 needle = c3.text_input("Filter (run or pass chain contains)", key="cmp_filter").strip().lower()
 
 front = services.pareto_front(cands, x, y) if x and y else set()
-rows = []
-for i, c in enumerate(cands):
-    m = c.get("metrics") or {}
-    rows.append(
-        {
-            "id": c["id"],
-            "run": c["run_name"],
-            "pass chain": " > ".join(c.get("pass_chain") or []) or "(input)",
-            "adapter": Path(c["adapter_path"]).name if c.get("adapter_path") else "—",
-            **{k: m.get(k) for k in metric_names},
-            "size_mb": m.get("size_mb", (c.get("size_bytes") or 0) / 1e6),
-            "goals met": bool(c.get("goals_met")),
-            "Pareto": i in front,
-            "output": bool(c.get("is_output")),
-        }
-    )
+rows = services.compare_rows(cands, metric_names, front)
 table = pd.DataFrame(rows)
 shown = table
 if needle:
@@ -80,16 +61,7 @@ if x and y:
     import numpy as np
     import plotly.graph_objects as go
 
-    pts = [
-        i
-        for i, c in enumerate(cands)
-        if isinstance((c.get("metrics") or {}).get(x), (int, float))
-        and isinstance((c.get("metrics") or {}).get(y), (int, float))
-    ]
-    sampled = len(pts) > MAX_POINTS
-    if sampled:  # the frontier always, then a fixed-seed sample of the rest
-        rest = [i for i in pts if i not in front]
-        pts = sorted(front | set(random.Random(0).sample(rest, max(0, MAX_POINTS - len(front)))))
+    pts, sampled = services.chart_points(cands, x, y, front, MAX_POINTS)
 
     def trace(ids: list[int], name: str, **marker) -> go.Scatter:
         sizes = [max(6.0, min(40.0, rows[i]["size_mb"] ** 0.5)) for i in ids]
@@ -143,15 +115,7 @@ labels = {r["id"]: f"#{r['id']} {r['run']} · {r['pass chain']}" for r in rows}
 chosen = st.multiselect("Candidates to diff (2 or more)", list(labels), format_func=labels.get, key="cmp_diff")
 if len(chosen) >= 2:
     by_id = {c["id"]: c for c in cands}
-    cols = {}
-    for cid in chosen:
-        c = by_id[cid]
-        flat = {f"metric: {k}": v for k, v in (c.get("metrics") or {}).items()}
-        for p, params in (c.get("pass_params") or {}).items():
-            for k, v in params.items() if isinstance(params, dict) else [("", params)]:
-                flat[f"{p}.{k}".rstrip(".")] = json.dumps(v, default=str) if isinstance(v, (dict, list)) else v
-        flat["pass chain"] = " > ".join(c.get("pass_chain") or [])
-        cols[labels[cid]] = flat
+    cols = {labels[cid]: services.side_by_side(by_id[cid]) for cid in chosen}
     diff = pd.DataFrame(cols).map(lambda v: "—" if v is None or v != v else str(v))
     differs = diff.nunique(axis=1) > 1
     only = st.toggle("Only what differs", value=True, key="cmp_only_diff")

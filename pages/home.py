@@ -33,7 +33,7 @@ def overview() -> None:
         cols[1].metric("GPU slots in use", f"{s['gpu_used']} / {s['gpu']}" if s["gpu"] else "no GPU")
         if s["gpus"]:
             st.dataframe(s["gpus"], hide_index=True)
-    active = services.runs(status=("running", "queued"), limit=20)
+    active = services.runs(status=services.ACTIVE, limit=20)
     st.subheader("Running and queued")
     if active:
         picked = run_table.show(active, key="home-active", columns=[*run_table.COMPACT, "stage"])
@@ -43,7 +43,7 @@ def overview() -> None:
         st.caption("Nothing is running.")
 
 
-active_now = bool(services.counts().get("running") or services.counts().get("queued"))
+active_now = any(services.counts().get(s) for s in services.ACTIVE)
 st.fragment(overview, run_every=3 if active_now else None)()
 
 left, right = st.columns([3, 2])

@@ -47,7 +47,7 @@ def table() -> None:
 
 
 listed = services.runs(status=tuple(status), limit=PAGE_SIZE, offset=page * PAGE_SIZE)
-st.fragment(table, run_every=3 if any(r["status"] in live.ACTIVE for r in listed) else None)()
+st.fragment(table, run_every=3 if any(r["status"] in services.ACTIVE for r in listed) else None)()
 run_id = qp.get("run")
 if not run_id:
     st.info("Select a run in the table to see its stages, training curve, log and candidates.")
@@ -69,11 +69,11 @@ st.caption(
 
 a = st.columns(5)
 try:
-    if a[0].button("Cancel", icon=":material/stop:", disabled=run["status"] not in ("queued", "running")):
+    if a[0].button("Cancel", icon=":material/stop:", disabled=run["status"] not in services.ACTIVE):
         services.cancel(run_id)
         state.flash("Cancel requested: a queued run stops at once, a running one within seconds.", "info")
         st.rerun()
-    if a[1].button("Retry", icon=":material/replay:", disabled=run["status"] in ("queued", "running")):
+    if a[1].button("Retry", icon=":material/replay:", disabled=run["status"] in services.ACTIVE):
         new = services.retry(run_id)
         state.flash(f"Queued {new['id']} as a retry of {run_id}.")
         st.query_params["run"] = new["id"]
@@ -104,7 +104,7 @@ if run["status"] == "succeeded":
 
 live.show(run_id, run["status"])
 
-if run["status"] not in ("queued", "running"):
+if run["status"] not in services.ACTIVE:
     st.subheader("Candidates")
     candidates.show(services.candidates(run_id))
     out = services.output_dir(run_id)

@@ -12,9 +12,8 @@ import streamlit as st
 
 from app import services
 from app.components import errors
-from app.services import fmt_seconds
+from app.services import ACTIVE, fmt_seconds
 
-ACTIVE = ("queued", "running")
 STATE_ICON = {
     "ran": "✓ ran",
     "cache hit": "♻ cache hit",

@@ -32,7 +32,8 @@ from engine import paths
 from engine.data import prepare as data
 from engine.errors import DataError, SpecError
 from engine.spec.passes import GROVE_FILLED
-from engine.spec.schema import RunSpec, load_spec as _load_spec, parse_spec
+from engine.spec.schema import RunSpec, parse_spec
+from engine.spec.schema import load_spec as _load_spec
 
 Finding = dict[str, str]  # {"level": "error"|"warning"|"info", "where": field path, "message": ..., "fix": ...}
 
@@ -234,13 +235,14 @@ def _model_problems(spec: RunSpec) -> list[Finding]:
         out.append(_f("error", "model.name", f"{rp} is outside the allowed roots "
                       f"({', '.join(map(str, paths.allowed_roots()))})",
                       "move the model under GROVE_HOME or add its folder to GROVE_ALLOWED_ROOTS (a:b:c)"))
-    if not rp.is_dir():
+    problem = paths.model_folder_problem(rp)
+    if problem == "file":
         return out + [_f("error", "model.name", f"model.name must be a folder with config.json, not a file: {rp}",
                          "give the model's folder")]
-    cfg = rp / "config.json"
-    if not cfg.is_file():
+    if problem == "no_config":
         return out + [_f("error", "model.name", f"model folder {rp} has no config.json: is it a Hugging Face model "
                          "folder?", "give the folder that holds config.json")]
+    cfg = rp / "config.json"
     try:
         auto_map = json.loads(cfg.read_text(encoding="utf-8")).get("auto_map")
     except (OSError, ValueError, AttributeError):

@@ -464,6 +464,48 @@ class Registry:
             row["stats"] = json.loads(row.get("stats") or "{}")
         return rows
 
+    # -- read models for the pages ---------------------------------------------------------------------------
+    # Reads the dashboard (engine.views, app.services) needs beyond the ones above; only this module writes SQL.
+    def count_candidates(self) -> int:
+        with self.db() as db:
+            return next(db.query("select count(*) n from candidates"))["n"]
+
+    def recent_durations(self, name: str, limit: int = 5) -> list[float]:
+        """Seconds the last ``limit`` succeeded runs named ``name`` took, newest first."""
+        with self.db() as db:
+            rows = db.query(
+                "select finished_at - started_at d from runs where name = ? and status = 'succeeded' "
+                "and started_at is not null order by created_at desc limit ?",
+                [name, limit],
+            )
+            return [r["d"] for r in rows]
+
+    def pass_finished(self, name: str, exclude_run: str, limit: int = 5) -> list[dict[str, Any]]:
+        """The data of the last ``limit`` pass_finished events of pass ``name`` in other runs, newest first."""
+        with self.db() as db:
+            rows = list(
+                db.query(
+                    "select data from events where kind = 'pass_finished' and run_id != ? "
+                    "and json_extract(data, '$.name') = ? order by id desc limit ?",
+                    [exclude_run, name, limit],
+                )
+            )
+        return [json.loads(r["data"]) for r in rows]
+
+    def recent_specs(self, limit: int = 50) -> list[str]:
+        """The spec JSON of the latest ``limit`` runs, newest first."""
+        with self.db() as db:
+            return [r["spec"] for r in db.query("select spec from runs order by created_at desc limit ?", [limit])]
+
+    def measured_runs(self) -> list[dict[str, Any]]:
+        """Runs with at least one measured candidate, newest first: id, name, candidates (how many have metrics)."""
+        sql = (
+            "select r.id, r.name, count(*) as candidates from candidates c join runs r on r.id = c.run_id"
+            " where c.metrics is not null and c.metrics not in ('', '{}', 'null') group by r.id order by r.created_at desc"
+        )
+        with self.db() as db:
+            return list(db.query(sql))
+
     # -- workers -----------------------------------------------------------------------------------------
     def worker_beat(self, worker_id: str, slots: dict[str, Any]) -> None:
         with self.tx() as db:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine import machine, paths
-from engine.errors import ModelError, ResourceError, RunStateError
+from engine.errors import ResourceError, RunStateError
 from engine.olive import config as olive_config
-from engine.runs.registry import Registry
+from engine.runs.registry import ACTIVE, Registry
 from engine.spec.schema import RunSpec
 
 FINGERPRINT_PACKAGES = (
@@ -29,26 +29,11 @@ def env_fingerprint() -> dict[str, str]:
     return machine.package_versions(FINGERPRINT_PACKAGES)
 
 
-def check_model(spec: RunSpec) -> None:
-    m = spec.model
-    if m.is_local:
-        p = m.path
-        if not p.exists():
-            raise ModelError(f"model folder not found: {p} (model.name)")
-        if not p.is_dir():
-            raise ModelError(f"model.name must be a folder with config.json, not a file: {p}")
-        if not (p / "config.json").is_file():
-            raise ModelError(f"model folder {p} has no config.json: is it a Hugging Face model folder?")
-
-
 def check_resources(spec: RunSpec, gpus_available: Optional[int] = None) -> None:
-    if spec.resources.gpus == 0:
-        return
-    if gpus_available is None:
-        gpus_available = len(machine.detect_gpus())
-    if spec.resources.gpus > gpus_available:
+    have = machine.gpus_short(spec.resources.gpus, gpus_available)
+    if have is not None:
         raise ResourceError(
-            f"resources.gpus asks for {spec.resources.gpus} GPU(s); this machine has {gpus_available}",
+            f"resources.gpus asks for {spec.resources.gpus} GPU(s); this machine has {have}",
             hint="lower resources.gpus, or run on a machine with more GPUs",
         )
 
@@ -103,7 +88,6 @@ def submit(spec: RunSpec, *, reg: Optional[Registry] = None, parent_run: Optiona
     from engine.runs.registry import new_run_id
 
     validate.refuse(spec)
-    check_model(spec)
     check_resources(spec, gpus_available)
     reg = reg or Registry()
     run_id = new_run_id()
@@ -138,7 +122,7 @@ def retry(run_id: str, reg: Optional[Registry] = None) -> dict[str, Any]:
 
     reg = reg or Registry()
     run = reg.find_run(run_id)
-    if run["status"] in ("queued", "running"):
+    if run["status"] in ACTIVE:
         raise RunStateError(f"run {run['id']} is {run['status']}; only finished runs can be retried")
     return submit(parse_spec(json.loads(run["spec"])), reg=reg, parent_run=run["id"])
 

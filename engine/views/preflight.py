@@ -12,13 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from engine import machine, paths
 from engine.data import inspect as dataview
 from engine.errors import DataError, SpecError
 from engine.olive import validate
 from engine.spec import drafts
 from engine.spec.passes import ADAPTER_PASSES, GPU_ONLY, GROVE_FILLED, ONNX_PRODUCERS
 from engine.spec.schema import DatasetSpec, parse_spec
-from engine.views import estimate
+from engine.views import dataset, estimate
+from engine.views.format import estimate_gb
 
 PAGE = {"model": "Model & data", "dataset": "Model & data"}
 
@@ -49,11 +51,12 @@ def _model_findings(draft: dict[str, Any], card: dict[str, Any] | None) -> list[
     p = Path(name).expanduser()
     local = name.startswith(("/", ".", "~")) or p.exists()
     if local:
-        if not p.is_dir():
+        problem = paths.model_folder_problem(p)
+        if problem in ("missing", "file"):
             out.append(
                 _f("error", "model.name", f"model folder not found: {p}", "pick an existing folder on Model & data")
             )
-        elif not (p / "config.json").is_file():
+        elif problem == "no_config":
             out.append(_f("error", "model.name", f"{p} has no config.json", "pick a Hugging Face model folder"))
         elif not dataview.is_allowed(p):
             out.append(
@@ -140,11 +143,8 @@ def _dataset_findings(ds_dict: dict[str, Any] | None, tok_model: str, needs: lis
             )
         )
     try:
-        from engine.data import prepare as data
-
-        rows, _ = data.load_local(ds)
-        texts = [dataview.render(r, ds, dataview.chat_template_of(tok_model)) for r in rows[:2000]]
-        lens, exact = dataview.token_lengths(texts, dataview.tokenizer_file(tok_model))
+        r = dataset.rendered(ds, tok_model, limit=2000)
+        lens, exact = r["lengths"], r["exact"]
     except DataError as e:
         return out + [_f("error", "dataset", str(e), "pick another template preset on Model & data")]
     cut = sum(n > ds.max_seq_len for n in lens)
@@ -291,7 +291,7 @@ def _pass_findings(
 def _resource_findings(draft: dict[str, Any], gpus_available: int, slots: dict[str, Any]) -> list[dict[str, str]]:
     out = []
     want = int((draft.get("resources") or {}).get("gpus") or 0)
-    if want > gpus_available:
+    if machine.gpus_short(want, gpus_available) is not None:
         out.append(
             _f(
                 "error",
@@ -378,7 +378,3 @@ def check(
     if spec is not None and not any(f["level"] == "error" for f in out):
         out.insert(0, _f("info", "spec", "the spec is valid", ""))
     return out
-
-
-def estimate_gb(n: float) -> str:
-    return f"{n / 2**30:.2f} GB" if n >= 2**28 else f"{n / 2**20:.0f} MB"

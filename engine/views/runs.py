@@ -1,18 +1,25 @@
 """Read-models for the dashboard, built from the registry: run rows with elapsed time and ETA, a run's stage
-timeline (cache hits and the time they saved), its training curve, slot use, recently used inputs.
+timeline (cache hits and the time they saved), its training curve, slot use, recently used inputs and the
+model and dataset choices found on disk, a run's output folder and its download.
 
 Pure functions over ``Registry`` reads; no Streamlit here, nothing heavy imported.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import statistics
 import time
+import zipfile
+from pathlib import Path
 from typing import Any
 
+from engine import paths
+from engine.data import inspect as dataview
 from engine.olive import config as olive_config
 from engine.runs.registry import ACTIVE, Registry
+from engine.views.format import fmt_seconds
 
 KNOWN_FAILURES = {
     "out_of_memory": "The run ran out of memory. Lower per_device_train_batch_size or max_seq_len, enable "
@@ -51,47 +58,10 @@ def eta(run: dict[str, Any], now: float | None = None, typical_s: float | None =
     return None
 
 
-def fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "—"
-    if s < 10:
-        return f"{s:.1f}s"
-    s = int(round(s))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {(s % 3600) // 60:02d}m"
-
-
-def human_size(n: float | None) -> str:
-    if not n:
-        return "—"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
 def typical_durations(reg: Registry, names: list[str]) -> dict[str, float]:
     """Median duration of the last succeeded runs with each name (for the ETA of runs that just started)."""
-    if not names:
-        return {}
-    out: dict[str, float] = {}
-    with reg.db() as db:
-        for name in set(names):
-            rows = list(
-                db.query(
-                    "select finished_at - started_at d from runs where name = ? and status = 'succeeded' "
-                    "and started_at is not null order by created_at desc limit 5",
-                    [name],
-                )
-            )
-            if rows:
-                out[name] = statistics.median(r["d"] for r in rows)
-    return out
+    durations = {name: reg.recent_durations(name) for name in set(names)}
+    return {name: statistics.median(d) for name, d in durations.items() if d}
 
 
 def run_rows(reg: Registry, runs: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
@@ -116,26 +86,12 @@ def run_rows(reg: Registry, runs: list[dict[str, Any]], now: float | None = None
     return rows
 
 
-def count_candidates(reg: Registry) -> int:
-    with reg.db() as db:
-        return next(db.query("select count(*) n from candidates"))["n"]
-
-
 # -- one run ---------------------------------------------------------------------------------------------------
 def _pass_seconds(reg: Registry, name: str | None, ptype: str | None, exclude_run: str) -> float | None:
     """How long the same pass took the last time it really ran (what a cache hit saved)."""
     if not name:
         return None
-    with reg.db() as db:
-        rows = list(
-            db.query(
-                "select data from events where kind = 'pass_finished' and run_id != ? "
-                "and json_extract(data, '$.name') = ? order by id desc limit 5",
-                [exclude_run, name],
-            )
-        )
-    for r in rows:
-        d = json.loads(r["data"])
+    for d in reg.pass_finished(name, exclude_run):
         if ptype is None or str(d.get("type", "")).lower() == ptype.lower():
             return float(d.get("seconds") or 0)
     return None
@@ -273,13 +229,11 @@ def slots(workers: list[dict[str, Any]]) -> dict[str, Any]:
 # -- recently used inputs ---------------------------------------------------------------------------------------
 def recent_inputs(reg: Registry, limit: int = 50) -> dict[str, list[str]]:
     """Models and dataset files of recent runs, most recent first, without repeats."""
-    with reg.db() as db:
-        rows = list(db.query("select spec from runs order by created_at desc limit ?", [limit]))
     models: list[str] = []
     datasets: list[str] = []
-    for r in rows:
+    for spec in reg.recent_specs(limit):
         try:
-            s = json.loads(r["spec"] or "{}")
+            s = json.loads(spec or "{}")
         except ValueError:
             continue
         m = (s.get("model") or {}).get("name")
@@ -289,3 +243,44 @@ def recent_inputs(reg: Registry, limit: int = 50) -> dict[str, list[str]]:
         if d and d not in datasets:
             datasets.append(d)
     return {"models": models, "datasets": datasets}
+
+
+def input_choices(reg: Registry) -> dict[str, list[str]]:
+    """Model folders and dataset files under the allowed roots that exist on disk, recently used first (then the
+    demo's, then what the roots hold); ``hub_models``: recently used model names that are not local paths."""
+    recent = recent_inputs(reg)
+    roots = dataview.allowed_roots()
+    models = [m for m in recent["models"] if Path(m).is_dir()]
+    demo_m = str(paths.demo_model_dir())
+    if Path(demo_m).is_dir() and demo_m not in models:
+        models.append(demo_m)
+    models += [m for m in dataview.find_models(roots) if m not in models]
+    ds = [d for d in recent["datasets"] if Path(d).is_file()]
+    demo_d = str(paths.demo_dir() / "travel_sample.jsonl")
+    if Path(demo_d).is_file() and demo_d not in ds:
+        ds.append(demo_d)
+    ds += [d for d in dataview.find_datasets(roots) if d not in ds]
+    return {"models": models, "datasets": ds, "hub_models": [m for m in recent["models"] if not Path(m).exists()]}
+
+
+# -- a run's files ----------------------------------------------------------------------------------------------
+def output_dir(run: dict[str, Any]) -> Path | None:
+    """The run's output folder, when it exists."""
+    p = olive_config.output_dir(run["olive_config"])
+    return p if p and p.is_dir() else None
+
+
+def artifacts_zip(run: dict[str, Any]) -> bytes:
+    """The run's output folder (and its Olive config, spec and log) as a zip."""
+    out = olive_config.output_dir(run["olive_config"]) or Path(run["run_dir"]) / "output"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("olive_config.json", run["olive_config"] or "{}")
+        z.writestr("spec.json", run["spec"] or "{}")
+        if run["log_path"] and Path(run["log_path"]).is_file():
+            z.write(run["log_path"], "run.log")
+        if out.is_dir():
+            for f in sorted(out.rglob("*")):
+                if f.is_file():
+                    z.write(f, str(Path("output") / f.relative_to(out)))
+    return buf.getvalue()

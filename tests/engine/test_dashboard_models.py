@@ -4,6 +4,7 @@ over real files and a real registry; none of them may import Streamlit."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -14,13 +15,18 @@ import pytest
 
 from engine import paths
 from engine.data import inspect as dataview
+from engine.errors import ResourceError, SpecError
+from engine.evaluate.compare import pareto
 from engine.models.tiny import GEOMETRY
 from engine.olive import importer as olive_import
-from engine.runs import submit
+from engine.olive import validate
+from engine.runs import demo, submit
 from engine.runs.registry import Registry
 from engine.spec import drafts, recipes
 from engine.spec.schema import DatasetSpec, parse_spec
+from engine.views import candidates as cand_views
 from engine.views import estimate, preflight
+from engine.views import format as fmt
 from engine.views import runs as views
 
 PHI3_MINI = {
@@ -51,7 +57,8 @@ def _model(tmp_path: Path, cfg: dict, tensors: dict | None = None) -> Path:
 def test_no_streamlit_in_engine_read_models():
     code = (
         "import sys, engine.views.runs, engine.views.estimate, engine.data.inspect, engine.spec.drafts, engine.olive.importer, "
-        "engine.views.preflight; print(sorted(m for m in ('streamlit', 'torch', 'olive', 'transformers') if m in sys.modules))"
+        "engine.views.preflight, engine.views.candidates, engine.views.format, engine.views.dataset, engine.runs.demo, "
+        "engine.evaluate.compare; print(sorted(m for m in ('streamlit', 'torch', 'olive', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -237,4 +244,101 @@ def test_views_eta_timeline_and_slots(fresh_home):
         "gpus": [{"host": None, "gpu": 0, "slots": 2, "used": 1}],
     }
     assert views.recent_inputs(reg) == {"models": ["/m"], "datasets": ["/d.jsonl"]}
-    assert views.fmt_seconds(3.25) == "3.2s" and views.fmt_seconds(125) == "2m 05s" and views.fmt_seconds(None) == "—"
+    assert fmt.fmt_seconds(3.25) == "3.2s" and fmt.fmt_seconds(125) == "2m 05s" and fmt.fmt_seconds(None) == "—"
+
+
+def test_one_human_size_for_pages_and_cli():
+    assert fmt.human_size(None) == "—" and fmt.human_size(0, empty="-") == "-"
+    assert fmt.human_size(500) == "500 B" and fmt.human_size(1536) == "1.5 KB" and fmt.human_size(3 * 2**40) == "3.0 TB"
+    assert fmt.estimate_gb(2**30) == "1.00 GB" and fmt.estimate_gb(2**20) == "1 MB"
+
+
+def test_model_and_gpu_checks_are_one_implementation_worded_for_submit_and_preflight(fresh_home, tmp_path):
+    """submit refuses (engine.olive.validate) and pre-flight reports from the same engine.paths.model_folder_problem."""
+    missing, a_file, no_config = tmp_path / "gone", tmp_path / "weights.bin", tmp_path / "empty"
+    a_file.write_text("x")
+    no_config.mkdir()
+    expected = {
+        missing: ("model folder not found", "model folder not found"),
+        a_file: ("must be a folder with config.json, not a file", "model folder not found"),
+        no_config: ("has no config.json: is it a Hugging Face model folder?", "has no config.json"),
+    }
+    for folder, (raised, finding) in expected.items():
+        spec = parse_spec({"name": "x", "model": {"name": str(folder)}, "passes": [{"type": "ModelBuilder"}]})
+        with pytest.raises(SpecError, match=raised.replace("?", r"\?")):
+            validate.refuse(spec)
+        d = drafts.new_draft(str(folder))
+        found = [f["message"] for f in preflight.check(d, catalog=None) if f["where"] == "model.name"]
+        assert any(finding in m for m in found), found
+    spec = parse_spec({"name": "x", "model": {"name": "m/m"}, "passes": [{"type": "ModelBuilder"}],
+                       "target": {"device": "gpu", "execution_provider": "CUDAExecutionProvider"}, "resources": {"gpus": 2}})
+    with pytest.raises(ResourceError, match="asks for 2 GPU\\(s\\); this machine has 1"):
+        submit.check_resources(spec, gpus_available=1)
+    submit.check_resources(spec, gpus_available=2)
+
+
+def test_one_pareto_front_matches_the_pairwise_definition_and_stays_fast():
+    import random
+
+    def pairwise(cands, x, y):
+        pts = [(i, c["metrics"].get(x), c["metrics"].get(y)) for i, c in enumerate(cands)]
+        pts = [(i, a, b) for i, a, b in pts if isinstance(a, (int, float)) and isinstance(b, (int, float))]
+        sx, sy = (1 if x == "decode_tps" else -1), 1
+        return {
+            i
+            for i, a, b in pts
+            if not any(sx * a2 >= sx * a and sy * b2 >= sy * b and (sx * a2 > sx * a or sy * b2 > sy * b)
+                       for j, a2, b2 in pts if j != i)
+        }
+
+    rnd = random.Random(0)
+    for _ in range(500):
+        cands = [
+            {"metrics": {k: rnd.choice([0, 1, 2, 2.5, 3, float("nan"), None]) for k in ("decode_tps", "ttft_ms", "rouge_l")}}
+            for _ in range(rnd.randint(0, 20))
+        ]
+        for x in ("decode_tps", "ttft_ms"):
+            assert pareto(cands, x, "rouge_l") == pairwise(cands, x, "rouge_l")
+    big = [{"metrics": {"decode_tps": rnd.random(), "rouge_l": rnd.random()}} for _ in range(10000)]
+    t = time.perf_counter()
+    pareto(big, "decode_tps", "rouge_l")
+    assert time.perf_counter() - t < 1.0
+
+
+def test_chat_ready_probes_candidate_folders(tmp_path):
+    onnx, lora, gone = tmp_path / "onnx", tmp_path / "lora", tmp_path / "gone"
+    onnx.mkdir()
+    (onnx / "genai_config.json").write_text("{}")
+    (onnx / "adapter_weights.onnx_adapter").write_text("")
+    (onnx / "model.onnx").write_text("")
+    lora.mkdir()
+    (lora / "config.json").write_text("{}")
+    base = {"run_id": "r20260101-000000-abcd", "pass_chain": ["LoRA"], "failed": {}}
+    cands = [
+        {**base, "id": 1, "path": str(onnx / "model.onnx"), "is_output": 1},
+        {**base, "id": 2, "path": str(lora), "adapter_path": str(lora / "adapter")},
+        {**base, "id": 3, "path": str(gone), "is_output": 1},
+        {**base, "id": 4, "path": str(lora), "failed": {"why": "x"}, "adapter_path": "a"},
+    ]
+    ready = cand_views.chat_ready(cands, lambda p: Path(p).name.split(".")[0])
+    assert [(c["id"], c["kind"], c["adapters"]) for c in ready] == [
+        (1, "ONNX", ["none", "adapter_weights"]),
+        (2, "LoRA", ["none", "adapter"]),
+    ]
+    assert ready[0]["label"] == "ONNX · LoRA · run r2026010 #1"
+
+
+def test_registry_read_models_for_the_pages(fresh_home):
+    reg = Registry()
+    assert reg.count_candidates() == 0 and reg.measured_runs() == [] and reg.recent_specs() == []
+    r = reg.create_run(spec_json="{}", spec_hash="h", name="n", olive_config="{}", gpus_wanted=0)
+    reg.upsert_candidates(r["id"], [{"model_id": "a", "metrics": {"rouge_l": 0.5}}, {"model_id": "b"}])
+    assert reg.count_candidates() == 2 and reg.recent_specs() == ["{}"]
+    assert reg.measured_runs() == [{"id": r["id"], "name": "n", "candidates": 1}]
+
+
+def test_demo_build_state_reads_the_pid_file(fresh_home):
+    assert demo.state() == "missing"
+    fresh_home.mkdir(parents=True, exist_ok=True)
+    (fresh_home / "demo-build.pid").write_text(str(os.getpid()))  # alive, but not a demo build
+    assert demo.state() == "missing"
