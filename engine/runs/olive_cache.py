@@ -30,17 +30,20 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from engine.runs.progress import EventSink
 
 _local = threading.local()  # the entry (model id) and lock the current thread's pass holds
+_overhead = {"s": 0.0}  # seconds this process spent in the lock machinery and atomic writes (not waiting)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write JSON to ``path`` through a temp file in the same folder and ``os.replace``."""
     path = Path(path)
+    t0 = time.perf_counter()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
@@ -48,6 +51,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _overhead["s"] += time.perf_counter() - t0
     except BaseException:
         try:
             os.unlink(tmp)
@@ -82,13 +86,18 @@ def install(sink: EventSink, checkpoint_root: Path, checkpoint_steps: Optional[i
     def _run_pass(self, *a, **kw):  # noqa: ANN001, ANN202
         prev = (getattr(_local, "model_id", None), getattr(_local, "lock", None))
         _local.model_id, _local.lock = None, None
+        before = _overhead["s"]
         try:
             return original_run_pass(self, *a, **kw)
         finally:
-            lock = _local.lock
+            lock, model_id = _local.lock, _local.model_id
             _local.model_id, _local.lock = prev
             if lock is not None:
+                t0 = time.perf_counter()
                 lock.release()
+                _overhead["s"] += time.perf_counter() - t0
+            # what the lock and the atomic writes cost this pass (docs/benchmarks.md: cache-lock overhead)
+            sink.emit("cache_lock", model_id=model_id, overhead_s=round(_overhead["s"] - before, 6))
 
     def load_run_from_model_id(self, model_id: str):  # noqa: ANN001, ANN202
         if getattr(_local, "lock", None) is not None or self.enable_shared_cache:
@@ -96,8 +105,10 @@ def install(sink: EventSink, checkpoint_root: Path, checkpoint_steps: Optional[i
         locks = self.dirs.cache_dir / "locks"
         locks.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(locks / f"{model_id}.lock"))
+        t0 = time.perf_counter()
         try:
             lock.acquire(timeout=0)
+            _overhead["s"] += time.perf_counter() - t0
         except Exception:  # filelock.Timeout: another run computes this pass now
             stage = sink.stage
             sink.stage = "waiting for another run's pass"
@@ -107,7 +118,9 @@ def install(sink: EventSink, checkpoint_root: Path, checkpoint_steps: Optional[i
         _local.model_id, _local.lock = model_id, lock
         found = original_load_run(self, model_id)
         if not found:
+            t0 = time.perf_counter()
             _discard_partial(self.dirs.runs / model_id, sink, model_id)
+            _overhead["s"] += time.perf_counter() - t0
         return found
 
     def _atomic(attr: str, path_of: Callable[[Any, Any], Path]) -> None:
