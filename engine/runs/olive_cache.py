@@ -31,8 +31,9 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from engine.runs.progress import EventSink
 
@@ -67,11 +68,11 @@ def default_checkpoint_steps(max_steps: int) -> int:
     return max(1, min(200, max_steps // 5))
 
 
-def current_entry() -> Optional[str]:
+def current_entry() -> str | None:
     return getattr(_local, "model_id", None)
 
 
-def install(sink: EventSink, checkpoint_root: Path, checkpoint_steps: Optional[int] = None) -> None:
+def install(sink: EventSink, checkpoint_root: Path, checkpoint_steps: int | None = None) -> None:
     """Patch Olive's cache and transformers' Trainer in this process (idempotent)."""
     from filelock import FileLock
     from olive.cache import OliveCache
@@ -184,7 +185,7 @@ def _discard_partial(entry: Path, sink: EventSink, model_id: str) -> None:
     sink.emit("log", level="WARNING", message=f"cache entry {model_id} was half-written by a run that died: discarded, the pass runs again")
 
 
-def _install_checkpoints(sink: EventSink, root: Path, every: Optional[int]) -> None:
+def _install_checkpoints(sink: EventSink, root: Path, every: int | None) -> None:
     """Checkpoints every N steps for the Trainer of a locked pass, and resume from the last one on a re-run."""
     import transformers
     from transformers.trainer_utils import get_last_checkpoint

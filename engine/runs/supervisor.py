@@ -15,7 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 STABLE_S = 60.0
 MAX_BACKOFF_S = 30.0
@@ -36,16 +37,16 @@ def _describe(code: int) -> str:
 
 
 class Supervisor:
-    def __init__(self, worker_cmd: list[str], ui_cmd: Optional[list[str]], env: dict[str, str],
-                 note: Optional[Callable[[str, dict[str, Any]], None]] = None, say: Callable[[str], None] = print) -> None:
+    def __init__(self, worker_cmd: list[str], ui_cmd: list[str] | None, env: dict[str, str],
+                 note: Callable[[str, dict[str, Any]], None] | None = None, say: Callable[[str], None] = print) -> None:
         self.worker_cmd, self.ui_cmd, self.env = worker_cmd, ui_cmd, env
         self.note, self.say = note or _registry_note, say
-        self.worker: Optional[subprocess.Popen] = None
-        self.ui: Optional[subprocess.Popen] = None
+        self.worker: subprocess.Popen | None = None
+        self.ui: subprocess.Popen | None = None
         self.worker_started_at = 0.0
         self.quick_exits = 0
         self.restarts = 0
-        self.restart_at: Optional[float] = None
+        self.restart_at: float | None = None
         self._stop = False
 
     def start(self) -> None:
@@ -61,7 +62,7 @@ class Supervisor:
     def stop(self, *_: Any) -> None:
         self._stop = True
 
-    def step(self) -> Optional[int]:
+    def step(self) -> int | None:
         """One look at the children: restart the worker when due; the UI's exit code when it has exited."""
         if self.ui is not None and (code := self.ui.poll()) is not None:
             return code

@@ -17,7 +17,7 @@ import pytest
 from engine.runs import submit as service
 from engine.runs.executors import LocalExecutor
 from engine.runs.registry import Registry
-from engine.runs.supervisor import Supervisor, backoff
+from engine.runs.supervisor import backoff
 from engine.runs.worker import Slots, Worker
 
 from .helpers import fake_run, pid_alive, wait_for

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -158,7 +157,6 @@ def test_disk_full_in_the_runner_fails_the_run(home, monkeypatch):
 
 def test_a_real_olive_run_that_fails(home):
     """What a user sees on the Runs page when Olive fails: the error type and Olive's own message."""
-    reg = Registry()
     r = service.submit(_spec("bad lora", ["LoRA"], steps=2, target_modules=["no_such_module"]))
     w = _worker()
     (done,) = _to_end(w, [r["id"]])
