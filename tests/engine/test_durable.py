@@ -204,11 +204,12 @@ def _grove_up_worker_pid(reg: Registry) -> int | None:
     return ws[0]["pid"] if ws else None
 
 
-def test_kill_9_of_the_worker_under_grove_up(demo, grove_home, env, monkeypatch):
+def test_kill_9_of_the_worker_under_grove_up(env, monkeypatch):
     """`grove up`: the worker is killed; the UI keeps answering, the worker comes back and adopts the run."""
     monkeypatch.setenv("GROVE_POLL_S", "0.1")
-    env.mkdir(parents=True, exist_ok=True)
-    (env / "demo").symlink_to(grove_home / "demo")  # the session's demo model: `grove up` builds none
+    (env / "demo" / "model").mkdir(parents=True)  # `grove up` builds no demo model: this test needs none
+    (env / "demo" / "demo.json").write_text("{}")
+    (env / "demo" / "model" / "model.safetensors").write_bytes(b"")
     reg = Registry()
     port = _free_port()
     up = subprocess.Popen([sys.executable, "-m", "engine.cli", "up", "--port", str(port)], env=dict(os.environ),
