@@ -37,6 +37,8 @@ HEARTBEAT_S = float(os.environ.get("GROVE_HEARTBEAT_S", "1.0"))
 LOG = logging.getLogger("grove.runner")
 
 def _sigterm(signum: int, frame: Any) -> None:
+    # once: a second SIGTERM (the worker's, after the runner's own cancel) must not interrupt the clean-up
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
