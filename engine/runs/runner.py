@@ -118,11 +118,12 @@ def run(run_id: str) -> int:
             del c["_eval_path"]
         missing = [f for f in expected_files(config) if not (output_dir / f).is_file()]
         if missing or not best_ids:
+            cause = sink.olive_errors[0] if sink.olive_errors else None
             raise OutputMissing(
                 "Olive finished without the promised output "
                 + (f"(missing in {output_dir}: {', '.join(missing)})" if missing else "(no output model)")
-                + "; see the log for the pass that failed"
-            )
+                + (f"; a pass failed with {type(cause).__name__}: {cause}" if cause else "; see the log for the pass that failed")
+            ) from cause
         reg.upsert_candidates(run_id, cands)
         sink.progress = 1.0
         sink.stage = "succeeded"

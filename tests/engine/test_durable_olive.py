@@ -61,7 +61,7 @@ def _worker(cpu: int = 1, module: str = "engine.runs.runner") -> Worker:
 
 def _to_end(w: Worker, ids: list[str], timeout: float = 600) -> list[dict]:
     reg = Registry()
-    wait_for(lambda: all(reg.get_run(i)["status"] in DONE for i in ids), timeout, w.tick, 0.2)
+    wait_for(lambda: all(reg.get_run(i)["status"] in DONE for i in ids) and not w.active, timeout, w.tick, 0.2)
     return [reg.get_run(i) for i in ids]
 
 
