@@ -25,6 +25,7 @@ from .helpers import pid_alive, wait_for
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 DONE = ("succeeded", "failed", "cancelled")
+STEPS, EVERY = 20, 5  # the resume test: a checkpoint every 5 of 20 steps
 
 
 @pytest.fixture
@@ -96,14 +97,14 @@ def test_lora_resumes_after_kill_9_and_a_half_written_entry_is_never_reused(home
     """Worker and runner killed mid-LoRA (as a machine restart would): the half-written cache entry is discarded,
     the re-queued run resumes from its last checkpoint and continues past it."""
     reg = Registry()
-    r = service.submit(_spec("resume", ["LoRA"], steps=40, checkpoint=10))
+    r = service.submit(_spec("resume", ["LoRA"], steps=STEPS, checkpoint=EVERY))
     wp = subprocess.Popen([sys.executable, "-m", "engine.runs.worker"], env=dict(os.environ),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def steps() -> list[int]:
             return [int(e["data"]["step"]) for e in reg.events(r["id"], kinds=["train_step"])]
 
-        wait_for(lambda: max(steps(), default=0) >= 13, 600, step=0.2)
+        wait_for(lambda: max(steps(), default=0) >= EVERY + 2, 600, step=0.2)
         killed_at = max(steps())
         runner = reg.get_run(r["id"])["pid"]
         wp.send_signal(signal.SIGKILL)
@@ -127,16 +128,16 @@ def test_lora_resumes_after_kill_9_and_a_half_written_entry_is_never_reused(home
     (done,) = _to_end(w, [r["id"]])
     assert done["status"] == "succeeded", done["error_message"]
     k = reg.resumed_from(r["id"])
-    assert k is not None and k >= 10 and k % 10 == 0 and k <= killed_at + 10
+    assert k is not None and k >= EVERY and k % EVERY == 0 and k <= killed_at + EVERY
     after = [int(e["data"]["step"]) for e in reg.events(r["id"], kinds=["train_step"])
              if e["id"] > reg.events(r["id"], kinds=["resumed"])[-1]["id"]]
-    assert after and after[0] == k + 1 and after[-1] == 40  # continued past the checkpoint, to the end
+    assert after and after[0] == k + 1 and after[-1] == STEPS  # continued past the checkpoint, to the end
     assert not (half[0] / "models" / "stale.bin").exists()
     msgs = [e["data"].get("message", "") for e in reg.events(r["id"], kinds=["log"])]
     assert any("half-written" in m for m in msgs)
     assert (half[0] / "run.json").exists()
     assert not (Path(done["run_dir"]) / "checkpoints").exists()
-    print(f"killed at step >= {killed_at}, resumed from step {k}: lost <= {max(0, killed_at - k)} of 40 steps")
+    print(f"killed at step >= {killed_at}, resumed from step {k}: lost <= {max(0, killed_at - k)} of {STEPS} steps")
 
 
 def test_disk_full_in_the_runner_fails_the_run(home, monkeypatch):
