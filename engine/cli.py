@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -193,36 +192,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from engine.models import tiny as demo
+    from engine.runs.supervisor import Supervisor, worker_command
 
     if not demo.is_built():
         print("building the demo model once (about a minute) ...", flush=True)
         demo.build_demo()
     env = dict(os.environ, GROVE_HOME=str(paths.home()))
-    procs = [subprocess.Popen([sys.executable, "-m", "engine.runs.worker"], env=env)]
     ui = [sys.executable, "-m", "streamlit", "run", str(paths.REPO_ROOT / "app" / "main.py"),
           "--server.port", str(args.port), "--server.address", args.address, "--server.headless", "true",
           "--browser.gatherUsageStats", "false"]
-    procs.append(subprocess.Popen(ui, env=env))
-    print(f"Grove is up: open http://{args.address if args.address != '0.0.0.0' else 'localhost'}:{args.port}  (Ctrl-C stops the UI and the worker; running runs go on)", flush=True)
-
-    def stop(*_: Any) -> None:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    stop()
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    return 0
+    sup = Supervisor(worker_command(), ui, env, say=lambda m: print(m, flush=True))
+    sup.start()
+    print(f"Grove is up: open http://{args.address if args.address != '0.0.0.0' else 'localhost'}:{args.port}  (Ctrl-C stops the UI and the worker; running runs go on; a worker that dies is restarted)", flush=True)
+    signal.signal(signal.SIGTERM, sup.stop)
+    return sup.serve()
 
 
 def build_parser() -> argparse.ArgumentParser:

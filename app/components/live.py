@@ -91,6 +91,11 @@ def run_view(run_id: str) -> dict[str, Any]:
     run = data["run"]
     if run["status"] in ACTIVE:
         st.progress(float(run["progress"] or 0), text=f"{run['status']}: {run['stage'] or ''}")
+    reg = services.registry()  # durable runs: a resumed training, a worker restarted under this run
+    if (step := reg.resumed_from(run_id)) is not None:
+        st.caption(f"Training resumed from step {step} (its runner had stopped; the last checkpoint was kept).")
+    if run["status"] in ACTIVE and (notes := reg.notices(kinds=["worker_restart"], since=run["started_at"] or 0, limit=1)):
+        st.warning(f"The worker restarted while this run was going: {notes[0]['message']}")
     left, right = st.columns([3, 2])
     with left:
         st.markdown("**Stages**")

@@ -28,6 +28,7 @@ class EventSink:
         self.progress = 0.0
         self.passes_done = 0
         self.n_passes = 1
+        self.olive_errors: list[BaseException] = []  # exceptions Olive logged and swallowed (it may still exit 0)
 
     def emit(self, kind: str, **data: Any) -> None:
         with self._lock:
@@ -54,6 +55,8 @@ class OliveLogHandler(logging.Handler):
             msg = record.getMessage()
         except Exception:
             return
+        if record.exc_info and record.exc_info[1] is not None and record.levelno >= logging.ERROR:
+            self.sink.olive_errors.append(record.exc_info[1])
         if m := PASS_START.match(msg):
             self._pending = m["name"]
             self.sink.stage = f"pass {m['name']}"

@@ -27,7 +27,7 @@ import sqlite_utils
 from engine import paths
 from engine.errors import RunNotFound, RunStateError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 TRANSITIONS = {
@@ -142,7 +142,13 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     db["run_evaluations"].create({"run_id": str, "model_path": str, "key": str}, pk=("run_id", "model_path"))
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    """Durable runs: notices that belong to no run (the worker restarted, a tick failed), for the UI and the log."""
+    db["notices"].create({"id": int, "ts": float, "kind": str, "message": str, "data": str}, pk="id")
+    db["notices"].create_index(["kind", "ts"])
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}
 
 
 class Registry:
@@ -521,6 +527,72 @@ class Registry:
     def worker_stopped(self, worker_id: str) -> None:
         with self.tx() as db:
             db["workers"].update(worker_id, {"stopped_at": now()})
+
+    # -- durable runs --------------------------------------------------------------------------------------
+    def claim_fair(self, worker_id: str, fits: Any, could_fit: Any) -> Optional[dict[str, Any]]:
+        """Take the oldest queued run that fits, without starving older runs that wait for room.
+
+        ``fits(run) -> gpus | None`` says whether a run fits in this worker's free slots now; ``could_fit(run)``
+        whether it fits this worker at all (when idle). Runs are taken oldest first; the oldest run that could fit
+        but does not fit now *reserves* its resource class (CPU slots, or GPUs): no younger run of that class starts
+        on this worker until it has started, so a 2-GPU run is never overtaken forever by a stream of 1-GPU runs.
+        A run no slot of this worker can ever hold reserves nothing (another worker may take it).
+        """
+        with self.tx() as db:
+            reserved: set[str] = set()
+            taken = None
+            for run in db.query("select id, gpus_wanted from runs where status = 'queued' and cancel_requested = 0 "
+                                "order by created_at, id"):
+                kind = "gpu" if (run["gpus_wanted"] or 0) > 0 else "cpu"
+                if kind in reserved or not could_fit(run):
+                    continue
+                gpus = fits(run)
+                if gpus is None:
+                    reserved.add(kind)
+                    continue
+                taken = run
+                db["runs"].update(
+                    run["id"],
+                    {"status": "running", "worker_id": worker_id, "started_at": now(), "heartbeat_at": now(),
+                     "gpus": json.dumps(gpus), "stage": "starting", "attempts": (self._attempts(db, run["id"]) + 1)},
+                )
+                db["events"].insert({"run_id": run["id"], "ts": now(), "kind": "status", "data": json.dumps({"status": "running", "gpus": gpus})})
+                break
+        return self.get_run(taken["id"]) if taken else None
+
+    def unwatched_runs(self, live_worker_ids: set[str]) -> list[dict[str, Any]]:
+        """Running runs whose owning worker is not in ``live_worker_ids`` (the sweep's candidates)."""
+        with self.db() as db:
+            rows = list(db.query("select * from runs where status = 'running'"))
+        return [r for r in rows if r["worker_id"] not in live_worker_ids]
+
+    def worker_hosts(self) -> dict[str, str]:
+        """Every worker ever seen (stopped ones too), by id: its host."""
+        with self.db() as db:
+            return {w["id"]: w["host"] for w in db.query("select id, host from workers")}
+
+    def add_notice(self, kind: str, message: str, data: Optional[dict[str, Any]] = None) -> None:
+        """A notice that belongs to no run: ``worker_restart`` (the supervisor restarted the worker), ``worker_error``
+        (a worker tick failed and was retried), ``swept`` (a stalled run was recovered by a live worker)."""
+        with self.tx() as db:
+            db["notices"].insert({"ts": now(), "kind": kind, "message": message, "data": json.dumps(data or {}, default=str)})
+
+    def notices(self, *, kinds: Optional[list[str]] = None, since: float = 0.0, limit: int = 50) -> list[dict[str, Any]]:
+        """Latest notices first (what Home and Runs show as 'the worker restarted at ...')."""
+        sql, args = "select * from notices where ts >= ?", [since]
+        if kinds:
+            sql += " and kind in (%s)" % ",".join("?" * len(kinds))
+            args += kinds
+        with self.db() as db:
+            out = list(db.query(sql + " order by id desc limit ?", [*args, limit]))
+        for n in out:
+            n["data"] = json.loads(n["data"] or "{}")
+        return out
+
+    def resumed_from(self, run_id: str) -> Optional[int]:
+        """The training step the run's last attempt resumed from (None when it started from step 0)."""
+        ev = self.events(run_id, kinds=["resumed"])
+        return int(ev[-1]["data"]["step"]) if ev else None
 
     def live_workers(self, max_age_s: float = 15.0) -> list[dict[str, Any]]:
         with self.db() as db:

@@ -14,9 +14,11 @@ The worker starts it in a new process group with stdout/stderr sent to ``runs/<i
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -25,6 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
+from engine import paths
 from engine.olive import config as olive_config
 from engine.olive.footprint import candidates_from_footprint, expected_files, final_model_ids
 from engine.runs.progress import EventSink, OliveLogHandler, install_memory_probe, install_trainer_callback
@@ -34,6 +37,8 @@ HEARTBEAT_S = float(os.environ.get("GROVE_HEARTBEAT_S", "1.0"))
 LOG = logging.getLogger("grove.runner")
 
 def _sigterm(signum: int, frame: Any) -> None:
+    # once: a second SIGTERM (the worker's, after the runner's own cancel) must not interrupt the clean-up
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -63,33 +68,43 @@ def run(run_id: str) -> int:
     stop = threading.Event()
 
     def beat() -> None:
+        cancel_seen = False
         while not stop.wait(HEARTBEAT_S):
             try:
                 sink.flush()
+                # a cancel is honoured even when no worker is alive to signal the process group
+                if not cancel_seen and reg.get_run(run_id)["cancel_requested"]:
+                    cancel_seen = True
+                    os.kill(os.getpid(), signal.SIGTERM)
             except Exception:  # a busy registry must not kill the run; the next beat retries
-                traceback.print_exc()
+                _quiet(traceback.print_exc)
 
     os.environ["GROVE_RUN_ID"] = run_id  # the evaluator links its results to this run (engine.evaluate.olive_metric)
     signal.signal(signal.SIGTERM, _sigterm)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit becomes an OSError (EFBIG), not a silent death
     reg.update_run(run_id, pid=os.getpid())
     threading.Thread(target=beat, name="grove-heartbeat", daemon=True).start()
-    config = olive_config.parse(row["olive_config"])
-    cfg_path = rdir / "olive_config.json"
-    cfg_path.write_text(json.dumps(config, indent=2))
     t0 = time.perf_counter()
     try:
+        config = olive_config.parse(row["olive_config"])
+        cfg_path = rdir / "olive_config.json"
+        cfg_path.write_text(json.dumps(config, indent=2))
         sink.stage = "loading Olive"
         sink.emit("log", level="INFO", message=f"runner started, pid {os.getpid()}")
-        _prepare_data(row)
+        spec = _prepare_data(row)
         from engine.olive import compat as olive_compat
 
         olive_compat.register_hook()  # Olive bugs Grove's evaluator hits (no-op when the .pth hook already did it)
         from olive.workflows import run as olive_run
 
+        from engine.runs import olive_cache
+
         handler = OliveLogHandler(sink, len(config.get("passes", {})))
         logging.getLogger("olive").addHandler(handler)
         install_trainer_callback(sink)
         install_memory_probe(sink)
+        olive_cache.install(sink, rdir / "checkpoints", spec.resources.checkpoint_steps)
         sink.stage = "running"
         wf = olive_run(str(cfg_path))
         output_dir = olive_config.output_dir(config) or rdir / "output"
@@ -103,43 +118,55 @@ def run(run_id: str) -> int:
             del c["_eval_path"]
         missing = [f for f in expected_files(config) if not (output_dir / f).is_file()]
         if missing or not best_ids:
+            cause = sink.olive_errors[0] if sink.olive_errors else None
             raise OutputMissing(
                 "Olive finished without the promised output "
                 + (f"(missing in {output_dir}: {', '.join(missing)})" if missing else "(no output model)")
-                + "; see the log for the pass that failed"
-            )
+                + (f"; a pass failed with {type(cause).__name__}: {cause}" if cause else "; see the log for the pass that failed")
+            ) from cause
         reg.upsert_candidates(run_id, cands)
         sink.progress = 1.0
         sink.stage = "succeeded"
         sink.flush()
         reg.transition(run_id, "succeeded", expect=("running",), exit_code=0, progress=1.0)
-        print(f"[grove] run {run_id} succeeded in {time.perf_counter() - t0:.1f}s, {len(cands)} candidate(s)", flush=True)
+        _quiet(print, f"[grove] run {run_id} succeeded in {time.perf_counter() - t0:.1f}s, {len(cands)} candidate(s)", flush=True)
         return 0
     except KeyboardInterrupt:
         stop.set()
-        sink.flush()
-        print(f"[grove] run {run_id} cancelled", flush=True)
+        _quiet(sink.flush)
+        _quiet(print, f"[grove] run {run_id} cancelled", flush=True)
         reg.transition(run_id, "cancelled", expect=("running",), exit_code=130)
         return 130
     except BaseException as e:  # noqa: BLE001 - every failure ends the run with its reason
         stop.set()
-        traceback.print_exc()
-        sys.stdout.flush()
-        try:
-            sink.flush()
-        except Exception:
-            pass
+        # the log may sit on the full disk: writing to it must not stop the failure from being recorded
+        _quiet(traceback.print_exc)
+        _quiet(sys.stdout.flush)
+        _quiet(sink.flush)
         etype, msg = classify(e)
         reg.transition(run_id, "failed", expect=("running",), exit_code=1, error_type=etype, error_message=msg[:4000])
         return 1
     finally:
         stop.set()
+        tmp = os.environ.get("TMPDIR", "")
+        if tmp and Path(tmp).resolve().is_relative_to(rdir.resolve()):
+            shutil.rmtree(tmp, ignore_errors=True)  # the worker removes it too; this covers a run with no worker alive
+
+
+def _quiet(fn: Any, *a: Any, **kw: Any) -> None:
+    """Call ``fn`` and ignore OSError (printing to a log on a full disk)."""
+    try:
+        fn(*a, **kw)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def classify(e: BaseException) -> tuple[str, str]:
     """A short error type users can act on, and the message."""
     text = f"{type(e).__name__}: {e}"
     low = text.lower()
+    if _is_disk_full(e):
+        return "disk_full", f"disk full: {text} (free space in {paths.home()}, or lower the output size)"
     if isinstance(e, MemoryError) or "out of memory" in low:
         return "out_of_memory", text
     if isinstance(e, ModuleNotFoundError):
@@ -155,8 +182,23 @@ def classify(e: BaseException) -> tuple[str, str]:
     return type(e).__name__, text
 
 
-def _prepare_data(row: dict[str, Any]) -> None:
-    """The run's data, as training and evaluation read it (engine.data.prepare; a no-op when already prepared)."""
+def _is_disk_full(e: BaseException) -> bool:
+    """ENOSPC (no space), EDQUOT (quota) or EFBIG (a file-size limit), wherever in the chain of causes it is."""
+    seen = 0
+    cur: Optional[BaseException] = e
+    while cur is not None and seen < 10:
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            return True
+        if "no space left on device" in str(cur).lower():
+            return True
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return False
+
+
+def _prepare_data(row: dict[str, Any]) -> Any:
+    """The run's spec, with its data prepared as training and evaluation read it (engine.data.prepare; a no-op when
+    submit already prepared it)."""
     from engine.spec.schema import parse_spec
 
     spec = parse_spec(json.loads(row["spec"]))
@@ -164,6 +206,7 @@ def _prepare_data(row: dict[str, Any]) -> None:
         from engine.data import prepare as data
 
         data.prepare(spec.dataset)
+    return spec
 
 
 def main(argv: Optional[list[str]] = None) -> int:

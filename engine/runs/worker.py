@@ -11,8 +11,19 @@
   turns into a clean KeyboardInterrupt), then SIGKILL after ``GROVE_CANCEL_GRACE_S`` (default 3 s).
 - A runner that dies without ending its run (``kill -9``, out of memory) is marked failed with its exit status
   and log tail as soon as the worker sees it exit.
-- On start-up, runs left ``running`` by a crashed worker are recovered: a runner still alive is adopted and
-  watched to its end; a dead one is queued again once (Olive's cache keeps its finished passes), then failed.
+- The sweep (at start-up and every ``GROVE_WORKER_BEAT_S``, default 1 s): a run left ``running`` by a worker that
+  is gone (no heartbeat for three beats, or its process gone on this host) is recovered: a runner still alive here
+  is adopted and watched to its end; a runner on another host whose run still heart-beats is left alone; a dead
+  one is queued again once (Olive's cache keeps its finished passes, training its checkpoints), then failed
+  ``lost``; a run whose cancel was requested ends ``cancelled``.
+- A hung runner (alive, but its run has not heart-beaten for ``GROVE_HUNG_TIMEOUT_S``, default 120 s; a runner
+  beats every second from its own thread, so only a stopped or wedged process misses 120 beats) is killed with its
+  process group and failed ``hung``.
+- Claims are fair: oldest first, and the oldest run that does not fit yet reserves its resource class (CPU or GPU)
+  on this worker, so no stream of small runs starves a big one (``Registry.claim_fair``).
+- Reusing a finished twin's output (hard links, or a copy across filesystems) happens in a thread, off the tick.
+- A tick that fails (a locked or full registry) is logged, recorded as a ``worker_error`` notice when possible,
+  and retried with back-off: the loop never dies of it.
 - Launch sits behind a small executor seam (``Executor``): a Ray or Slurm executor can replace the local one.
 """
 
@@ -24,6 +35,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +51,19 @@ log = logging.getLogger("grove.worker")
 POLL_S = float(os.environ.get("GROVE_POLL_S", "0.5"))
 MAX_ATTEMPTS = 2
 
+
+def beat_s() -> float:
+    """How often a worker writes its heartbeat and sweeps; a worker silent for three beats is gone."""
+    return float(os.environ.get("GROVE_WORKER_BEAT_S", "1.0"))
+
+
+def run_beat_s() -> float:
+    """How often a runner heart-beats its run (engine.runs.runner.HEARTBEAT_S)."""
+    return float(os.environ.get("GROVE_HEARTBEAT_S", "1.0"))
+
+
+def hung_timeout_s() -> float:
+    return float(os.environ.get("GROVE_HUNG_TIMEOUT_S", "120"))
 
 
 @dataclass
@@ -59,6 +84,10 @@ class Slots:
             return None
         free.sort(key=lambda g: self.gpu_used.get(g, 0))
         return sorted(free[:gpus_wanted])
+
+    def could_fit(self, gpus_wanted: int) -> bool:
+        """Whether the run fits these slots at all (once they are free)."""
+        return self.cpu > 0 if gpus_wanted == 0 else len(self.gpus) >= gpus_wanted and self.per_gpu > 0
 
     def take(self, gpus: list[int]) -> None:
         if not gpus:
@@ -121,6 +150,7 @@ class Active:
     gpus: list[int]
     term_sent_at: Optional[float] = None
     kill_sent: bool = False
+    hung_for: Optional[float] = None  # seconds without a heartbeat when the worker killed it
 
 
 class Worker:
@@ -134,6 +164,9 @@ class Worker:
         self.grace = float(os.environ.get("GROVE_CANCEL_GRACE_S", "3"))
         self._stop = False
         self._last_beat = 0.0
+        self.reusing: dict[str, threading.Thread] = {}
+        self.no_reuse: set[str] = set()
+        self.failed_ticks = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -144,67 +177,132 @@ class Worker:
         self._stop = True
 
     def serve(self, *, until_idle: bool = False, timeout: Optional[float] = None) -> None:
-        """Loop until stopped (or, with ``until_idle``, until nothing is queued or running)."""
-        self.start()
+        """Loop until stopped (or, with ``until_idle``, until nothing is queued or running). A failed tick is logged
+        and retried after a back-off (0.5 s doubling to 30 s); it never ends the loop."""
+        self._retry(self.start)
         t0 = time.monotonic()
         try:
             while not self._stop:
-                self.tick()
-                if until_idle and not self.active and not self.reg.list_runs(status=["queued"], limit=1):
+                if not self._retry(self.tick, once=True):
+                    continue
+                if until_idle and not self.active and not self.reusing and not self.reg.list_runs(status=["queued"], limit=1):
                     break
                 if timeout and time.monotonic() - t0 > timeout:
                     break
                 time.sleep(POLL_S)
         finally:
-            self.reg.worker_stopped(self.id)
+            try:
+                self.reg.worker_stopped(self.id)
+            except Exception:  # noqa: BLE001 - a stopping worker reports what it can
+                log.exception("could not record the worker's stop")
+
+    def _retry(self, fn: Any, once: bool = False) -> bool:
+        """Run ``fn``; on an exception log it, note it, back off, and (unless ``once``) try again until it works."""
+        while not self._stop:
+            try:
+                fn()
+                self.failed_ticks = 0
+                return True
+            except Exception as e:  # noqa: BLE001 - the loop outlives any one failure
+                self.failed_ticks += 1
+                delay = min(30.0, 0.5 * 2 ** (self.failed_ticks - 1))
+                log.exception("worker tick failed (%d in a row); retrying in %.1fs", self.failed_ticks, delay)
+                try:
+                    self.reg.add_notice("worker_error", f"worker {self.id}: {type(e).__name__}: {e}", {"worker": self.id})
+                except Exception:  # noqa: BLE001 - the registry may be what fails
+                    pass
+                time.sleep(delay)
+                if once:
+                    return False
+        return False
 
     def tick(self) -> None:
         self.watch()
         self.claim_all()
-        if time.monotonic() - self._last_beat > 2:
+        if time.monotonic() - self._last_beat > beat_s():
             self.reg.worker_beat(self.id, self.slots.describe())
             self._last_beat = time.monotonic()
+            self.sweep()
 
     # -- recovery ----------------------------------------------------------------------------------------
+    def live_worker_ids(self) -> set[str]:
+        """Workers with a heartbeat within three beats (and, on this host, a live process), this one included."""
+        return {w["id"] for w in self.reg.live_workers(max_age_s=3 * beat_s()) if worker_alive(w)} | {self.id}
+
     def recover(self) -> None:
-        """Runs left 'running' by a worker that is gone: adopt live runners, re-queue (once) or fail the rest."""
-        live_workers = {w["id"] for w in self.reg.live_workers() if worker_alive(w)} - {self.id}
-        for run in self.reg.list_runs(status=["running"], limit=100000):
-            if run["worker_id"] in live_workers or run["id"] in self.active:
+        """Runs left 'running' by a worker that is gone (kept for callers of the start-up recovery)."""
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Runs 'running' with no live worker watching: adopt live local runners, leave remote runners that still
+        heart-beat, and re-queue (once), cancel or fail the rest."""
+        live = self.live_worker_ids()
+        hosts = self.reg.worker_hosts()
+        for full in self.reg.unwatched_runs(live):
+            run_id = full["id"]
+            if run_id in self.active or run_id in self.reusing:
                 continue
-            full = self.reg.get_run(run["id"])
             gpus = json.loads(full["gpus"] or "[]")
-            if pid_is_runner(full["pid"], run["id"]):
-                self.active[run["id"]] = Active(LocalHandle(run["id"], full["pid"]), gpus)
+            if pid_is_runner(full["pid"], run_id):
+                self.active[run_id] = Active(LocalHandle(run_id, full["pid"]), gpus)
                 self.slots.take(gpus)
-                self.reg.update_run(run["id"], worker_id=self.id)
-                self.reg.add_event(run["id"], "recovered", {"worker": self.id, "adopted_pid": full["pid"]})
-                log.info("adopted running run %s (pid %s)", run["id"], full["pid"])
-            elif (full["attempts"] or 0) < MAX_ATTEMPTS and not full["cancel_requested"]:
-                self._cleanup_tmp(full)
-                self.reg.transition(run["id"], "queued", expect=("running",), pid=None, stage="queued (recovered)")
-                self.reg.add_event(run["id"], "recovered", {"worker": self.id, "requeued": True})
-                log.info("re-queued run %s left by a crashed worker", run["id"])
+                self.reg.update_run(run_id, worker_id=self.id)
+                self.reg.add_event(run_id, "recovered", {"worker": self.id, "adopted_pid": full["pid"]})
+                log.info("adopted running run %s (pid %s)", run_id, full["pid"])
+                continue
+            remote = hosts.get(full["worker_id"], machine.hostname()) != machine.hostname()
+            if remote and time.time() - (full["heartbeat_at"] or 0) < 3 * run_beat_s():
+                continue  # its runner lives on another host and still beats: it ends its own run
+            self._lost(full)
+
+    def _lost(self, full: dict[str, Any]) -> None:
+        run_id = full["id"]
+        self._cleanup_tmp(full)
+        try:
+            if full["cancel_requested"]:
+                self.reg.transition(run_id, "cancelled", expect=("running",), stage="cancelled (runner gone)")
+                self._cleanup_run(full)
+                log.info("run %s: cancelled while no worker watched; its runner is gone", run_id)
+            elif (full["attempts"] or 0) < MAX_ATTEMPTS:
+                self.reg.transition(run_id, "queued", expect=("running",), pid=None, stage="queued (recovered)")
+                self.reg.add_event(run_id, "recovered", {"worker": self.id, "requeued": True})
+                log.info("re-queued run %s: its worker and runner are gone", run_id)
             else:
                 self._fail(full, "lost", "the worker stopped and the runner is gone; it had already been retried")
+                return
+        except RunStateError:
+            return  # someone else (another worker, the runner) ended or moved it first
+        self.reg.add_notice("swept", f"run {run_id}: its worker and runner were gone; recovered by {self.id}", {"run_id": run_id})
 
     # -- watching ----------------------------------------------------------------------------------------
     def watch(self) -> None:
+        for run_id, t in list(self.reusing.items()):
+            if not t.is_alive():
+                del self.reusing[run_id]
         for run_id, a in list(self.active.items()):
             code = self.ex.poll(a.handle)
             if code is None:
-                self._maybe_cancel(run_id, a)
+                self._maybe_stop(run_id, a)
                 continue
             self._finished(run_id, a, code)
 
-    def _maybe_cancel(self, run_id: str, a: Active) -> None:
+    def _maybe_stop(self, run_id: str, a: Active) -> None:
+        if a.kill_sent:
+            return
+        run = self.reg.get_run(run_id)
+        silent = time.time() - (run["heartbeat_at"] or run["started_at"] or time.time())
+        if silent > hung_timeout_s():
+            # a hung runner may not run its SIGTERM handler (and would call itself cancelled): kill the group
+            self.ex.signal(a.handle, signal.SIGKILL)
+            a.kill_sent, a.hung_for = True, silent
+            self.reg.add_event(run_id, "log", {"level": "WARNING", "message": f"no heartbeat for {silent:.0f}s: runner hung, SIGKILL sent"})
+            return
         if a.term_sent_at is None:
-            run = self.reg.get_run(run_id)
             if run["cancel_requested"]:
                 self.ex.signal(a.handle, signal.SIGTERM)
                 a.term_sent_at = time.monotonic()
                 self.reg.add_event(run_id, "log", {"level": "INFO", "message": "cancel: SIGTERM sent to the process group"})
-        elif not a.kill_sent and time.monotonic() - a.term_sent_at > self.grace:
+        elif time.monotonic() - a.term_sent_at > self.grace:
             self.ex.signal(a.handle, signal.SIGKILL)
             a.kill_sent = True
             self.reg.add_event(run_id, "log", {"level": "WARNING", "message": f"cancel: no exit after {self.grace:g}s, SIGKILL sent"})
@@ -217,16 +315,25 @@ class Worker:
         run = self.reg.get_run(run_id)
         self._cleanup_tmp(run)
         if run["status"] != "running":
+            if run["status"] != "queued":
+                self._cleanup_run(run)
             return  # the runner ended its own run
         if run["cancel_requested"]:
             self.reg.transition(run_id, "cancelled", expect=("running",), exit_code=code)
+            self._cleanup_run(run)
+            return
+        if a.hung_for is not None:
+            self._fail(run, "hung", f"the runner sent no heartbeat for {a.hung_for:.0f}s (limit {hung_timeout_s():g}s, "
+                       "GROVE_HUNG_TIMEOUT_S) and was killed", exit_code=code)
             return
         self._fail(run, "runner_died", f"the runner {describe_exit(code)} before finishing", exit_code=code)
 
     def _fail(self, run: dict[str, Any], etype: str, msg: str, exit_code: Optional[int] = None) -> None:
         tail = log_tail(Path(run["log_path"]))
-        self.reg.add_event(run["id"], "log_tail", {"text": tail})
+        self._cleanup_tmp(run)
+        self._cleanup_run(run)
         try:
+            self.reg.add_event(run["id"], "log_tail", {"text": tail})
             self.reg.transition(run["id"], "failed", expect=("running",), error_type=etype, error_message=msg, exit_code=exit_code)
         except RunStateError:
             pass
@@ -235,14 +342,23 @@ class Worker:
     def _cleanup_tmp(run: dict[str, Any]) -> None:
         shutil.rmtree(Path(run["run_dir"]) / "tmp", ignore_errors=True)
 
+    @staticmethod
+    def _cleanup_run(run: dict[str, Any]) -> None:
+        """A run that ended keeps no training checkpoints (a re-queued one keeps them to resume)."""
+        shutil.rmtree(Path(run["run_dir"]) / "checkpoints", ignore_errors=True)
+
     # -- claiming ----------------------------------------------------------------------------------------
     def claim_all(self) -> None:
         while True:
-            run = self.reg.claim(self.id, lambda r: self.slots.fit(r["gpus_wanted"] or 0))
+            run = self.reg.claim_fair(self.id, lambda r: self.slots.fit(r["gpus_wanted"] or 0),
+                                      lambda r: self.slots.could_fit(r["gpus_wanted"] or 0))
             if run is None:
                 return
             gpus = json.loads(run["gpus"] or "[]")
-            if reuse.reuse_finished(self.reg, run):
+            if run["id"] not in self.no_reuse and reuse.find_twin(self.reg, run) is not None:
+                t = threading.Thread(target=self._reuse, args=(run,), name=f"grove-reuse-{run['id']}", daemon=True)
+                self.reusing[run["id"]] = t
+                t.start()
                 continue
             self.slots.take(gpus)
             try:
@@ -255,6 +371,23 @@ class Worker:
             self.active[run["id"]] = Active(h, gpus)
             log.info("started run %s (pid %s, gpus %s)", run["id"], h.pid, gpus or "cpu")
 
+    def _reuse(self, run: dict[str, Any]) -> None:
+        """In a thread: complete ``run`` from its finished twin; on any error, queue it again to run for real."""
+        try:
+            if reuse.reuse_finished(self.reg, run):
+                return
+        except Exception as e:  # noqa: BLE001 - an error here must never reach the worker's loop
+            log.exception("reusing a finished result for run %s failed", run["id"])
+            try:
+                self.reg.add_event(run["id"], "log", {"level": "WARNING", "message": f"reusing an identical run's result failed ({e}); running it"})
+            except Exception:  # noqa: BLE001
+                pass
+        self.no_reuse.add(run["id"])
+        try:
+            self.reg.transition(run["id"], "queued", expect=("running",), stage="queued")
+        except Exception:  # noqa: BLE001 - cancelled meanwhile, or a registry error the sweep will see
+            log.exception("could not queue run %s again after a failed reuse", run["id"])
+
 
 def main(argv: Optional[list[str]] = None) -> int:
     import argparse
@@ -264,6 +397,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     w = Worker()
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit becomes an OSError the tick survives
     signal.signal(signal.SIGTERM, w.stop)
     signal.signal(signal.SIGINT, w.stop)
     log.info("worker %s: registry %s, slots %s", w.id, w.reg.path, w.slots.describe())

@@ -2,7 +2,7 @@
 
 Its behaviour comes from the run's name: ``fake:sleep`` (heartbeats until killed, exits cleanly on SIGTERM),
 ``fake:ignore-term`` (ignores SIGTERM), ``fake:crash`` (exits 3 without ending its run), ``fake:ok`` (ends its
-run succeeded). It writes CUDA_VISIBLE_DEVICES and its pid to the log so tests can check pinning.
+run succeeded), ``fake:hang`` (stays alive, ignores SIGTERM and never heart-beats: a wedged runner). It writes CUDA_VISIBLE_DEVICES and its pid to the log so tests can check pinning.
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ def main() -> int:
     if mode == "crash":
         print("fake runner: crashing now", flush=True)
         return 3
-    if mode == "ignore-term":
+    if mode in ("ignore-term", "hang"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if mode == "hang":
+        while True:
+            time.sleep(1)
     try:
         while True:
             reg.heartbeat(run_id, stage="sleeping")
