@@ -405,8 +405,10 @@ def draft_olive_config(draft: dict[str, Any]) -> str:
     return service.olive_config_text(parse_spec(drafts.to_spec_dict(draft)))
 
 
-def import_olive(text: str) -> tuple[dict[str, Any], list[str]]:
-    return olive_import.import_text(text, catalog_passes())
+def import_olive(text: str, allow_code: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """An Olive config as a draft, with a note per mapping or dropped field. Code (user_script, script_dir,
+    trust_remote_code) is imported only with ``allow_code``; otherwise the import is refused and says why."""
+    return olive_import.import_text(text, catalog_passes(), allow_code=allow_code)
 
 
 def spec_json(draft: dict[str, Any]) -> str:

@@ -68,7 +68,7 @@ with right:
         try:
             run = services.launch_demo()
         except GroveError as e:
-            st.error(str(e))
+            st.error(services.markdown_literal(str(e)))
         else:
             if run is None:
                 state.flash(

@@ -79,7 +79,7 @@ try:
         st.query_params["run"] = new["id"]
         st.rerun()
 except GroveError as e:
-    st.error(str(e))
+    st.error(services.markdown_literal(str(e)))
 if a[2].button("Clone into Workflow", icon=":material/content_copy:"):
     state.set_draft(services.draft_from_run(run_id))
     state.flash(f"Cloned {run_id} into the workflow: edit it and launch.")

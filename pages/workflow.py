@@ -30,9 +30,15 @@ if c[1].button("Apply recipe", type="primary", key="wf-apply"):
 
 with st.expander("Import an Olive config (JSON or YAML)"):
     up = st.file_uploader("Olive workflow config", type=["json", "yaml", "yml"], key="wf-import-file")
+    allow_code = st.checkbox(
+        "Allow code from the config (user_script, script_dir, trust_remote_code)", key="wf-import-code",
+        help="Such a config runs its own Python code in the run. Import it only if you trust where it came from.",
+    )
+    if allow_code:
+        st.warning("The imported run may execute the config's own Python code and the model's remote code.")
     if up is not None and st.button("Import into the form", key="wf-import"):
         try:
-            new, notes = services.import_olive(up.getvalue().decode("utf-8", "replace"))
+            new, notes = services.import_olive(up.getvalue().decode("utf-8", "replace"), allow_code=allow_code)
         except GroveError as e:
             grove_error(e)
         else:
@@ -40,7 +46,7 @@ with st.expander("Import an Olive config (JSON or YAML)"):
             st.session_state[state.IMPORT_NOTES] = notes
             st.rerun()
     for n in st.session_state.get(state.IMPORT_NOTES, []):
-        st.caption(f"• {n}")
+        (st.warning if n.startswith("WARNING") else st.caption)(f"• {services.markdown_literal(n)}")
 
 st.subheader("Passes", divider="gray")
 if catalog is None:

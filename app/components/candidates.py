@@ -6,6 +6,7 @@ from typing import Any
 
 import streamlit as st
 
+from app import services
 from app.services import human_size
 
 
@@ -35,5 +36,5 @@ def show(cands: list[dict[str, Any]]) -> None:
     st.dataframe(rows(cands), hide_index=True, width="stretch")
     with st.expander("Parameters of each candidate's last pass"):
         for c in cands:
-            st.markdown(f"**{c['model_id']}** · {c.get('from_pass') or ''}")
+            st.markdown(f"**{services.markdown_literal(c['model_id'])}** · {services.markdown_literal(c.get('from_pass') or '')}")
             st.json(c.get("pass_params") or {}, expanded=False)

@@ -55,7 +55,7 @@ def pick(draft: dict[str, Any]) -> None:
             try:
                 path = services.save_upload(up.name, up.getvalue())
             except DataError as e:
-                st.error(str(e))
+                st.error(services.markdown_literal(str(e)))
         elif ds and ds.get("path"):
             path = ds["path"]
             st.caption(f"Current file: `{path}`")
@@ -105,7 +105,7 @@ def preview(draft: dict[str, Any]) -> list[str]:
     try:
         first, total = services.dataset_page(ds["path"], 0, PAGE)
     except DataError as e:
-        st.error(str(e))
+        st.error(services.markdown_literal(str(e)))
         return []
     pages = max(1, -(-total // PAGE))
     c = st.columns([1, 4])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app import services
+
 ICON = {"error": ":red[:material/cancel:]", "warning": ":orange[:material/warning:]", "info": ":blue[:material/info:]"}
 
 
@@ -18,6 +20,6 @@ def show(findings: list[dict[str, str]]) -> bool:
     else:
         st.success("Pre-flight check passed: ready to launch")
     for f in sorted(findings, key=lambda f: ["error", "warning", "info"].index(f["level"])):
-        fix = f"  \n&nbsp;&nbsp;&nbsp;&nbsp;→ {f['fix']}" if f["fix"] else ""
-        st.markdown(f"{ICON[f['level']]} `{f['where']}` {f['message']}{fix}")
+        fix = f"  \n&nbsp;&nbsp;&nbsp;&nbsp;→ {services.markdown_literal(f['fix'])}" if f["fix"] else ""
+        st.markdown(f"{ICON[f['level']]} `{f['where']}` {services.markdown_literal(f['message'])}{fix}")
     return not errors

@@ -96,7 +96,7 @@ def edit(draft: dict[str, Any], columns: list[str]) -> None:
         try:
             _mapping(services.template_fields(text), columns, ds)
         except DataError as e:
-            st.error(str(e))
+            st.error(services.markdown_literal(str(e)))
             return
     c = st.columns(4)
     ds["max_seq_len"] = c[0].number_input(
@@ -123,7 +123,7 @@ def preview(draft: dict[str, Any]) -> None:
         r = services.rendered(ds, draft["model"].get("name", ""))
         stats = services.split_stats(ds)
     except (DataError, ValueError) as e:
-        st.error(str(e))
+        st.error(services.markdown_literal(str(e)))
         return
     n = len(r["texts"])
     rows = st.multiselect(
