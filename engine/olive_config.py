@@ -10,7 +10,10 @@ Choices made here on the user's behalf, each for a reason recorded in ../shared/
   (``int4_nodes_to_exclude``): an int4 model whose adapter weights are quantized crashes in onnxruntime-genai
   when no adapter is active (NOTES C.5);
 - when searching, every parameter the user did not mark searchable is fixed to its value or default, because
-  Olive otherwise searches every parameter that has default search values (NOTES F).
+  Olive otherwise searches every parameter that has default search values (NOTES F);
+- an int4 ModelBuilder for the CUDA provider gets ``cuda_int4_builder_options()`` (CUDA graphs, the fused qkv
+  projection kept with LoRA, the MLP gate/up projections fused): what made Grove's int4 output decode as fast as a
+  stock build on an H200 (docs/benchmarks.md, "GPU decode"). Anything the user sets wins.
 """
 
 from __future__ import annotations
@@ -35,6 +38,25 @@ DEFAULT_LAYERS = 64
 TRAIN_DATA = "train_data"
 CALIB_DATA = "calib_data"
 SYSTEM = "local_system"
+
+
+# ModelBuilder extra option read by engine.olive_compat's G2 patch (kept here so this module needs no Olive import)
+FUSE_LORA_QKV = "grove_fuse_lora_qkv"
+
+
+def cuda_int4_builder_options(has_adapter: bool) -> dict[str, Any]:
+    """ModelBuilder options Grove sets for int4 builds for CUDAExecutionProvider (measured: bench/gpu_decode.py).
+
+    - ``enable_cuda_graph``: genai captures the decode step once and replays it (the per-token launch overhead of
+      ~1,000 small kernels disappears);
+    - ``fuse_mlp_gate_up``: one int4 MatMulNBits for the MLP's gate and up projections instead of two;
+    - with an adapter, ``grove_fuse_lora_qkv`` (engine.olive_compat G2): the fused qkv projection is kept, with one
+      LoRA A/B pair, instead of three projections and three pairs.
+    """
+    extra: dict[str, Any] = {"fuse_mlp_gate_up": True}
+    if has_adapter:
+        extra[FUSE_LORA_QKV] = True
+    return {"enable_cuda_graph": True, "extra_options": extra}
 
 
 def search_parameter(values: list[Any]) -> dict[str, Any]:
@@ -121,6 +143,12 @@ def _pass_config(p: PassSpec, before: list[PassSpec], spec: RunSpec, layers: int
         quantizes = cfg["precision"] == "int4" or "int4" in json.dumps(p.search.get("precision", []))
         if has_adapter and quantizes and "int4_nodes_to_exclude" not in cfg:
             cfg["int4_nodes_to_exclude"] = lora_nodes_to_exclude(layers)
+        if quantizes and spec.target.execution_provider == "CUDAExecutionProvider":
+            for k, v in cuda_int4_builder_options(has_adapter).items():
+                if k == "extra_options":
+                    cfg["extra_options"] = {**v, **(cfg.get("extra_options") or {})}
+                else:
+                    cfg.setdefault(k, v)
     return cfg
 
 
