@@ -280,7 +280,9 @@ def _g2_needed() -> bool:
     (``is_packed_matmul_supported`` refuses LoRA): three int4 MatMulNBits and three LoRA A/B pairs per layer instead
     of one each, which costs decode speed on CUDA. With the extra option ``grove_fuse_lora_qkv=true`` the patched
     builder keeps the fused projection: one int4 MatMulNBits, one LoRA A (shared, as PEFT trained it), one LoRA B,
-    one Add, feeding GroupQueryAttention's packed input. Without the option nothing changes."""
+    one Add, feeding GroupQueryAttention's packed input (also when the adapter leaves qkv alone: genai splits it as
+    soon as any LoRA is present). Without the option nothing changes. It also lets ``fuse_mlp_gate_up`` build adapted
+    gate/up projections unfused instead of refusing the whole model."""
     import inspect
 
     try:
@@ -304,11 +306,12 @@ def _g2_apply() -> None:
     def fused(self: Any, attention: Any) -> bool:
         qkv = getattr(attention, "qkv_proj", None)
         opt = str(self.extra_options.get(FUSE_LORA_QKV, "false")).lower() in ("1", "true")
+        base = getattr(qkv, "base_layer", qkv)
         return (
             opt
             and qkv is not None
-            and hasattr(qkv, "base_layer")
-            and getattr(qkv.base_layer, "bias", None) is None
+            and hasattr(base, "weight") and not hasattr(base, "qweight") and getattr(base, "quant_type", "none") == "none"
+            and getattr(base, "bias", None) is None
             and self.attention_attrs.get("op_type") == "GroupQueryAttention"
             and self.attention_attrs.get("use_rope_in_attn", False)
             and not self.attention_attrs.get("use_matmul_in_attn", False)
@@ -326,7 +329,17 @@ def _g2_apply() -> None:
         self.attention_attrs["k_path"] = ""
         self.attention_attrs["v_path"] = ""
 
+    original_mlp_fused = getattr(model, "make_mlp_proj_fused", None)
+
+    def make_mlp_proj_fused(self: Any, layer_id: int, mlp: Any, root_input: str) -> None:
+        # fuse_mlp_gate_up refuses adapted gate/up projections (ValueError): build those unfused instead
+        if hasattr(mlp.gate_proj, "base_layer") or hasattr(mlp.up_proj, "base_layer"):
+            return self.make_mlp_proj(layer_id, mlp, root_input)
+        return original_mlp_fused(self, layer_id, mlp, root_input)
+
     model.make_attention_input_proj = make_attention_input_proj
+    if original_mlp_fused is not None and hasattr(model, "make_mlp_proj"):
+        model.make_mlp_proj_fused = make_mlp_proj_fused
     model._grove_g2 = True
 
 
