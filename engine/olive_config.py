@@ -11,9 +11,9 @@ Choices made here on the user's behalf, each for a reason recorded in ../shared/
   when no adapter is active (NOTES C.5);
 - when searching, every parameter the user did not mark searchable is fixed to its value or default, because
   Olive otherwise searches every parameter that has default search values (NOTES F);
-- an int4 ModelBuilder for the CUDA provider gets ``cuda_int4_builder_options()`` (CUDA graphs, the fused qkv
-  projection kept with LoRA, the MLP gate/up projections fused): what made Grove's int4 output decode as fast as a
-  stock build on an H200 (docs/benchmarks.md, "GPU decode"). Anything the user sets wins.
+- an int4 ModelBuilder for the CUDA provider gets ``cuda_int4_builder_options()`` (CUDA graphs; with an adapter,
+  the fused qkv projection kept): what measured faster on an H200 (docs/benchmarks.md, "GPU decode"). Anything the
+  user sets wins.
 """
 
 from __future__ import annotations
@@ -45,18 +45,24 @@ FUSE_LORA_QKV = "grove_fuse_lora_qkv"
 
 
 def cuda_int4_builder_options(has_adapter: bool) -> dict[str, Any]:
-    """ModelBuilder options Grove sets for int4 builds for CUDAExecutionProvider (measured: bench/gpu_decode.py).
+    """ModelBuilder options Grove sets for int4 builds for CUDAExecutionProvider (measured: bench/gpu_decode.py,
+    docs/benchmarks.md "GPU decode", one H200, onnxruntime-genai 0.18.0):
 
-    - ``enable_cuda_graph``: genai captures the decode step once and replays it (the per-token launch overhead of
-      ~1,000 small kernels disappears);
-    - ``fuse_mlp_gate_up``: one int4 MatMulNBits for the MLP's gate and up projections instead of two;
+    - ``enable_cuda_graph``: genai captures the decode step once and replays it (stock build 362 -> 455 tok/s,
+      merged build 276 -> 444, adapter build without adapter 216 -> 411);
     - with an adapter, ``grove_fuse_lora_qkv`` (engine.olive_compat G2): the fused qkv projection is kept, with one
-      LoRA A/B pair, instead of three projections and three pairs.
+      LoRA A/B pair, instead of three projections and three pairs (adapter on 51 -> 68 tok/s, off 370 -> 411).
+    Not set, measured no better: ``fuse_mlp_gate_up`` (the merged build with it, 444 tok/s, against the stock build
+    without it, 455), the fpA_intB kernel (``ep.cuda.fpa_intb_gemm``: 346 against 455). ``int4_block_size`` stays at
+    genai's 32 (128 decodes 9 % faster, 497 tok/s, with four times coarser scales: a quality choice left to the user).
     """
-    extra: dict[str, Any] = {"fuse_mlp_gate_up": True}
+    extra: dict[str, Any] = {}
     if has_adapter:
         extra[FUSE_LORA_QKV] = True
-    return {"enable_cuda_graph": True, "extra_options": extra}
+    out: dict[str, Any] = {"enable_cuda_graph": True}
+    if extra:
+        out["extra_options"] = extra
+    return out
 
 
 def search_parameter(values: list[Any]) -> dict[str, Any]:

@@ -21,16 +21,16 @@ def _mb(tmp_path: Path, device: str, **params) -> dict:
     return cfg["passes"]["modelbuilder"]
 
 
-def test_cuda_int4_build_gets_graphs_and_fusions(tmp_path):
+def test_cuda_int4_build_gets_graphs_and_the_fused_qkv(tmp_path):
     mb = _mb(tmp_path, "gpu")
     assert mb["enable_cuda_graph"] is True
-    assert mb["extra_options"] == {"fuse_mlp_gate_up": True, olive_config.FUSE_LORA_QKV: True}
+    assert mb["extra_options"] == {olive_config.FUSE_LORA_QKV: True}
     assert "/model/layers.1/attn/qkv_proj/lora_A/MatMul" in mb["int4_nodes_to_exclude"]
 
 
 def test_user_values_win_and_cpu_is_unchanged(tmp_path):
-    mb = _mb(tmp_path, "gpu", enable_cuda_graph=False, extra_options={"fuse_mlp_gate_up": False, "block_size": 64})
+    mb = _mb(tmp_path, "gpu", enable_cuda_graph=False, extra_options={olive_config.FUSE_LORA_QKV: False, "block_size": 64})
     assert mb["enable_cuda_graph"] is False
-    assert mb["extra_options"] == {"fuse_mlp_gate_up": False, olive_config.FUSE_LORA_QKV: True, "block_size": 64}
+    assert mb["extra_options"] == {olive_config.FUSE_LORA_QKV: False, "block_size": 64}
     cpu = _mb(tmp_path, "cpu")
     assert "enable_cuda_graph" not in cpu and "extra_options" not in cpu
