@@ -90,9 +90,9 @@ def logits(model_dir: str, texts: list[str]):
 
 
 def run_setting(model_dir: str, calib: Path, knobs: dict, work: Path) -> dict:
-    from engine import olive_compat
-
     import olive.workflows.run.run  # noqa: F401
+
+    from engine import olive_compat
 
     olive_compat.apply()
     from olive.workflows import run
@@ -151,7 +151,7 @@ def main() -> int:
                     import torch
 
                     q = logits(r["dir"], held)
-                    num = sum(float(torch.linalg.norm(x - y)) ** 2 for x, y in zip(q, ref))
+                    num = sum(float(torch.linalg.norm(x - y)) ** 2 for x, y in zip(q, ref, strict=True))
                     den = sum(float(torch.linalg.norm(y)) ** 2 for y in ref)
                     r["rel_logit_error"] = (num / den) ** 0.5
                 res["settings"][key] = {"knobs": SETTINGS[name], **r}

@@ -14,13 +14,14 @@ What it does, all in one process tree on GPU 0 (every ratio's two sides come fro
      CUDA defaults) -> ExtractAdapters, through Olive, from the model + adapter (what the lab recipe ends with);
    - ``grove_merged``: MergeAdapterWeights -> the same ModelBuilder config, through Olive;
    - exploration: ``grove_adapter_split`` (the qkv projection split for LoRA, as genai does unpatched),
-     ``stock_b128`` (block_size 128), ``stock_gateup`` (fuse_mlp_gate_up), ``stock_sm90`` (block 128 + weights
-     prepacked for Hopper's fpA_intB kernel);
+     ``stock_b128`` (block_size 128); on request (``--builds``): ``stock_gateup`` (fuse_mlp_gate_up), ``stock_sm90``
+     (block 128 + weights prepacked for Hopper's fpA_intB kernel);
 4. decodes with onnxruntime-genai on CUDA: batch 1, a 128-token prompt, 256 new tokens (min_length forces all 256),
    greedy, one warm-up then ``--reps`` timed generations, as engine.evaluate times them (TTFT = prompt + first
    token; decode tok/s = the other 255 over their time); CUDA graphs on and off, adapter on and off;
-5. profiles one short generation (CUDA graphs off) of ``stock`` and ``grove_adapter`` with onnxruntime's profiler:
-   GPU time per token by operator type, against the wall time per token;
+5. profiles one short generation (CUDA graphs off) of ``stock`` and ``grove_adapter`` with onnxruntime's profiler
+   (nodes' host time per token by operator type and provider, against the wall time per token) and, with ``--ncu``,
+   one decode step's kernels with Nsight Compute (GPU time by kernel);
 6. writes OUT/gpu_decode.json (everything, errors included) and OUT/gpu_decode.md (the table), and prints the table.
 
 Ratios are to the best ``stock`` row of the same run (CUDA graphs on or off, whichever is faster). The bandwidth
@@ -62,7 +63,8 @@ GROVE_BUILDS = {  # name -> (passes, ModelBuilder overrides on top of Grove's co
     "grove_merged": (["MergeAdapterWeights", "ModelBuilder"], {}),
     "grove_adapter_split": (["ModelBuilder", "ExtractAdapters"], {"extra_options": {"grove_fuse_lora_qkv": False}}),
 }
-DEFAULT_BUILDS = ["stock", "grove_adapter", "grove_merged", "grove_adapter_split", "stock_b128", "stock_sm90"]
+# stock_gateup and stock_sm90 (refused by onnxruntime-gpu 1.31.1: no SM90 fpA_intB kernel in the build) on request
+DEFAULT_BUILDS = ["stock", "grove_adapter", "grove_merged", "grove_adapter_split", "stock_b128"]
 
 
 # -- model and adapter ---------------------------------------------------------------------------------------------
@@ -159,9 +161,9 @@ def run_olive(config_path: str) -> int:
     """Subprocess entry: one Olive workflow with Grove's patches (as Grove's runner applies them)."""
     # this checkout's patches, applied below, not those of a start-up hook another checkout may have installed
     sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "_Hook"]
-    from engine import olive_compat
-
     import olive.workflows.run.run  # noqa: F401
+
+    from engine import olive_compat
 
     print("grove patches applied:", olive_compat.apply(), flush=True)
     from olive.workflows import run
@@ -322,7 +324,7 @@ def measure(spec_path: str) -> int:
                 adapters = og.Adapters(model)
                 adapters.load(str(Path(v["dir"]) / "adapter_weights.onnx_adapter"), "a")
 
-            def once() -> tuple[float, list[float], int]:
+            def once(model: Any = model, adapters: Any = adapters) -> tuple[float, list[float], int]:
                 p = og.GeneratorParams(model)
                 p.set_search_options(max_length=prompt_len + new, min_length=prompt_len + new, do_sample=False,
                                      random_seed=0)
@@ -611,7 +613,7 @@ def table(res: dict) -> str:
             p = r["profile"]
             top = ", ".join(f"{k} {v:.3f}" for k, v in list(p["by_op_ms_per_token"].items())[:8])
             lines.append(f"\nprofile {r['label']}: wall {p['wall_ms_per_token']:.3f} ms/token, session run "
-                         f"{p['session_run_ms_per_token']:.3f}, GPU node time {p['node_ms_per_token']:.3f} "
+                         f"{p['session_run_ms_per_token']:.3f}, nodes' host time {p['node_ms_per_token']:.3f} "
                          f"({p['nodes_per_token']:.0f} nodes/token); by op (ms/token): {top}")
     for label, n in (res.get("ncu") or {}).items():
         if "by_kernel_ms" in n:
