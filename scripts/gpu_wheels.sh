@@ -1,42 +1,148 @@
 #!/usr/bin/env bash
-# Wheels for an offline CUDA 13 GPU host with Python 3.12 and torch already installed (the lent H100/H200):
-# Grove's pinned packages (requirements.txt) minus torch, with the CUDA 13 onnxruntime set
-# (onnxruntime-genai-cuda 0.15.2 + onnxruntime-gpu 1.28.0; 0.14.1 is built for CUDA 12).
-# Result: .whl/ (git-ignored) and onnxruntime-gpu split in .ort1/ ... .ort5/ (a device call carries 64 MiB at most).
-set -euo pipefail
-cd "$(git rev-parse --show-toplevel)"
-excl="$(git rev-parse --git-dir)/info/exclude"; mkdir -p "$(dirname "$excl")"
-for d in /.whl/ /.whl2/ /.ort1/ /.ort2/ /.ort3/ /.ort4/ /.ort5/; do grep -qxF "$d" "$excl" 2>/dev/null || echo "$d" >> "$excl"; done
-dl() {
-  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d "$1" "$2" 2>&1 | grep -v '^WARNING' || true
+# Build, here (with access to the package registry), the wheels an offline CUDA 13 GPU host needs for Grove, packed
+# into folders that can each be carried to that host on its own: .whl1/ ... .whlN/ (git-ignored), each under 60 MiB.
+#
+#   scripts/gpu_wheels.sh            # from the repository root (or anywhere inside it)
+#
+# The host is expected to have Python 3.12 (x86-64) with torch (CUDA 13) and the scientific stack (numpy, pandas,
+# pyarrow, protobuf, pillow...), as the lent H100/H200 machines do. What is carried: Grove's pinned packages
+# (requirements.txt) that such a host lacks or has at another version, with the CUDA 13 onnxruntime set in place of
+# the CPU/CUDA 12 pins:
+#   onnxruntime-genai-cuda 0.18.0 + onnxruntime-gpu 1.31.1   (the set seen working on an H200; genai-cuda 0.14.1,
+#                                                            the CPU pin, is built for CUDA 12)
+#   bitsandbytes 0.50.2 (its wheel is tagged manylinux_2_24; only its CPU and CUDA 13 libraries are kept)
+#   autoawq 0.2.9 (an sdist of pure Python: its wheel is built here)
+# onnxruntime-gpu (244 MiB) is split into parts; scripts/gpu_install.sh joins them and checks the sha256.
+#
+# Every folder holds MANIFEST.tsv, the list of every file in every folder with its sha256, so the install on the
+# host knows what is missing. One version of each package, each file in exactly one folder.
+# The script does not stop at the first failed download: it reports every failure at the end and exits non-zero.
+set -uo pipefail
+cd "$(git rev-parse --show-toplevel)" || exit 1
+PY=${PYTHON:-python3}
+MAX_MIB=${GROVE_WHEEL_FOLDER_MIB:-58}   # per folder; the device tool carries 64 MiB a call, the checkout included
+CACHE=.whl-cache                        # downloads kept between runs (git-ignored)
+excl="$(git rev-parse --git-common-dir)/info/exclude"; mkdir -p "$(dirname "$excl")"
+for d in /.whl-cache/ '/.whl[0-9]*/'; do grep -qxF "$d" "$excl" 2>/dev/null || echo "$d" >> "$excl"; done
+mkdir -p "$CACHE/dl" "$CACHE/built"
+
+failed=()
+platforms=()
+for p in manylinux_2_35 manylinux_2_34 manylinux_2_31 manylinux_2_28 manylinux_2_27 manylinux_2_24 manylinux_2_17 \
+         manylinux2014 manylinux1; do platforms+=(--platform "${p}_x86_64"); done
+
+dl() {  # dl NAME==VERSION: one wheel for CPython 3.12 on x86-64 Linux into the cache (no dependencies)
+  local req=$1 name=${1%%==*} ver=${1#*==}
+  local norm; norm=$(echo "$name" | tr 'A-Z-.' 'a-z__')
+  if ls "$CACHE/dl/" 2>/dev/null | tr 'A-Z-.' 'a-z__' | grep -q "^${norm}-$(echo "$ver" | tr '-' '_')-"; then return 0; fi
+  if ! out=$("$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --abi cp312 --abi abi3 --abi none "${platforms[@]}" -d "$CACHE/dl" "$req" 2>&1); then
+    failed+=("$req: $(echo "$out" | grep -v '^WARNING' | tail -1)")
+  fi
 }
-mkdir -p .whl
-skip='^(torch|onnxruntime-gpu|onnxruntime-genai-cuda|triton|autoawq|nvidia-|playwright|streamlit|pyarrow|pandas|altair|pydeck|plotly|tornado|watchdog|gitpython|gitdb|smmap|pillow|protobuf|numpy|scipy|sympy|mpmath|networkx|jinja2|markupsafe|fsspec|filelock|typing_extensions|setuptools|pytest|pluggy|iniconfig|ruff|greenlet|pyee)=='
-grep -E '^[A-Za-z0-9_.-]+==' requirements.txt | grep -viE "$skip" | while read -r req; do dl .whl "$req"; done
-dl .whl onnxruntime-genai-cuda==0.15.2
-# autoawq 0.2.9 is an sdist of pure Python: build its wheel here
-python3 -m pip wheel -q --no-deps --no-build-isolation -w .whl autoawq==0.2.9 2>&1 | grep -v '^WARNING' || true
-# .whl2/: what the GPU host's own packages do not fit (tokenizers <= 0.23.0 for transformers 5.10), the test runner,
-# and bitsandbytes with only its CPU and CUDA 13 libraries (the full wheel is 43 MB; this one about 4 MB)
-mkdir -p .whl2
-for req in tokenizers==0.22.2 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pytest-timeout==2.4.0; do dl .whl2 "$req"; done
-if [ ! -f .whl2/bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl ]; then
-  root=$(pwd); tmp=$(mktemp -d); dl "$tmp" bitsandbytes==0.50.2
-  mkdir "$tmp/x" && (cd "$tmp/x" && unzip -q "$tmp"/bitsandbytes-*.whl \
-    && find . -name 'libbitsandbytes_*.so' ! -name '*cuda130*' ! -name '*cpu*' -delete \
-    && zip -qr "$root/.whl2/bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl" .)
-  rm -rf "$tmp"
+
+# 1. Grove's pins, minus what the GPU host provides (torch and its CUDA libraries, the scientific stack, the test
+#    runner) and minus what only the browser UI needs (the host runs the engine, its tests and the benchmarks).
+skip='^(torch|triton|nvidia-.*|onnxruntime-gpu|onnxruntime-genai-cuda|autoawq|bitsandbytes|numpy|scipy|sympy|mpmath|networkx|pandas|pyarrow|pillow|protobuf|jinja2|markupsafe|fsspec|filelock|typing_extensions|setuptools|pytest|pytest-timeout|pluggy|iniconfig|ruff|playwright|greenlet|pyee|streamlit|altair|pydeck|plotly|narwhals|tornado|watchdog|gitpython|gitdb|smmap|starlette|uvicorn|websockets|python-multipart|itsdangerous|anyio|h11|httpx|httpcore|certifi|idna|charset-normalizer|urllib3|requests|pygments|rich|markdown-it-py|mdurl|click|typer|shellingham|six|python-dateutil|tzdata|psutil|pyyaml|regex|safetensors|hf-xet|jsonschema|jsonschema-specifications|referencing|rpds-py|attrs|ml_dtypes|tqdm)=='
+mapfile -t pins < <(grep -E '^[A-Za-z0-9_.-]+==' requirements.txt | grep -viE "$skip")
+# 2. the CUDA 13 onnxruntime set
+gpu_set=(onnxruntime-genai-cuda==0.18.0)
+for req in "${pins[@]}" "${gpu_set[@]}"; do dl "$req"; done
+
+# 3. autoawq: an sdist of pure Python; build its wheel here
+if ! ls "$CACHE/built"/autoawq-0.2.9-*.whl >/dev/null 2>&1; then
+  "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$CACHE/built" autoawq==0.2.9 >/dev/null 2>&1 \
+    || failed+=("autoawq==0.2.9: wheel build failed")
 fi
-if [ ! -f .ort5/part4 ]; then
+# 4. bitsandbytes: the wheel is tagged manylinux_2_24 and holds a library per CUDA version (43 MB): keep CPU + CUDA 13
+bnb=bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl
+if [ ! -f "$CACHE/built/$bnb" ]; then
   tmp=$(mktemp -d)
-  dl "$tmp" onnxruntime-gpu==1.28.0
-  whl=$(ls "$tmp"/onnxruntime_gpu-*.whl)
-  basename "$whl" > .whl/onnxruntime_gpu.name
-  sha256sum "$whl" | awk '{print $1}' > .whl/onnxruntime_gpu.sha256
-  split -n 5 -d -a 1 "$whl" "$tmp/part"
-  for i in 0 1 2 3 4; do mkdir -p ".ort$((i+1))"; mv "$tmp/part$i" ".ort$((i+1))/part$i"; done
+  if "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+       "${platforms[@]}" -d "$tmp" bitsandbytes==0.50.2 >/dev/null 2>&1 && ls "$tmp"/bitsandbytes-*.whl >/dev/null 2>&1; then
+    mkdir "$tmp/x" && (cd "$tmp/x" && unzip -q "$tmp"/bitsandbytes-*.whl \
+      && find . -name 'libbitsandbytes_*.so' ! -name '*cuda130*' ! -name '*cpu*' -delete \
+      && zip -qr "$tmp/slim.whl" .) && mv "$tmp/slim.whl" "$CACHE/built/$bnb" || failed+=("bitsandbytes==0.50.2: repack failed")
+  else
+    failed+=("bitsandbytes==0.50.2: download failed")
+  fi
   rm -rf "$tmp"
 fi
-du -sh .whl .whl2 .ort1 .ort2 .ort3 .ort4 .ort5
+# 5. onnxruntime-gpu: too large for one folder; split below
+ort=onnxruntime-gpu==1.31.1
+if ! ls "$CACHE/built"/onnxruntime_gpu-1.31.1-*.whl >/dev/null 2>&1; then
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    "${platforms[@]}" -d "$CACHE/built" "$ort" >/dev/null 2>&1 || failed+=("$ort: download failed")
+fi
+
+# 6. pack: one version of each package; parts and wheels into folders of at most MAX_MIB, first fit, largest first
+rm -rf .whl[0-9]*
+"$PY" - "$MAX_MIB" "$CACHE" <<'EOF' || failed+=("packing: see the message above")
+import hashlib, os, re, shutil, sys
+from pathlib import Path
+
+max_bytes, cache = int(sys.argv[1]) * 2**20, Path(sys.argv[2])
+wheels = sorted(p for d in ("dl", "built") for p in (cache / d).glob("*.whl"))
+by_name = {}
+for w in wheels:
+    name = re.sub(r"[-_.]+", "_", w.name.split("-")[0]).lower()
+    by_name.setdefault(name, []).append(w)
+dupes = {n: [w.name for w in ws] for n, ws in by_name.items() if len(ws) > 1}
+if dupes:
+    sys.exit(f"two versions of one package in {cache}: {dupes} (delete the unwanted one)")
+
+def sha(p):
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+items, whole = [], []  # (size, file name, source path or (path, offset, length), kind, wheel it belongs to)
+for name, (w,) in sorted(by_name.items()):
+    size = w.stat().st_size
+    if size <= max_bytes - 2**20:
+        items.append((size, w.name, w, "wheel", w.name))
+        continue
+    n = -(-size // (max_bytes - 4 * 2**20))  # parts leave room in their folder for small wheels
+    step = -(-size // n)
+    whole.append((w.name, size, sha(w)))
+    for i in range(n):
+        off = i * step
+        items.append((min(step, size - off), f"{w.name}.part{i}", (w, off, min(step, size - off)), "part", w.name))
+bins = []  # [used, [items]]
+for it in sorted(items, key=lambda t: -t[0]):
+    for b in bins:
+        if b[0] + it[0] <= max_bytes:
+            b[0] += it[0]; b[1].append(it); break
+    else:
+        bins.append([it[0], [it]])
+rows = []
+for i, (used, its) in enumerate(bins, 1):
+    folder = Path(f".whl{i}")
+    folder.mkdir()
+    for size, fname, src, kind, wheel in its:
+        dst = folder / fname
+        if kind == "wheel":
+            shutil.copyfile(src, dst)
+        else:
+            path, off, length = src
+            with open(path, "rb") as f, open(dst, "wb") as g:
+                f.seek(off); g.write(f.read(length))
+        rows.append((folder.name, fname, str(size), sha(dst), kind, wheel))
+for wheel, size, digest in whole:
+    rows.append(("-", wheel, str(size), digest, "whole", wheel))
+manifest = "folder\tfile\tsize\tsha256\tkind\twheel\n" + "".join("\t".join(r) + "\n" for r in sorted(rows))
+for i in range(1, len(bins) + 1):
+    Path(f".whl{i}/MANIFEST.tsv").write_text(manifest)
+for i, (used, its) in enumerate(bins, 1):
+    print(f".whl{i}: {len(its)} files, {used / 2**20:.1f} MiB")
+print(f"{len(rows) - len(whole)} files in {len(bins)} folders; {len(by_name)} packages")
+EOF
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "gpu_wheels.sh: ${#failed[@]} problem(s); the folders above are INCOMPLETE:" >&2
+  printf '  %s\n' "${failed[@]}" >&2
+  exit 1
+fi
+echo "Carry each folder to the GPU host in its own call and stage it: scripts/gpu_install.sh stage .whlN (docs/gpu.md)"

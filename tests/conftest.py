@@ -42,7 +42,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         has_cuda = False
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
-        if "gpu" in item.keywords and not has_cuda:
+        # tests/gpu/conftest.py decides for its own tests: skipped without a GPU, failed on a GPU host without the GPU set
+        if "gpu" in item.keywords and not has_cuda and "tests/gpu/" not in str(item.fspath).replace("\\", "/"):
             item.add_marker(skip)
 
 

@@ -198,22 +198,55 @@ def _p8_apply() -> None:
     Engine.resolve_goals = resolve_goals  # type: ignore[method-assign]
 
 
+# -- P1 ---------------------------------------------------------------------------------------------------------
+def _p1_needed() -> bool:
+    """Olive 0.13's ModelBuilder pass imports ``onnxruntime_genai.models.quantized_model`` (to patch it) whenever
+    genai >= 0.9; genai 0.16 and later have no such module, so every ModelBuilder run fails there."""
+    try:
+        import onnxruntime_genai  # noqa: F401
+        from olive.passes.onnx.model_builder import ModelBuilder
+    except Exception:
+        return False
+    if getattr(ModelBuilder.maybe_patch_quant, "_grove_p1", False):
+        return False
+    return importlib.util.find_spec("onnxruntime_genai.models.quantized_model") is None
+
+
+def _p1_apply() -> None:
+    """Patch genai's old quantized-model loader only where genai still has it (what Olive main does)."""
+    from olive.passes.onnx.model_builder import ModelBuilder
+
+    original = ModelBuilder.maybe_patch_quant
+
+    def maybe_patch_quant() -> None:
+        if importlib.util.find_spec("onnxruntime_genai.models.quantized_model") is not None:
+            original()
+
+    maybe_patch_quant._grove_p1 = True  # type: ignore[attr-defined]
+    ModelBuilder.maybe_patch_quant = staticmethod(maybe_patch_quant)
+
+
 # -- P2 ---------------------------------------------------------------------------------------------------------
 def _p2_needed() -> bool:
     """onnxruntime-genai >= 0.15 (the CUDA 13 GPU set) wants ``create_model`` options prepared by
-    ``check_extra_options`` (``hf_details``...), which Olive 0.13's ModelBuilder pass does not call."""
+    ``check_extra_options`` (``hf_details``...), which Olive 0.13's ModelBuilder pass does not call; genai >= 0.16
+    also no longer reads the ``int4_*`` option names Olive sends (``int4_block_size``, ``int4_nodes_to_exclude``...):
+    they are silently ignored."""
     import inspect
 
     try:
         from onnxruntime_genai.models import builder
     except Exception:
         return False
+    if getattr(builder.create_model, "_grove_p2", False):
+        return False
     return "hf_details" in inspect.getsource(builder.create_model) and hasattr(builder, "check_extra_options")
 
 
 def _p2_apply() -> None:
-    """Olive main's fix: normalise Olive's Python values to the builder's string options, then
-    ``check_extra_options`` (which also maps the deprecated ``int4_*`` names) before ``create_model``."""
+    """Olive main's fix: normalise Olive's Python values to the builder's string options, rename the ``int4_*``
+    options to the names genai reads (``int4_block_size`` -> ``block_size``...; 0.15 did this itself), then
+    ``check_extra_options`` before ``create_model``."""
     from onnxruntime_genai.models import builder
 
     original = builder.create_model
@@ -228,11 +261,218 @@ def _p2_apply() -> None:
                 elif isinstance(v, (list, tuple)):
                     v = ("/" if k.endswith("op_types_to_quantize") else ",").join(str(x) for x in v)
                 opts[k] = v
+            for k in [k for k in opts if k.startswith("int4_")]:
+                opts.setdefault(k[len("int4_"):], opts[k])
+                del opts[k]
             builder.check_extra_options(model_name, input_path, output_dir, precision, execution_provider, cache_dir, opts)
             extra = opts
         return original(model_name, input_path, output_dir, precision, execution_provider, cache_dir, **extra)
 
+    create_model._grove_p2 = True  # type: ignore[attr-defined]
     builder.create_model = create_model
+
+
+# -- G2: the fused qkv projection kept when a LoRA adapter targets it -------------------------------------------
+FUSE_LORA_QKV = "grove_fuse_lora_qkv"  # ModelBuilder extra option (Grove's CUDA default for adapter builds)
+
+
+def _g2_needed() -> bool:
+    """genai's builder splits a fused ``qkv_proj`` into three projections when a LoRA adapter targets it
+    (``is_packed_matmul_supported`` refuses LoRA): three int4 MatMulNBits and three LoRA A/B pairs per layer instead
+    of one each, which costs decode speed on CUDA. With the extra option ``grove_fuse_lora_qkv=true`` the patched
+    builder keeps the fused projection: one int4 MatMulNBits, one LoRA A (shared, as PEFT trained it), one LoRA B,
+    one Add, feeding GroupQueryAttention's packed input (also when the adapter leaves qkv alone: genai splits it as
+    soon as any LoRA is present). Without the option nothing changes. It also lets ``fuse_mlp_gate_up`` build adapted
+    gate/up projections unfused instead of refusing the whole model."""
+    import inspect
+
+    try:
+        from onnxruntime_genai.models import builder
+    except Exception:
+        return False
+    model = getattr(builder, "Model", None)
+    if model is None or getattr(model, "_grove_g2", False):
+        return False
+    if not all(hasattr(model, m) for m in ("make_attention_input_proj", "is_packed_matmul_supported", "make_matmul_lora")):
+        return False  # another builder layout (genai <= 0.15): the patch does not apply
+    return "use_lora" in inspect.getsource(model.is_packed_matmul_supported)
+
+
+def _g2_apply() -> None:
+    from onnxruntime_genai.models import builder
+
+    model = builder.Model
+    original = model.make_attention_input_proj
+
+    def fused(self: Any, attention: Any) -> bool:
+        qkv = getattr(attention, "qkv_proj", None)
+        opt = str(self.extra_options.get(FUSE_LORA_QKV, "false")).lower() in ("1", "true")
+        base = getattr(qkv, "base_layer", qkv)
+        return (
+            opt
+            and qkv is not None
+            and hasattr(base, "weight") and not hasattr(base, "qweight") and getattr(base, "quant_type", "none") == "none"
+            and getattr(base, "bias", None) is None
+            and self.attention_attrs.get("op_type") == "GroupQueryAttention"
+            and self.attention_attrs.get("use_rope_in_attn", False)
+            and not self.attention_attrs.get("use_matmul_in_attn", False)
+            and not self.attention_attrs.get("q_norm") and not self.attention_attrs.get("k_norm")
+            and self.extra_options.get("fuse_qkv", True) not in (False, "false", "0")
+        )
+
+    def make_attention_input_proj(self: Any, layer_id: int, attention: Any, root_input: str, **kwargs: Any) -> None:
+        if not fused(self, attention):
+            return original(self, layer_id, attention, root_input, **kwargs)
+        # base int4 MatMul + LoRA A/B + Add on the fused projection (make_matmul_lora); an empty key/value path
+        # makes GroupQueryAttention read Q, K and V from the packed query input, as in a build without LoRA
+        name = self.make_matmul(attention.qkv_proj, f"/model/layers.{layer_id}/attn/qkv_proj/MatMul", root_input)
+        self.attention_attrs["q_path"] = f"{name}/output_0"
+        self.attention_attrs["k_path"] = ""
+        self.attention_attrs["v_path"] = ""
+
+    original_mlp_fused = getattr(model, "make_mlp_proj_fused", None)
+
+    def make_mlp_proj_fused(self: Any, layer_id: int, mlp: Any, root_input: str) -> None:
+        # fuse_mlp_gate_up refuses adapted gate/up projections (ValueError): build those unfused instead
+        if hasattr(mlp.gate_proj, "base_layer") or hasattr(mlp.up_proj, "base_layer"):
+            return self.make_mlp_proj(layer_id, mlp, root_input)
+        return original_mlp_fused(self, layer_id, mlp, root_input)
+
+    model.make_attention_input_proj = make_attention_input_proj
+    if original_mlp_fused is not None and hasattr(model, "make_mlp_proj"):
+        model.make_mlp_proj_fused = make_mlp_proj_fused
+    model._grove_g2 = True
+
+
+# -- P9: AutoAWQ calibrates on what was asked, and its knobs ---------------------------------------------------
+# Olive's AutoAWQQuantizer hands AutoAWQ only a dataset name; AutoAWQ then takes max_calib_samples (128) *texts*,
+# concatenates them and cuts 512-token blocks: short texts give far fewer blocks than asked (Grove's travel data:
+# 21 blocks of 512 tokens from 128 texts, 10,752 tokens instead of 128 x 512). The knobs that trade time for
+# quality are not exposed either.
+AWQ_KNOBS: dict[str, tuple[Any, type, str]] = {
+    "max_calib_samples": (128, int, "Calibration blocks of max_calib_seq_len tokens to use (packed from the data's "
+                          "texts; all the data holds if fewer). Time grows with it."),
+    "max_calib_seq_len": (512, int, "Tokens per calibration block."),
+    "n_parallel_calib_samples": (None, int, "Blocks run through a layer at once (None: all); lower it to save memory."),
+    "apply_clip": (True, bool, "Search clipping ranges after the scales (AWQ's second step; off saves time, costs "
+                   "some accuracy)."),
+    "n_grid": (20, int, "Grid points of the scale search and of the clip search (AutoAWQ: 20). Time grows with it."),
+}
+_awq_knobs: Any = None  # contextvars.ContextVar, created on first use
+
+
+def _awq_var() -> Any:
+    global _awq_knobs
+    if _awq_knobs is None:
+        import contextvars
+
+        _awq_knobs = contextvars.ContextVar("grove_awq_knobs", default=None)
+    return _awq_knobs
+
+
+def awq_calib_blocks(texts: list[str], tokenizer: Any, n: int, seq_len: int, seed: int = 42) -> list[list[int]]:
+    """``n`` blocks of ``seq_len`` tokens packed from ``texts`` (shuffled with AutoAWQ's seed), or every full block
+    the texts hold when that is fewer: what AutoAWQ's ``max_calib_samples`` / ``max_calib_seq_len`` ask for."""
+    import random
+
+    order = random.Random(seed).sample(range(len(texts)), len(texts))
+    buf: list[int] = []
+    blocks: list[list[int]] = []
+    for i in order:
+        buf.extend(tokenizer.encode(str(texts[i]).strip()))
+        while len(buf) >= seq_len and len(blocks) < n:
+            blocks.append(buf[:seq_len])
+            buf = buf[seq_len:]
+        if len(blocks) >= n:
+            break
+    return blocks
+
+
+def _p9_needed() -> bool:
+    try:
+        from olive.passes.pytorch.autoawq import AutoAWQQuantizer
+    except Exception:
+        return False
+    return "max_calib_samples" not in AutoAWQQuantizer._default_config(None)
+
+
+def _patch_autoawq() -> None:
+    """AutoAWQ side (imported only when an AWQ pass runs): packed calibration blocks and the grid size."""
+    import inspect
+    import textwrap
+
+    from awq.models.base import BaseAWQForCausalLM
+    from awq.quantize import quantizer as q
+
+    if getattr(BaseAWQForCausalLM.quantize, "_grove_p9", False):
+        return
+    original = BaseAWQForCausalLM.quantize
+
+    def quantize(self: Any, *args: Any, **kw: Any) -> Any:
+        knobs = _awq_var().get()
+        if knobs:
+            n, seq = knobs["max_calib_samples"], knobs["max_calib_seq_len"]
+            data = kw.get("calib_data")
+            tok = kw.get("tokenizer", args[0] if args else None)
+            if isinstance(data, str) and data != "pileval":
+                from datasets import load_dataset
+
+                ds = load_dataset(data, split=kw.get("split") or "train")
+                blocks = awq_calib_blocks(ds[kw.get("text_column") or "text"], tok, n, seq)
+                if not blocks:
+                    raise ValueError(f"AWQ calibration data {data} holds no block of {seq} tokens")
+                print(f"grove: AutoAWQ calibrates on {len(blocks)} blocks of {seq} tokens (asked {n}; the data holds "
+                      f"{len(ds)} texts)", file=sys.stderr, flush=True)
+                kw["calib_data"] = blocks
+            kw.update(max_calib_samples=n, max_calib_seq_len=seq, apply_clip=knobs["apply_clip"],
+                      n_parallel_calib_samples=knobs["n_parallel_calib_samples"])
+        return original(self, *args, **kw)
+
+    quantize._grove_p9 = True  # type: ignore[attr-defined]
+    BaseAWQForCausalLM.quantize = quantize
+
+    # the scale search's grid is a literal in _compute_best_scale: recompile that method with the knob in its place
+    src = textwrap.dedent(inspect.getsource(q.AwqQuantizer._compute_best_scale))
+    if "n_grid = 20" in src:
+        src = src.replace("n_grid = 20", "n_grid = _grove_n_grid()", 1)
+        ns = dict(vars(q))
+        ns["_grove_n_grid"] = lambda: (_awq_var().get() or {}).get("n_grid") or 20
+        exec(compile(src, inspect.getsourcefile(q) or "awq/quantize/quantizer.py", "exec"), ns)  # noqa: S102
+        q.AwqQuantizer._compute_best_scale = ns["_compute_best_scale"]
+    original_clip = q.AwqQuantizer._compute_best_clip
+
+    def _compute_best_clip(self: Any, w: Any, input_feat: Any, *args: Any, **kw: Any) -> Any:
+        grid = (_awq_var().get() or {}).get("n_grid")
+        if grid and not args and "n_grid" not in kw:
+            kw["n_grid"] = grid
+        return original_clip(self, w, input_feat, *args, **kw)
+
+    q.AwqQuantizer._compute_best_clip = _compute_best_clip
+
+
+def _p9_apply() -> None:
+    from olive.passes.olive_pass import PassConfigParam
+    from olive.passes.pytorch.autoawq import AutoAWQQuantizer
+
+    original_default = AutoAWQQuantizer._default_config.__func__
+    original_run = AutoAWQQuantizer._run_for_config
+
+    def _default_config(cls: Any, accelerator_spec: Any) -> Any:
+        cfg = original_default(cls, accelerator_spec)
+        for name, (default, typ, what) in AWQ_KNOBS.items():
+            cfg[name] = PassConfigParam(type_=typ, default_value=default, description=what)
+        return cfg
+
+    def _run_for_config(self: Any, model: Any, config: Any, output_model_path: str) -> Any:
+        _patch_autoawq()
+        token = _awq_var().set({k: getattr(config, k, d) for k, (d, _, _) in AWQ_KNOBS.items()})
+        try:
+            return original_run(self, model, config, output_model_path)
+        finally:
+            _awq_var().reset(token)
+
+    AutoAWQQuantizer._default_config = classmethod(_default_config)
+    AutoAWQQuantizer._run_for_config = _run_for_config
 
 
 # -- G1: Grove's own passes in Olive's catalog ------------------------------------------------------------------
@@ -275,11 +515,14 @@ def _g1_apply() -> None:
 
 PATCHES: dict[str, tuple[Callable[[], bool], Callable[[], None]]] = {
     "G1 Grove's passes (AwqDequantize) in Olive's catalog": (_g1_needed, _g1_apply),
+    "P1 genai>=0.16 has no quantized_model (GPU set only)": (_p1_needed, _p1_apply),
     "P2 genai>=0.15 create_model options (GPU set only)": (_p2_needed, _p2_apply),
+    "G2 fused qkv projection with LoRA (GPU set only)": (_g2_needed, _g2_apply),
     "P4 custom metric serializers accept None": (_p4_needed, _p4_apply),
     "P6 dump subclass fields (serialize_as_any)": (_p6_needed, _p6_apply),
     "P7 FootprintNode.update(model_config=...)": (_p7_needed, _p7_apply),
     "P8 Engine.resolve_goals honours every goal": (_p8_needed, _p8_apply),
+    "P9 AutoAWQ calibrates on the blocks asked; its knobs": (_p9_needed, _p9_apply),
 }
 
 

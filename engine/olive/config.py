@@ -10,7 +10,10 @@ Choices made here on the user's behalf, each for a reason recorded in ../shared/
   (``int4_nodes_to_exclude``): an int4 model whose adapter weights are quantized crashes in onnxruntime-genai
   when no adapter is active (NOTES C.5);
 - when searching, every parameter the user did not mark searchable is fixed to its value or default, because
-  Olive otherwise searches every parameter that has default search values (NOTES F).
+  Olive otherwise searches every parameter that has default search values (NOTES F);
+- an int4 ModelBuilder for the CUDA provider gets ``cuda_int4_builder_options()`` (CUDA graphs; with an adapter,
+  the fused qkv projection kept): what measured faster on an H200 (docs/benchmarks.md, "GPU decode"). Anything the
+  user sets wins.
 """
 
 from __future__ import annotations
@@ -33,6 +36,31 @@ TRAIN_DATA = "train_data"
 CALIB_DATA = "calib_data"
 SYSTEM = "local_system"
 EVALUATOR = "grove"  # the name of Grove's evaluator (and its one metric) in a workflow
+
+
+# ModelBuilder extra option read by engine.olive.compat's G2 patch (kept here so this module needs no Olive import)
+FUSE_LORA_QKV = "grove_fuse_lora_qkv"
+
+
+def cuda_int4_builder_options(has_adapter: bool) -> dict[str, Any]:
+    """ModelBuilder options Grove sets for int4 builds for CUDAExecutionProvider (measured: bench/gpu_decode.py,
+    docs/benchmarks.md "GPU decode", one H200, onnxruntime-genai 0.18.0):
+
+    - ``enable_cuda_graph``: genai captures the decode step once and replays it (stock build 362 -> 455 tok/s,
+      merged build 276 -> 444, adapter build without adapter 216 -> 411);
+    - with an adapter, ``grove_fuse_lora_qkv`` (engine.olive.compat G2): the fused qkv projection is kept, with one
+      LoRA A/B pair, instead of three projections and three pairs (adapter on 51 -> 68 tok/s, off 370 -> 411).
+    Not set, measured no better: ``fuse_mlp_gate_up`` (the merged build with it, 444 tok/s, against the stock build
+    without it, 455), the fpA_intB kernel (``ep.cuda.fpa_intb_gemm``: 346 against 455). ``int4_block_size`` stays at
+    genai's 32 (128 decodes 9 % faster, 497 tok/s, with four times coarser scales: a quality choice left to the user).
+    """
+    extra: dict[str, Any] = {}
+    if has_adapter:
+        extra[FUSE_LORA_QKV] = True
+    out: dict[str, Any] = {"enable_cuda_graph": True}
+    if extra:
+        out["extra_options"] = extra
+    return out
 
 
 def search_parameter(values: list[Any]) -> dict[str, Any]:
@@ -119,6 +147,12 @@ def _pass_config(p: PassSpec, before: list[PassSpec], spec: RunSpec, layers: int
         quantizes = cfg["precision"] == "int4" or "int4" in json.dumps(p.search.get("precision", []))
         if has_adapter and quantizes and "int4_nodes_to_exclude" not in cfg:
             cfg["int4_nodes_to_exclude"] = lora_nodes_to_exclude(layers)
+        if quantizes and spec.target.execution_provider == "CUDAExecutionProvider":
+            for k, v in cuda_int4_builder_options(has_adapter).items():
+                if k == "extra_options":
+                    cfg["extra_options"] = {**v, **(cfg.get("extra_options") or {})}
+                else:
+                    cfg.setdefault(k, v)
     return cfg
 
 

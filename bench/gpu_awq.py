@@ -1,0 +1,175 @@
+"""AutoAWQ through Olive (with Grove's P9: calibration blocks as asked, knobs exposed): time and quality per setting.
+
+    source scripts/gpu_env.sh && python3 bench/gpu_awq.py --out results/ [--layers 4] [--settings default,b32,b16g10,b16noclip]
+
+A Phi-3-mini-geometry model cut to ``--layers`` decoder layers (AWQ works layer by layer, so its time per layer is
+that of the full 32-layer model; the full time is extrapolated from two depths: time = a + b x layers), random fp16
+weights, Grove's travel sample as calibration data (prepared as Grove prepares it: rendered texts in calib/). Each
+setting runs Olive's AutoAWQQuantizer, then Grove's AwqDequantize, and the quantized model's logits on 16 held-out
+texts are compared with the fp16 model's: relative error ||q - fp16|| / ||fp16||. Random weights make the error a
+measure of how closely the 4-bit weights reproduce the layer, not of task quality.
+Writes OUT/gpu_awq.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SETTINGS = {
+    "default": {},  # AutoAWQ's: 128 blocks asked (P9 gives all the data holds if fewer), grid 20, clip on
+    "b32": {"max_calib_samples": 32},
+    "b16": {"max_calib_samples": 16},
+    "b16g10": {"max_calib_samples": 16, "n_grid": 10},
+    "b16noclip": {"max_calib_samples": 16, "apply_clip": False},
+}
+
+
+def make_model(root: Path, layers: int) -> str:
+    import torch
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    from engine.models import tiny as demo
+
+    out = root / f"phi3-{layers}l"
+    if (out / "config.json").exists():
+        return str(out)
+    tok = demo._train_tokenizer(demo.read_sample())
+    cfg = Phi3Config(num_hidden_layers=layers)
+    tok.add_tokens([f"<|unused{i}|>" for i in range(cfg.vocab_size - len(tok))], special_tokens=True)
+    cfg.bos_token_id, cfg.pad_token_id = tok.bos_token_id, tok.pad_token_id
+    cfg.eos_token_id = tok.convert_tokens_to_ids("<|endoftext|>")
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Phi3ForCausalLM(cfg).to(torch.float16)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    demo._write_generation_config(out, tok)
+    del model
+    torch.cuda.empty_cache()
+    return str(out)
+
+
+def calib_folder(root: Path) -> tuple[Path, list[str]]:
+    from engine.models import tiny as demo
+
+    rows = demo.read_sample()
+    texts = [demo.PHI3_TEXT_TEMPLATE.format(**r) for r in rows]
+    train, held = texts[:360], texts[360:376]
+    d = root / "calib"
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / "train.jsonl", "w") as f:
+        for t in train:
+            f.write(json.dumps({"text": t}) + "\n")
+    return d, held
+
+
+def logits(model_dir: str, texts: list[str]):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    m = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float16).cuda().eval()
+    outs = []
+    with torch.no_grad():
+        for t in texts:
+            ids = torch.tensor([tok.encode(t)[:256]], device="cuda")
+            outs.append(m(ids).logits.float().cpu())
+    del m
+    torch.cuda.empty_cache()
+    return outs
+
+
+def run_setting(model_dir: str, calib: Path, knobs: dict, work: Path) -> dict:
+    import olive.workflows.run.run  # noqa: F401
+
+    from engine.olive import compat as olive_compat
+
+    olive_compat.apply()
+    from olive.workflows import run
+
+    out = work / "out"
+    shutil.rmtree(work, ignore_errors=True)
+    cfg = {
+        "input_model": {"type": "HfModel", "model_path": model_dir},
+        "systems": {"s": {"type": "LocalSystem", "accelerators": [{"device": "gpu", "execution_providers": ["CUDAExecutionProvider"]}]}},
+        "data_configs": [{"name": "calib", "type": "HuggingfaceContainer",
+                          "load_dataset_config": {"data_name": str(calib), "split": "train"},
+                          "pre_process_data_config": {"input_cols": "text"}}],
+        "passes": {"awq": {"type": "AutoAWQQuantizer", "bits": 4, "data_config": "calib", **knobs},
+                   "deq": {"type": "AwqDequantize", "torch_dtype": "float16"}},
+        "host": "s", "target": "s", "cache_dir": str(work / "cache"), "output_dir": str(out),
+        "evaluate_input_model": False, "log_severity_level": 1,
+    }
+    t0 = time.perf_counter()
+    run(cfg)
+    wall = time.perf_counter() - t0
+    stages = {}
+    for f in out.glob("run_history*.txt"):
+        for line in f.read_text().splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) >= 4 and cells[2] and cells[3].replace(".", "", 1).isdigit():
+                stages[cells[2]] = float(cells[3])
+    model_out = next((p.parent for p in out.rglob("config.json")), out)
+    return {"wall_s": wall, "stage_s": stages, "dir": str(model_out)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--layers", default="2,4", help="depths to time (two give the per-layer slope)")
+    ap.add_argument("--settings", default="default,b32,b16g10,b16noclip")
+    ap.add_argument("--work", default="")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(a.work or Path(os.environ.get("GROVE_HOME", str(Path.home() / "grove"))) / "bench-awq")
+    work.mkdir(parents=True, exist_ok=True)
+    calib, held = calib_folder(work)
+    res: dict = {"settings": {}, "layers": [int(x) for x in a.layers.split(",")]}
+
+    def save() -> None:
+        (out / "gpu_awq.json").write_text(json.dumps(res, indent=1, default=str))
+
+    for layers in res["layers"]:
+        model_dir = make_model(work, layers)
+        ref = logits(model_dir, held) if layers == max(res["layers"]) else None
+        for name in a.settings.split(","):
+            key = f"{name}@{layers}"
+            try:
+                r = run_setting(model_dir, calib, SETTINGS[name], work / "run")
+                if ref is not None:
+                    import torch
+
+                    q = logits(r["dir"], held)
+                    num = sum(float(torch.linalg.norm(x - y)) ** 2 for x, y in zip(q, ref, strict=True))
+                    den = sum(float(torch.linalg.norm(y)) ** 2 for y in ref)
+                    r["rel_logit_error"] = (num / den) ** 0.5
+                res["settings"][key] = {"knobs": SETTINGS[name], **r}
+            except Exception:
+                res["settings"][key] = {"knobs": SETTINGS[name], "error": traceback.format_exc()[-3000:]}
+            print(key, json.dumps({k: v for k, v in res["settings"][key].items() if k != "dir"})[:600], flush=True)
+            save()
+    lo, hi = min(res["layers"]), max(res["layers"])
+    for name in a.settings.split(","):
+        t = {n: res["settings"].get(f"{name}@{n}", {}).get("stage_s", {}).get("autoawqquantizer") for n in (lo, hi)}
+        if all(t.values()) and hi > lo:
+            slope = (t[hi] - t[lo]) / (hi - lo)
+            res.setdefault("extrapolated_32_layers_s", {})[name] = t[lo] + slope * (32 - lo)
+    save()
+    print(json.dumps({"extrapolated_32_layers_s": res.get("extrapolated_32_layers_s"),
+                      "rel_logit_error": {k: v.get("rel_logit_error") for k, v in res["settings"].items()}}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
