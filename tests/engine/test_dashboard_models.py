@@ -21,7 +21,7 @@ from engine.errors import ModelError, ResourceError
 from engine.evaluate.compare import pareto
 from engine.runs import demo, submit
 from engine.runs.registry import Registry
-from engine.spec import drafts
+from engine.spec import drafts, recipes
 from engine.spec.schema import DatasetSpec, parse_spec
 from engine.views import candidates as cand_views
 from engine.views import estimate, preflight
@@ -139,7 +139,7 @@ def test_drafts_recipes_and_olive_config(fresh_home, tmp_path):
         "text_template": dataview.PRESETS["Phi-3 chat (the lab's)"],
         "max_seq_len": 512,
     }
-    for key in drafts.RECIPE_PRESETS:
+    for key in recipes.PRESETS:
         spec = parse_spec(drafts.to_spec_dict(drafts.apply_recipe(d, key)))
         assert spec.passes
     lab = drafts.apply_recipe(d, "lab")
