@@ -44,6 +44,9 @@ def demo_candidates() -> dict[str, dict[str, Any]]:
     from engine.runs.worker import Slots, Worker
     from engine.spec import recipes
 
+    from engine.models import tiny
+
+    tiny.build_demo()
     reg = Registry()
     run = service.submit(recipes.demo_spec())
     w = Worker(reg, LocalExecutor("engine.runs.runner"), Slots(cpu=1, gpus=[]))

@@ -2,7 +2,8 @@
 
 - ``ModelCache``: loaded models, at most ``GROVE_CHAT_MAX_MODELS`` (default 2), least recently used evicted; each
   entry states its weights' size on disk (what the UI shows as memory). Thread-safe. ``default_cache()`` is the
-  process's one.
+  process's one, shared by every browser session: an evicted model that another session is answering with is
+  closed only when that answer ends, and a session whose model was evicted gets it loaded again on its next message.
 - ``estimate_bytes``: what a model would take once loaded, without loading it.
 - ``pick_gpu`` / ``can_use_gpu`` / ``choose_device``: the CPU by default; a GPU only when asked for and when its free
   memory (``engine.machine.gpu_memory``) fits the model, also while a run uses it.
@@ -79,7 +80,7 @@ class ModelCache:
                     while len(self._entries) > self.max_models:
                         _, old = self._entries.popitem(last=False)
                         self.evicted.append(str(old.ref.path))
-                        old.model.close()
+                        old.model.retire()  # another session may be mid-answer with it: closed when that ends
             finally:
                 with self._lock:
                     self._loading.pop(key, None)

@@ -136,6 +136,9 @@ class ChatModel:
         self.refused: dict[str, AdapterMismatch] = {}  # adapters left out (load(strict=False)), with why
         self.closed = False
         self.fallback = ""  # why the model runs on the CPU although a GPU was asked for
+        self._streams = 0  # answers being generated now (by any browser session)
+        self._retired = False  # evicted from the cache: close when the last answer ends
+        self._use_lock = threading.Lock()
 
     @property
     def adapters(self) -> list[str]:
@@ -190,7 +193,28 @@ class ChatModel:
             int(top_k),
             None if seed is None else int(seed),
         )
-        return ChatStream(lambda st: self._generate(st, msgs, name, sampling, prefill or ""))
+        return ChatStream(lambda st: self._in_use(self._generate(st, msgs, name, sampling, prefill or "")))
+
+    def _in_use(self, chunks: Iterator[str]) -> Iterator[str]:
+        """Generate while counted as in use, so that eviction by another session never closes a model mid-answer."""
+        with self._use_lock:
+            self._streams += 1
+        try:
+            yield from chunks
+        finally:
+            with self._use_lock:
+                self._streams -= 1
+                close_now = self._retired and self._streams == 0
+            if close_now:
+                self.close()
+
+    def retire(self) -> None:
+        """Close now, or when the answers being generated end (the model cache evicted it)."""
+        with self._use_lock:
+            self._retired = True
+            busy = self._streams > 0
+        if not busy:
+            self.close()
 
     def answer(self, messages: Sequence[Message], **kw: Any) -> tuple[str, ChatStats]:
         """The whole answer at once, and its stats."""

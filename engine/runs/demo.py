@@ -11,6 +11,8 @@ import subprocess
 import sys
 from typing import Any, Optional
 
+from filelock import FileLock
+
 from engine import machine, paths
 from engine.models import tiny
 from engine.runs.registry import Registry
@@ -37,9 +39,12 @@ def launch(reg: Registry) -> Optional[dict[str, Any]]:
         from engine.spec import recipes
 
         return submit.submit(recipes.demo_spec(), reg=reg)
-    if state() != "building":
-        h = paths.home()
-        h.mkdir(parents=True, exist_ok=True)
+    h = paths.home()
+    h.mkdir(parents=True, exist_ok=True)
+    # two browser sessions clicking at once: the lock makes "is a build running? if not, start one" one step
+    with FileLock(str(h / "demo-build.lock"), timeout=30):
+        if state() == "building":
+            return None
         with open(h / "demo-build.log", "ab") as log:
             p = subprocess.Popen(
                 [sys.executable, "-m", "engine.cli", "demo"],

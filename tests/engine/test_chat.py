@@ -300,6 +300,21 @@ def test_cache_evicts_the_least_recently_used_model(cands, monkeypatch):
         mb.stream(TRAVEL)  # whoever still holds an evicted model gets a clear message
 
 
+def test_eviction_by_another_session_never_cuts_an_answer(cands):
+    """Two browser sessions share the cache: B's load evicts the model A is answering with; A's answer completes,
+    and the model is closed only then."""
+    cache = ModelCache(max_models=1)
+    ma = cache.get(cands["onnx"])
+    stream = ma.stream(TRAVEL, max_new_tokens=24)
+    first = next(stream)  # session A is mid-answer
+    cache.get(cands["merged"])  # session B loads another model: A's is evicted
+    assert not cache.contains(cands["onnx"]) and not ma.closed
+    rest = stream.read()
+    assert first and stream.stats is not None and rest.startswith(first)
+    assert ma.closed  # closed once its last answer ended
+    assert cache.get(cands["onnx"]) is not ma  # A's next message loads it again
+
+
 def test_cache_loads_a_model_once_for_concurrent_requests(cands):
     loads: list[str] = []
 
