@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -41,14 +42,19 @@ def check_model(spec: RunSpec) -> None:
             raise ModelError(f"model folder {p} has no config.json: is it a Hugging Face model folder?")
 
 
-def check_resources(spec: RunSpec, gpus_available: Optional[int] = None) -> None:
+def check_resources(spec: RunSpec, gpus_available: Optional[int] = None, where: str = "this machine has") -> None:
     if spec.resources.gpus == 0:
         return
     if gpus_available is None:
-        gpus_available = len(machine.detect_gpus())
+        if os.environ.get("GROVE_EXECUTOR", "").strip().lower() == "ray":  # the cluster's largest node decides
+            from engine.runs.ray_executor import max_gpus_per_node
+
+            gpus_available, where = max_gpus_per_node(), "the largest node of the Ray cluster has"
+        else:
+            gpus_available = len(machine.detect_gpus())
     if spec.resources.gpus > gpus_available:
         raise ResourceError(
-            f"resources.gpus asks for {spec.resources.gpus} GPU(s); this machine has {gpus_available}",
+            f"resources.gpus asks for {spec.resources.gpus} GPU(s); {where} {gpus_available}",
             hint="lower resources.gpus, or run on a machine with more GPUs",
         )
 

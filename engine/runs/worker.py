@@ -32,7 +32,7 @@ from typing import Any, Optional
 from engine import machine
 from engine.errors import RunStateError
 from engine.runs import reuse
-from engine.runs.executors import Executor, LocalExecutor, LocalHandle, pid_is_runner
+from engine.runs.executors import Executor, LocalHandle, from_env, pid_is_runner
 from engine.runs.registry import Registry
 
 log = logging.getLogger("grove.worker")
@@ -127,8 +127,8 @@ class Worker:
     def __init__(self, reg: Optional[Registry] = None, executor: Optional[Executor] = None, slots: Optional[Slots] = None,
                  worker_id: Optional[str] = None) -> None:
         self.reg = reg or Registry()
-        self.ex = executor or LocalExecutor()
-        self.slots = slots or slots_from_env()
+        self.ex = executor or from_env()  # GROVE_EXECUTOR: local (default) or ray
+        self.slots = slots or getattr(self.ex, "slots", None) or slots_from_env()  # Ray brings its own accounting
         self.id = worker_id or f"w-{os.uname().nodename}-{os.getpid()}"
         self.active: dict[str, Active] = {}
         self.grace = float(os.environ.get("GROVE_CANCEL_GRACE_S", "3"))
@@ -174,8 +174,10 @@ class Worker:
                 continue
             full = self.reg.get_run(run["id"])
             gpus = json.loads(full["gpus"] or "[]")
-            if pid_is_runner(full["pid"], run["id"]):
-                self.active[run["id"]] = Active(LocalHandle(run["id"], full["pid"]), gpus)
+            adopt = getattr(self.ex, "adopt", None)  # an executor that can find its runs again (Ray) says so
+            handle = adopt(full) if adopt else (LocalHandle(run["id"], full["pid"]) if pid_is_runner(full["pid"], run["id"]) else None)
+            if handle is not None:
+                self.active[run["id"]] = Active(handle, gpus)
                 self.slots.take(gpus)
                 self.reg.update_run(run["id"], worker_id=self.id)
                 self.reg.add_event(run["id"], "recovered", {"worker": self.id, "adopted_pid": full["pid"]})
