@@ -34,7 +34,7 @@ def reuse_finished(reg: Registry, run: dict[str, Any]) -> bool:
                 c[k] = str(dst) + c[k][len(str(src)):]
         cands.append(c)
     reg.upsert_candidates(full["id"], cands)
-    reg.add_event(full["id"], "reused", {"from_run": prev["id"], "message": f"identical to run {prev[0]['id']}: every pass reused"})
+    reg.add_event(full["id"], "reused", {"from_run": prev["id"], "message": f"identical to run {prev['id']}: every pass reused"})
     reg.transition(full["id"], "succeeded", expect=("running",), exit_code=0, progress=1.0, stage="succeeded (reused)")
     return True
 

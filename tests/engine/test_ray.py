@@ -85,6 +85,14 @@ def _training(reg: Registry, run_id: str) -> bool:
     return (reg.get_run(run_id)["stage"] or "").startswith("training")
 
 
+def _actor_exists(name: str) -> bool:
+    try:
+        ray.get_actor(name, namespace="grove")
+        return True
+    except ValueError:
+        return False
+
+
 def _open_files(pid: int) -> set[str]:
     out = set()
     try:
@@ -133,6 +141,8 @@ def test_demo_recipe_on_the_second_node_is_recorded_on_the_head(cluster):
     kinds = [e["kind"] for e in reg.events(run["id"])]
     assert "train_step" in kinds and kinds.count("pass_finished") + kinds.count("pass_cached") == 3
     assert done["exit_code"] == 0 and done["progress"] == 1.0
+    wait_for(lambda: not w.active, 30, w.tick, 0.1)  # the worker saw the runner exit and removed its host actor
+    wait_for(lambda: not _actor_exists("grove-run-" + run["id"]), 10, step=0.2)
     # Home's view of the cluster, from the worker's heartbeat
     from engine.runs.cluster import cluster_status, node_rows
 
@@ -167,8 +177,7 @@ def test_cancel_mid_lora_on_the_second_node(cluster):
     assert took < 5
     wait_for(lambda: not pid_alive(pid), 5 - (time.monotonic() - t0) + 1, w.tick, 0.1)
     wait_for(lambda: not w.active, 5, w.tick, 0.1)
-    with pytest.raises(ValueError):  # its host actor is gone too
-        ray.get_actor("grove-run-" + run["id"], namespace="grove")
+    wait_for(lambda: not _actor_exists("grove-run-" + run["id"]), 5, w.tick, 0.1)  # its host actor is gone too
     w.reg.worker_stopped(w.id)
 
 
@@ -199,6 +208,7 @@ def test_worker_restart_with_a_run_in_flight_adopts_it(cluster):
         assert len(reg.events(run["id"], kinds=["train_step"])) > steps_before  # what it said meanwhile landed
         assert any(c["is_output"] for c in reg.candidates(run["id"]))
         assert done["attempts"] == 1  # adopted, not run again
+        wait_for(lambda: not _actor_exists("grove-run-" + run["id"]), 30, step=0.3)  # released by the new worker
     finally:
         for p in (w1, w2):
             if p is not None and p.poll() is None:
@@ -239,4 +249,5 @@ def test_killing_the_second_node_fails_its_run_and_others_go_on(cluster):
     assert reg.get_run(other["id"])["status"] == "running"
     service.cancel(other["id"])
     wait_for(lambda: reg.get_run(other["id"])["status"] == "cancelled", 5, tick, 0.05)
+    wait_for(lambda: not wh.active and not w2.active, 10, tick, 0.1)
     rx.stop_node(cluster["node2"])
