@@ -442,9 +442,7 @@ class RayExecutor:
     def _end(self, h: RayHandle, etype: str, msg: str) -> int:
         run = self.reg.get_run(h.run_id)
         if run["status"] == "running":
-            from engine.runs.worker import log_tail  # the worker's reader of a log's last lines
-
-            self.reg.add_event(h.run_id, "log_tail", {"text": log_tail(Path(run["log_path"]))})
+            self.reg.add_event(h.run_id, "log_tail", {"text": _log_tail(Path(run["log_path"]))})
             try:
                 if run["cancel_requested"]:
                     self.reg.transition(h.run_id, "cancelled", expect=("running",), exit_code=-9)
@@ -467,6 +465,19 @@ class RayExecutor:
 
 def _row(run: dict[str, Any]) -> dict[str, Any]:
     return {"id": run["id"], "run_dir": run.get("run_dir") or str(paths.run_dir(run["id"]))}
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    """The log's last lines (as engine.runs.worker.log_tail, which this module cannot import: the worker imports
+    the executors)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(ln.split("\r")[-1] for ln in data.splitlines()[-lines:])
 
 
 def _first_line(e: BaseException) -> str:
