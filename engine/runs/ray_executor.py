@@ -180,6 +180,9 @@ class RunHost:
         rdir = Path(run["run_dir"])
         rdir.mkdir(parents=True, exist_ok=True)
         env = paths.olive_env(tmp=rdir / "tmp")
+        # Ray sets OMP_NUM_THREADS=<num_cpus> in its workers; a runner uses the node's threads as a local run does, so
+        # the two executors compare (on the loaded 2-core bench machine the demo took 57 s with 1 thread, 204 s without)
+        env.pop("OMP_NUM_THREADS", None)
         gpus = [str(g) for g in ray.get_gpu_ids()]
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         code_root = str(Path(engine.__file__).resolve().parent.parent)  # the runner runs the same Grove as its host
