@@ -92,7 +92,7 @@ def run(run_id: str) -> dict[str, Any]:
 
 @st.cache_data(ttl=1, show_spinner=False)
 def _live(h: str, run_id: str) -> dict[str, Any]:
-    from engine.runs.worker import log_tail
+    from engine.runs.logs import log_tail
 
     reg = registry()
     r = reg.get_run(run_id)

@@ -38,13 +38,12 @@ SWITCH_TARGET_MS = 20.0
 
 def demo_candidates() -> dict[str, dict[str, Any]]:
     """Build the demo model and run the demo recipe in this process (reused from Olive's cache when present)."""
+    from engine.models import tiny
     from engine.runs import submit as service
     from engine.runs.executors import LocalExecutor
     from engine.runs.registry import Registry
     from engine.runs.worker import Slots, Worker
     from engine.spec import recipes
-
-    from engine.models import tiny
 
     tiny.build_demo()
     reg = Registry()

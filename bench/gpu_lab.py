@@ -99,7 +99,7 @@ def run_spec(spec_dict: dict, timeout: float) -> dict:
     stage_s = {k: v["pass_finished"] - v["pass_started"] for k, v in stages.items() if len(v) == 2}
     memory = {e["data"]["name"]: e["data"] for e in reg.events(r["id"], kinds=["pass_memory"])}
     cands = reg.candidates(r["id"])
-    from engine.runs.worker import log_tail
+    from engine.runs.logs import log_tail
 
     return {"run": r["id"], "status": r["status"], "wall_s": wall, "stage_s": stage_s, "memory": memory,
             "error_type": r["error_type"], "error": r["error_message"], "data_dir": r["data_dir"],

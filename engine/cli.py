@@ -1,6 +1,7 @@
 """``grove``: the headless command line over the same engine the UI uses.
 
     grove up [--port 8501]      build the demo if missing, start the worker and the UI, say where
+    grove up --ray              the same, with runs executed on a Ray cluster (docs/ray.md)
     grove demo [--no-submit]    build the embedded demo model (once) and queue the demo recipe
     grove submit SPEC.yaml      check a spec and queue it
     grove ls                    list runs
@@ -88,8 +89,8 @@ def training_line_from_log(log: Path) -> Optional[str]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from engine.runs.logs import log_tail
     from engine.runs.registry import Registry
-    from engine.runs.worker import log_tail
 
     reg = Registry()
     run = reg.find_run(args.run)
@@ -198,6 +199,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("building the demo model once (about a minute) ...", flush=True)
         demo.build_demo()
     env = dict(os.environ, GROVE_HOME=str(paths.home()))
+    from engine.runs import ray_executor
+
+    if line := ray_executor.up_env(env, args.ray):  # GROVE_EXECUTOR=ray / --ray: the worker sends runs to Ray
+        print(line, flush=True)
     ui = [sys.executable, "-m", "streamlit", "run", str(paths.REPO_ROOT / "app" / "main.py"),
           "--server.port", str(args.port), "--server.address", args.address, "--server.headless", "true",
           "--browser.gatherUsageStats", "false"]
@@ -214,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="start the worker and the UI")
     p.add_argument("--port", type=int, default=int(os.environ.get("GROVE_PORT", "8501")))
     p.add_argument("--address", default=os.environ.get("GROVE_ADDRESS", "127.0.0.1"))
+    p.add_argument("--ray", action="store_true",
+                   help="run on Ray: the cluster at GROVE_RAY_ADDRESS, else a local head started on 127.0.0.1 (docs/ray.md)")
     p.set_defaults(fn=cmd_up)
     p = sub.add_parser("demo", help="build the demo model and queue the demo recipe")
     p.add_argument("--no-submit", action="store_true", help="only build the demo model")

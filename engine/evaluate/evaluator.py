@@ -376,9 +376,9 @@ def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] 
                     subprocess_: bool = True, timeout: float = 3600, run_id: Optional[str] = None) -> EvalResult:
     """Evaluate once per model + adapter + fingerprint; later calls read the registry. With ``run_id``, the
     evaluation is linked to that run's model folder, which is how the run's candidates find it."""
-    from engine.runs.registry import Registry
+    from engine.runs.relay import open_registry
 
-    reg = reg or Registry()
+    reg = reg or open_registry()  # relayed to the head inside a runner on a Ray node
     key = eval_key(model_path, adapter, cfg)
     hit = reg.get_evaluation(key)
     if run_id:

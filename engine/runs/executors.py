@@ -72,3 +72,15 @@ def pid_is_runner(pid: Optional[int], run_id: str) -> bool:
     cmd = machine.cmdline(pid)
     # a runner is started as `python -m <runner module> RUN_ID`: the run id as the last argument identifies it
     return cmd is not None and len(cmd) >= 2 and run_id.encode() in cmd[-2:] and b"-m" in cmd
+
+
+def from_env() -> Executor:
+    """The executor ``GROVE_EXECUTOR`` names: ``local`` (default) or ``ray`` (engine/runs/ray_executor.py)."""
+    kind = os.environ.get("GROVE_EXECUTOR", "local").strip().lower() or "local"
+    if kind == "ray":
+        from engine.runs.ray_executor import RayExecutor
+
+        return RayExecutor()
+    if kind != "local":
+        raise ValueError(f"GROVE_EXECUTOR={kind!r}: use 'local' or 'ray'")
+    return LocalExecutor()

@@ -32,6 +32,7 @@ from engine.olive import config as olive_config
 from engine.olive.footprint import candidates_from_footprint, expected_files, final_model_ids
 from engine.runs.progress import EventSink, OliveLogHandler, install_memory_probe, install_trainer_callback
 from engine.runs.registry import Registry
+from engine.runs.relay import open_registry
 
 HEARTBEAT_S = float(os.environ.get("GROVE_HEARTBEAT_S", "1.0"))
 LOG = logging.getLogger("grove.runner")
@@ -60,7 +61,7 @@ class OutputMissing(Exception):
 
 
 def run(run_id: str) -> int:
-    reg = Registry()
+    reg = open_registry()  # grove.db, or relayed to the head (Ray executor)
     row = reg.get_run(run_id)
     rdir = Path(row["run_dir"])
     rdir.mkdir(parents=True, exist_ok=True)

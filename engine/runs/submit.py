@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,11 +30,15 @@ def env_fingerprint() -> dict[str, str]:
     return machine.package_versions(FINGERPRINT_PACKAGES)
 
 
-def check_resources(spec: RunSpec, gpus_available: Optional[int] = None) -> None:
+def check_resources(spec: RunSpec, gpus_available: Optional[int] = None, where: str = "this machine has") -> None:
+    if gpus_available is None and spec.resources.gpus and os.environ.get("GROVE_EXECUTOR", "").strip().lower() == "ray":
+        from engine.runs.ray_executor import max_gpus_per_node  # the cluster's largest node decides
+
+        gpus_available, where = max_gpus_per_node(), "the largest node of the Ray cluster has"
     have = machine.gpus_short(spec.resources.gpus, gpus_available)
     if have is not None:
         raise ResourceError(
-            f"resources.gpus asks for {spec.resources.gpus} GPU(s); this machine has {have}",
+            f"resources.gpus asks for {spec.resources.gpus} GPU(s); {where} {have}",
             hint="lower resources.gpus, or run on a machine with more GPUs",
         )
 

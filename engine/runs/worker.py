@@ -44,7 +44,8 @@ from typing import Any, Optional
 from engine import machine
 from engine.errors import RunStateError
 from engine.runs import reuse
-from engine.runs.executors import Executor, LocalExecutor, LocalHandle, pid_is_runner
+from engine.runs.executors import Executor, LocalHandle, from_env, pid_is_runner
+from engine.runs.logs import log_tail
 from engine.runs.registry import Registry
 
 log = logging.getLogger("grove.worker")
@@ -121,18 +122,6 @@ def worker_alive(w: dict[str, Any]) -> bool:
     return machine.process_runs(w["pid"], "engine.runs.worker", "grove")
 
 
-def log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
-            data = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    # progress bars rewrite one line with \r: keep the last state of each line
-    clean = [ln.split("\r")[-1] for ln in data.splitlines()]
-    return "\n".join(clean[-lines:])
 
 
 def describe_exit(code: int) -> str:
@@ -157,8 +146,8 @@ class Worker:
     def __init__(self, reg: Optional[Registry] = None, executor: Optional[Executor] = None, slots: Optional[Slots] = None,
                  worker_id: Optional[str] = None) -> None:
         self.reg = reg or Registry()
-        self.ex = executor or LocalExecutor()
-        self.slots = slots or slots_from_env()
+        self.ex = executor or from_env()  # GROVE_EXECUTOR: local (default) or ray
+        self.slots = slots or getattr(self.ex, "slots", None) or slots_from_env()  # Ray brings its own accounting
         self.id = worker_id or f"w-{os.uname().nodename}-{os.getpid()}"
         self.active: dict[str, Active] = {}
         self.grace = float(os.environ.get("GROVE_CANCEL_GRACE_S", "3"))
@@ -243,8 +232,10 @@ class Worker:
             if run_id in self.active or run_id in self.reusing:
                 continue
             gpus = json.loads(full["gpus"] or "[]")
-            if pid_is_runner(full["pid"], run_id):
-                self.active[run_id] = Active(LocalHandle(run_id, full["pid"]), gpus)
+            adopt = getattr(self.ex, "adopt", None)  # an executor that can find its runs again (Ray) says so
+            handle = adopt(full) if adopt else (LocalHandle(run_id, full["pid"]) if pid_is_runner(full["pid"], run_id) else None)
+            if handle is not None:
+                self.active[run_id] = Active(handle, gpus)
                 self.slots.take(gpus)
                 self.reg.update_run(run_id, worker_id=self.id)
                 self.reg.add_event(run_id, "recovered", {"worker": self.id, "adopted_pid": full["pid"]})

@@ -137,7 +137,7 @@ def run_on_gpus(run_ids: list[str], timeout: float = 600) -> list[dict[str, Any]
 
 
 def run_log(run: dict[str, Any]) -> str:
-    """The end of a run's log, for a failure message (engine.runs.worker.log_tail reads it)."""
-    from engine.runs.worker import log_tail
+    """The end of a run's log, for a failure message (engine.runs.logs.log_tail reads it)."""
+    from engine.runs.logs import log_tail
 
     return log_tail(Path(run.get("log_path") or ""))

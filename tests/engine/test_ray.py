@@ -1,0 +1,253 @@
+"""The Ray executor on a real two-node Ray cluster on this machine (127.0.0.1): a head with one CPU and a custom
+resource ``head``, and a second node with one CPU and a custom resource ``node2``, started and stopped here.
+Real Olive on the tiny demo model, real Ray, the real worker; nothing is mocked. Runs are forced onto a node
+through its custom resource (``RayExecutor(resources=...)``, what ``GROVE_RAY_RESOURCES`` sets).
+
+Both nodes share this machine's filesystem, so GROVE_HOME is shared as the executor requires (docs/ray.md);
+the registry is only ever opened by this process (the head-side worker), which the tests check on the runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ResourceError
+from engine.runs import submit as service
+from engine.runs.registry import Registry
+from engine.runs.worker import Worker
+from engine.spec import recipes
+from engine.spec.schema import parse_spec
+
+from .helpers import pid_alive, wait_for
+
+ray = pytest.importorskip("ray")
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+HEARTBEAT = 1.0  # GROVE_HEARTBEAT_S: a lost node fails its run within three of them
+LONG = 5000  # LoRA steps of a run that is stopped before it ends
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(demo, grove_home):
+    """Head (1 CPU, resource head) and node2 (1 CPU, resource node2); the test process connects as the driver."""
+    from engine.runs import ray_executor as rx
+
+    port = _free_port()
+    head = rx.start_node(head=True, port=port, num_cpus=1, num_gpus=0, resources={"head": 1}, object_store_mb=80)
+    node2 = rx.start_node(head=False, addr=f"127.0.0.1:{port}", num_cpus=1, num_gpus=0, resources={"node2": 1},
+                          object_store_mb=80)
+    nodes = {"head": head, "node2": node2, "address": f"127.0.0.1:{port}"}
+    try:
+        rx.connect(nodes["address"])
+        wait_for(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2, 120, step=0.5)
+        node_ids = {next(iter(k for k in n["Resources"] if k in ("head", "node2"))): n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        nodes.update(node_ids=node_ids)
+        yield nodes
+    finally:
+        ray.shutdown()
+        rx.stop_node(node2)
+        rx.stop_node(head)
+
+
+def _worker(cluster, node: str, **kw) -> Worker:
+    from engine.runs.ray_executor import RayExecutor
+
+    ex = RayExecutor(addr=cluster["address"], resources={node: 1})
+    return Worker(Registry(), ex, worker_id=f"w-test-{node}-{time.monotonic_ns()}", **kw)
+
+
+def _spec(steps: int, name: str):
+    d = recipes.lab_recipe(str(Path(os.environ["GROVE_HOME"]) / "demo" / "model"),
+                           str(Path(os.environ["GROVE_HOME"]) / "demo" / "travel_sample.jsonl"), name=name, max_steps=steps)
+    return parse_spec(d)
+
+
+def _placed(reg: Registry, run_id: str) -> dict:
+    ev = reg.events(run_id, kinds=["placed"])
+    return ev[-1]["data"] if ev else {}
+
+
+def _training(reg: Registry, run_id: str) -> bool:
+    return (reg.get_run(run_id)["stage"] or "").startswith("training")
+
+
+def _actor_exists(name: str) -> bool:
+    try:
+        ray.get_actor(name, namespace="grove")
+        return True
+    except ValueError:
+        return False
+
+
+def _open_files(pid: int) -> set[str]:
+    out = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return out
+
+
+def test_demo_recipe_on_the_second_node_is_recorded_on_the_head(cluster):
+    reg = Registry()
+    w = _worker(cluster, "node2")
+    w.start()
+    run = service.submit(_spec(12, "ray: demo on node2"))
+    wait_for(lambda: _placed(reg, run["id"]), 120, w.tick, 0.2)
+    placed = _placed(reg, run["id"])
+    assert placed["node_id"] == cluster["node_ids"]["node2"]
+    seen: set[str] = set()
+    env = ""
+
+    def tick() -> None:
+        nonlocal env
+        w.tick()
+        seen.update(_open_files(placed["pid"]))
+        if not env:
+            try:
+                env = Path(f"/proc/{placed['pid']}/environ").read_bytes().decode()
+            except OSError:
+                pass
+
+    wait_for(lambda: reg.get_run(run["id"])["status"] in ("succeeded", "failed", "cancelled"), 400, tick, 0.2)
+    done = reg.get_run(run["id"])
+    assert done["status"] == "succeeded", (done["error_message"], Path(done["log_path"]).read_text()[-3000:])
+    # the runner wrote through the relay, never to grove.db
+    assert "GROVE_RELAY=" in env
+    assert not any(f.endswith(("grove.db", "grove.db-wal")) for f in seen), seen
+    # everything it said landed in the head's registry
+    cands = reg.candidates(run["id"])
+    assert sorted(" > ".join(c["pass_chain"]) for c in cands) == ["lora", "lora > modelbuilder", "lora > modelbuilder > extractadapters"]
+    final = next(c for c in cands if c["is_output"])
+    assert (Path(final["path"]) / "model.onnx").is_file()  # the output is in the shared GROVE_HOME
+    kinds = [e["kind"] for e in reg.events(run["id"])]
+    assert "train_step" in kinds and kinds.count("pass_finished") + kinds.count("pass_cached") == 3
+    assert done["exit_code"] == 0 and done["progress"] == 1.0
+    wait_for(lambda: not w.active, 30, w.tick, 0.1)  # the worker saw the runner exit and removed its host actor
+    wait_for(lambda: not _actor_exists("grove-run-" + run["id"]), 10, step=0.2)
+    # Home's view of the cluster, from the worker's heartbeat
+    from engine.runs.cluster import cluster_status, node_rows
+
+    w.reg.worker_beat(w.id, w.slots.describe())
+    st = cluster_status(reg)
+    assert st is not None and {n["node_id"] for n in st["nodes"]} == set(cluster["node_ids"].values())
+    assert [r["CPUs"] for r in node_rows(st)] and all("/ 1" in r["CPUs"] for r in node_rows(st))
+    # more GPUs than any node has: refused at submit with the cluster's figure
+    d = recipes.lab_recipe("m", "d", device="gpu")
+    d["model"]["name"] = str(Path(os.environ["GROVE_HOME"]) / "demo" / "model")
+    d["dataset"]["path"] = str(Path(os.environ["GROVE_HOME"]) / "demo" / "travel_sample.jsonl")
+    d["resources"] = {"gpus": 2}
+    os.environ["GROVE_EXECUTOR"] = "ray"
+    try:
+        with pytest.raises(ResourceError, match="largest node of the Ray cluster has 0"):
+            service.submit(parse_spec(d))
+    finally:
+        del os.environ["GROVE_EXECUTOR"]
+    w.reg.worker_stopped(w.id)
+
+
+def test_cancel_mid_lora_on_the_second_node(cluster):
+    reg = Registry()
+    w = _worker(cluster, "node2")
+    w.start()
+    run = service.submit(_spec(LONG, "ray: cancel mid-LoRA"))
+    wait_for(lambda: _training(reg, run["id"]), 240, w.tick, 0.2)
+    pid = _placed(reg, run["id"])["pid"]
+    t0 = time.monotonic()
+    service.cancel(run["id"])
+    took = wait_for(lambda: reg.get_run(run["id"])["status"] == "cancelled", 5, w.tick, 0.05)
+    assert took < 5
+    wait_for(lambda: not pid_alive(pid), 5 - (time.monotonic() - t0) + 1, w.tick, 0.1)
+    wait_for(lambda: not w.active, 5, w.tick, 0.1)
+    wait_for(lambda: not _actor_exists("grove-run-" + run["id"]), 5, w.tick, 0.1)  # its host actor is gone too
+    w.reg.worker_stopped(w.id)
+
+
+def test_worker_restart_with_a_run_in_flight_adopts_it(cluster):
+    reg = Registry()
+    env = dict(os.environ, GROVE_EXECUTOR="ray", GROVE_RAY_ADDRESS=cluster["address"],
+               GROVE_RAY_RESOURCES=json.dumps({"node2": 1}), GROVE_POLL_S="0.2",
+               PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    log = open(Path(os.environ["GROVE_HOME"]) / "ray-test-worker.log", "ab")  # noqa: SIM115
+    start = lambda: subprocess.Popen([sys.executable, "-m", "engine.runs.worker"], env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: E731
+    run = service.submit(_spec(40, "ray: worker restart"))
+    w1 = start()
+    w2 = None
+    try:
+        wait_for(lambda: _training(reg, run["id"]), 240, step=0.3)
+        pid = _placed(reg, run["id"])["pid"]
+        w1.send_signal(signal.SIGKILL)
+        w1.wait()
+        steps_before = len(reg.events(run["id"], kinds=["train_step"]))
+        time.sleep(3)
+        assert pid_alive(pid) and reg.get_run(run["id"])["status"] == "running"  # the run goes on without a worker
+        w2 = start()
+        wait_for(lambda: reg.events(run["id"], kinds=["recovered"]), 60, step=0.3)
+        wait_for(lambda: reg.get_run(run["id"])["status"] in ("succeeded", "failed", "cancelled"), 400, step=0.5)
+        done = reg.get_run(run["id"])
+        assert done["status"] == "succeeded", (done["error_message"], Path(done["log_path"]).read_text()[-3000:])
+        assert reg.events(run["id"], kinds=["recovered"])[0]["data"]["adopted_pid"] == pid
+        assert len(reg.events(run["id"], kinds=["train_step"])) > steps_before  # what it said meanwhile landed
+        assert any(c["is_output"] for c in reg.candidates(run["id"]))
+        assert done["attempts"] == 1  # adopted, not run again
+        wait_for(lambda: not _actor_exists("grove-run-" + run["id"]), 30, step=0.3)  # released by the new worker
+    finally:
+        for p in (w1, w2):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=30)
+        log.close()
+
+
+def test_killing_the_second_node_fails_its_run_and_others_go_on(cluster):
+    """Last: it kills node2. A long LoRA on node2 and another on the head; node2's Ray processes are killed."""
+    from engine.runs import ray_executor as rx
+
+    reg = Registry()
+    w2, wh = _worker(cluster, "node2"), _worker(cluster, "head")
+    w2.start()
+    wh.start()
+
+    def tick() -> None:
+        w2.tick()
+        wh.tick()
+
+    lost = service.submit(_spec(LONG + 1, "ray: on the node that dies"))
+    wait_for(lambda: _placed(reg, lost["id"]), 120, tick, 0.2)
+    other = service.submit(_spec(LONG + 2, "ray: on the head"))
+    wait_for(lambda: _placed(reg, other["id"]), 120, wh.tick, 0.2)  # only the head's worker claims it
+    wait_for(lambda: _training(reg, lost["id"]) and _training(reg, other["id"]), 300, tick, 0.2)
+    assert _placed(reg, other["id"])["node_id"] == cluster["node_ids"]["head"]
+    pid = _placed(reg, lost["id"])["pid"]
+    os.killpg(cluster["node2"].pid, signal.SIGKILL)  # the node's raylet, its workers and the run's host actor
+    took = wait_for(lambda: reg.get_run(lost["id"])["status"] == "failed", 3 * HEARTBEAT + 2, tick, 0.05)
+    run = reg.get_run(lost["id"])
+    assert run["error_type"] == "node_lost" and "node" in run["error_message"], run["error_message"]
+    assert took <= 3 * HEARTBEAT + 2
+    wait_for(lambda: not pid_alive(pid), 5, tick, 0.2)  # the runner ended itself with its host
+    # the run on the head goes on: it keeps training after the node died
+    n = len(reg.events(other["id"], kinds=["train_step"]))
+    wait_for(lambda: len(reg.events(other["id"], kinds=["train_step"])) > n, 60, tick, 0.2)
+    assert reg.get_run(other["id"])["status"] == "running"
+    service.cancel(other["id"])
+    wait_for(lambda: reg.get_run(other["id"])["status"] == "cancelled", 5, tick, 0.05)
+    wait_for(lambda: not wh.active and not w2.active, 10, tick, 0.1)
+    rx.stop_node(cluster["node2"])
