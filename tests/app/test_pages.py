@@ -5,6 +5,7 @@ to every run: a page that imported Olive, torch or transformers would not make i
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -46,11 +47,17 @@ def by_label(widgets, prefix: str):
     raise AssertionError(f"no widget labelled {prefix!r}: {[w.label for w in widgets]}")
 
 
+def shown(markdown: str) -> str:
+    """What a reader sees of a Markdown source: backslash escapes (user and model text is shown literally through
+    engine.chat.text.markdown_literal) render as the characters they escape."""
+    return re.sub(r"\\([\\`*_{}\[\]()#+\-.!|<>~$:&=\"'^])", r"\1", markdown)
+
+
 def text(at: AppTest) -> str:
-    """Everything written on the page as text (markdown, captions, alerts, code, metrics)."""
+    """Everything written on the page as a reader sees it (markdown, captions, alerts, code, metrics)."""
     parts = []
     for kind in ("title", "subheader", "markdown", "caption", "error", "warning", "info", "success", "code"):
-        parts += [str(e.value) for e in getattr(at, kind)]
+        parts += [shown(str(e.value)) for e in getattr(at, kind)]
     parts += [f"{m.label}: {m.value}" for m in at.metric]
     return "\n".join(parts)
 
@@ -102,7 +109,7 @@ def test_model_card_and_trust_remote_code_warning(ui_home):
     assert "Parameters: 4.1 M" in t  # estimated from config.json: 4,065,536
     assert "dtype: float32" in t
     by_label(at.checkbox, "Trust remote code").check().run()
-    assert any("trust_remote_code runs Python code" in w.value for w in at.warning)
+    assert any("trust_remote_code runs Python code" in shown(w.value) for w in at.warning)
     assert at.session_state["draft"]["model"]["trust_remote_code"] is True
 
 
@@ -110,7 +117,7 @@ def test_model_folder_outside_allowed_roots_is_refused(ui_home):
     at = open_page("model_data")
     by_label(at.selectbox, "Model folder").set_value("Other folder…").run()
     by_label(at.text_input, "Folder path").input("/etc").run()
-    assert any("outside the allowed roots" in e.value for e in at.error)
+    assert any("outside the allowed roots" in shown(e.value) for e in at.error)
     assert at.session_state["draft"]["model"]["name"] == str(ui_home / "demo" / "model")
 
 
@@ -129,7 +136,7 @@ def test_dataset_preview_template_presets_tokens_and_split(ui_home):
     n_eval = round(n * 0.1)
     assert f"Train rows: {n - n_eval}" in t and f"Eval rows: {n_eval}" in t
     assert "Duplicates train↔eval: 11" in t  # the lab sample repeats some prompts
-    assert any("also appear in train" in w.value for w in at.warning)
+    assert any("also appear in train" in shown(w.value) for w in at.warning)
     assert at.get("plotly_chart"), "tokens-per-example histogram"
     # another preset, then max_seq_len low enough to cut rows
     by_label(at.selectbox, "Template preset").set_value("ChatML").run()
@@ -160,7 +167,7 @@ def test_free_template_and_column_mapping(ui_home, tmp_path):
     by_label(at.text_area, "Template").input("Q: {question}\nA: {answer}").run()
     assert at.code[0].value == "Q: q0?\nA: a0."
     by_label(at.text_area, "Template").input("Q: {question} {missing}").run()
-    assert any("missing" in e.value for e in at.error)
+    assert any("missing" in shown(e.value) for e in at.error)
 
 
 def test_dataset_upload_is_saved_under_grove_home(ui_home):
@@ -263,7 +270,7 @@ def test_workflow_parameter_form_and_searchable_values(ui_home):
     spec = json.loads(at.code[-1].value)
     assert spec["passes"][1]["search"] == {"int4_block_size": [32, 128]}
     assert spec["search"]["sampler"] == "sequential"
-    assert not any("`passes" in e.value for e in at.error)
+    assert not any("`passes" in shown(e.value) for e in at.error)
 
 
 def test_workflow_builds_the_olive_config_for_download(ui_home):
@@ -376,6 +383,16 @@ def test_runs_table_and_a_finished_run_in_detail(ui_home):
     assert by_label(at.button, "Cancel").disabled and not by_label(at.button, "Retry").disabled
 
 
+def test_markdown_in_run_errors_is_shown_as_text(ui_home):
+    """A failed run whose error holds Markdown (bold, a link, HTML, a Streamlit colour directive) shows it literally."""
+    nasty = "**boom** [click](http://example.invalid) <b>x</b> :red[alarm] $x^2$"
+    bad = add_run(ui_home, "nasty", "failed", error=("ValueError", f"ValueError: {nasty}"))
+    at = open_page("runs", run=bad["id"])
+    errors = [e.value for e in at.error if "Run failed" in e.value]
+    assert errors and nasty in shown(errors[0])  # the reader sees the characters...
+    assert "**boom**" not in errors[0] and "](http" not in errors[0] and ":red[" not in errors[0]  # ...not markup
+
+
 def test_runs_failed_run_says_what_to_do(ui_home):
     bad = add_run(
         ui_home,
@@ -384,7 +401,7 @@ def test_runs_failed_run_says_what_to_do(ui_home):
         error=("out_of_memory", "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"),
     )
     at = open_page("runs", run=bad["id"])
-    assert any("Run failed: out_of_memory" in e.value and "Tried to allocate" in e.value for e in at.error)
+    assert any("Run failed: out_of_memory" in shown(e.value) and "Tried to allocate" in shown(e.value) for e in at.error)
     assert any("ran out of memory" in i.value and "batch" in i.value for i in at.info)
     assert any("Traceback" in c.value for c in at.code)
 
@@ -417,7 +434,7 @@ def test_runs_retry_and_clone_into_workflow(ui_home):
 
 def test_runs_unknown_run_id_is_a_message_not_a_crash(ui_home):
     at = open_page("runs", run="r-nope")
-    assert any("no run 'r-nope'" in w.value for w in at.warning)
+    assert any("no run 'r-nope'" in shown(w.value) for w in at.warning)
 
 
 # -- the live fragment's render function (timed reruns are not simulated by AppTest) ---------------------------
@@ -443,7 +460,7 @@ def test_live_view_of_a_running_run_with_a_cache_hit(ui_home):
     f = frames(at)
     assert "♻ cache hit" in f and "12s" in f  # the time the earlier real run took
     assert "… planned" in f and "extractadapters" in f
-    assert any("Reuse saved about 12s" in c.value for c in at.caption)
+    assert any("Reuse saved about 12s" in shown(c.value) for c in at.caption)
     assert at.get("progress") and "running: pass lora" in at.get("progress")[0].proto.text
 
 
