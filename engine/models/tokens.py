@@ -210,6 +210,28 @@ def check_tokens(
     return res
 
 
+_CACHE: dict[tuple[Any, ...], TokenCheck] = {}
+
+
+def check_tokens_cached(folder: str | Path, *, reference: str | Path | None = None) -> TokenCheck:
+    """``check_tokens`` once per folder state: reused while the tokenizer files (names, sizes, mtimes) are unchanged,
+    so a page that re-runs pre-flight on every interaction pays for it once."""
+    key = (_signature(Path(folder)), _signature(Path(reference)) if reference else None)
+    if key not in _CACHE:
+        _CACHE[key] = check_tokens(folder, reference=reference)
+    return _CACHE[key]
+
+
+def _signature(folder: Path) -> tuple[Any, ...]:
+    out: list[Any] = [str(folder.resolve())]
+    for name in TOKENIZER_FILES:
+        p = folder / name
+        if p.is_file():
+            st = p.stat()
+            out.append((name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
 def _compare(res: TokenCheck, hf: Any, og_tok: Any, texts: list[str]) -> None:
     for i, text in enumerate(texts):
         a = [int(x) for x in hf(text)["input_ids"]]

@@ -87,6 +87,8 @@ def test_token_check_catches_the_gguf_tokenizer_and_passes_once_fixed(tmp_path):
     assert fixed.prompts_checked == len(tokens.PROMPTS) + 1  # + the chat template's rendering
     assert fixed.chat_template["same"] is True
     assert smollm.fix_tokenizer(folder) == []  # idempotent
+    cached = tokens.check_tokens_cached(folder)
+    assert cached.ok and tokens.check_tokens_cached(folder) is cached  # reused while the files are unchanged
     gen = json.loads((folder / "generation_config.json").read_text())
     assert gen["eos_token_id"] == smollm.EOS_ID
 
