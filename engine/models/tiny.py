@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from engine import paths
+from engine.models import Progress, no_progress
 from engine.spec.templates import PHI3_TEXT_TEMPLATE
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def is_built(out: Path | None = None) -> bool:
     return (out / "demo.json").is_file() and (out / "model" / "model.safetensors").is_file()
 
 
-def build_demo(out: Path | None = None, *, steps: int = TRAIN_STEPS, force: bool = False) -> dict:
+def build_demo(out: Path | None = None, *, steps: int = TRAIN_STEPS, force: bool = False, progress: Progress = no_progress) -> dict:
     """Build the demo model into ``out`` (default ``runs/demo``) unless it is already there."""
     out = out or paths.demo_dir()
     if is_built(out) and not force:
@@ -80,7 +81,7 @@ def build_demo(out: Path | None = None, *, steps: int = TRAIN_STEPS, force: bool
     shutil.copyfile(paths.DEMO_SAMPLE, tmp / "travel_sample.jsonl")
     tok = _train_tokenizer(rows)
     model = _make_model(tok)
-    losses = _train(model, tok, rows, steps)
+    losses = _train(model, tok, rows, steps, progress)
     model.save_pretrained(tmp / "model")
     tok.save_pretrained(tmp / "model")
     _write_generation_config(tmp / "model", tok)
@@ -158,7 +159,7 @@ def _make_model(tok):
     return Phi3ForCausalLM(cfg)
 
 
-def _train(model, tok, rows: list[dict[str, str]], steps: int) -> list[float]:
+def _train(model, tok, rows: list[dict[str, str]], steps: int, progress: Progress = no_progress) -> list[float]:
     """Plain causal-LM training on the chat-formatted sample: short, seeded, CPU-friendly."""
     import torch
 
@@ -188,6 +189,7 @@ def _train(model, tok, rows: list[dict[str, str]], steps: int) -> list[float]:
         sched.step()
         opt.zero_grad()
         losses.append(float(loss.detach()))
+        progress("train", (_step + 1) / steps)
     model.eval()
     return losses
 

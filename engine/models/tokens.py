@@ -76,6 +76,7 @@ class TokenCheck:
     negative_ids: int = 0  # ids < 0 from genai: symbols its tokenizer does not know
     chat_template: dict[str, Any] = field(default_factory=dict)  # {"same": bool, "transformers": str, "genai": str}
     error: str = ""
+    bos_only_in_transformers: bool = False  # transformers' tokenizer adds a BOS token that genai's does not
 
     def message(self) -> str:
         if self.error:
@@ -236,6 +237,11 @@ def _compare(res: TokenCheck, hf: Any, og_tok: Any, texts: list[str]) -> None:
     for i, text in enumerate(texts):
         a = [int(x) for x in hf(text)["input_ids"]]
         b = [int(x) for x in og_tok.encode(text)]
+        bos = getattr(hf, "bos_token_id", None)
+        if bos is not None and a[:1] == [bos] and b[:1] != [bos]:
+            # transformers adds the BOS token and genai does not: a template matter (recorded), not the text's ids
+            res.bos_only_in_transformers = True
+            a = a[1:]
         res.negative_ids += sum(1 for x in b if x < 0)
         res.prompts_checked = i + 1
         pos = first_difference(a, b)

@@ -1,26 +1,55 @@
-"""The embedded demo for the UI: is its model built, or being built; queue its recipe, or build it first in the
-background (``python -m engine.cli demo``, a fresh interpreter in its own session, which queues the run when done).
+"""The demo: Grove's default model (engine.models.default: SmolLM2-135M-Instruct, or the tiny Phi-3 when the package
+registry cannot be reached) fine-tuned on the built-in travel sample, built to int4 ONNX two ways and every candidate
+measured, so that Compare answers "which candidate is best" and Chat offers each one.
 
-The build's pid is kept in ``GROVE_HOME/demo-build.pid`` and its output in ``GROVE_HOME/demo-build.log``.
+``launch`` queues the demo runs when the model is set up; otherwise it starts ``python -m engine.cli demo`` in the
+background (a fresh interpreter in its own session) which sets the model up, then queues them. That build reports
+its progress to ``GROVE_HOME/demo-build.json`` (stage and percentage), which Home shows; its pid is in
+``demo-build.pid`` and its output in ``demo-build.log``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from typing import Any, Optional
 
 from filelock import FileLock
 
 from engine import machine, paths
-from engine.models import tiny
+from engine.models import default
+from engine.runs import submit
 from engine.runs.registry import Registry
+from engine.spec import recipes
+
+
+def _progress_file() -> Any:
+    return paths.home() / "demo-build.json"
+
+
+def report(stage: str, fraction: float) -> None:
+    """Write the set-up's progress for the UI (one small JSON file, replaced atomically)."""
+    f = _progress_file()
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"stage": stage, "percent": round(100 * fraction), "at": time.time()}))
+    tmp.replace(f)
+
+
+def progress() -> Optional[dict[str, Any]]:
+    """The background set-up's last reported stage and percentage (None when none is known)."""
+    try:
+        return json.loads(_progress_file().read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def state() -> str:
-    """'built', 'building' (a background build is running) or 'missing'."""
-    if tiny.is_built():
+    """'built' (the default model is set up), 'building' (a background set-up is running) or 'missing'."""
+    if default.current() is not None:
         return "built"
     try:
         pid = int((paths.home() / "demo-build.pid").read_text())
@@ -31,20 +60,33 @@ def state() -> str:
     return "missing"
 
 
-def launch(reg: Registry) -> Optional[dict[str, Any]]:
-    """Queue the demo recipe if the demo model is built (the queued run); otherwise start building it (and queueing)
-    in the background, unless a build is already running (None)."""
-    if tiny.is_built():
-        from engine.runs import submit
-        from engine.spec import recipes
+def specs() -> list[Any]:
+    """The demo's run specs on the model set up now (call after ``default.ensure``)."""
+    model = default.current()
+    if model is None:
+        raise RuntimeError("the demo model is not set up yet")
+    if default.is_real(model):
+        return recipes.real_demo_specs(str(model))
+    return [recipes.demo_spec()]
 
-        return submit.submit(recipes.demo_spec(), reg=reg)
+
+def queue(reg: Optional[Registry] = None) -> list[dict[str, Any]]:
+    """Queue the demo runs (the model must be set up)."""
+    return [submit.submit(s, reg=reg) for s in specs()]
+
+
+def launch(reg: Registry) -> Optional[list[dict[str, Any]]]:
+    """Queue the demo runs if the model is set up (the queued runs); otherwise start setting it up (then queueing)
+    in the background, unless that is already running (None)."""
+    if default.current() is not None:
+        return queue(reg)
     h = paths.home()
     h.mkdir(parents=True, exist_ok=True)
     # two browser sessions clicking at once: the lock makes "is a build running? if not, start one" one step
     with FileLock(str(h / "demo-build.lock"), timeout=30):
         if state() == "building":
             return None
+        report("starting", 0.0)
         with open(h / "demo-build.log", "ab") as log:
             p = subprocess.Popen(
                 [sys.executable, "-m", "engine.cli", "demo"],
@@ -57,3 +99,5 @@ def launch(reg: Registry) -> Optional[dict[str, Any]]:
             )
         (h / "demo-build.pid").write_text(str(p.pid))
     return None
+
+

@@ -9,12 +9,18 @@ parameters, packages, order), GPUs wanted vs present, and the memory estimate of
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from engine import machine, paths
 from engine.data import inspect as dataview
 from engine.errors import DataError, SpecError
+from engine.models import tokens
 from engine.olive import validate
 from engine.spec import drafts
 from engine.spec.passes import ADAPTER_PASSES, GPU_ONLY, GROVE_FILLED, ONNX_PRODUCERS
@@ -58,15 +64,8 @@ def _model_findings(draft: dict[str, Any], card: dict[str, Any] | None) -> list[
             )
         elif problem == "no_config":
             out.append(_f("error", "model.name", f"{p} has no config.json", "pick a Hugging Face model folder"))
-        elif not dataview.is_allowed(p):
-            out.append(
-                _f(
-                    "warning",
-                    "model.name",
-                    f"{p} is outside the allowed roots",
-                    "add its parent to GROVE_ALLOWED_ROOTS (a:b:c) or move the model under GROVE_HOME",
-                )
-            )
+        else:  # (outside the allowed roots: engine.olive.validate's error, added by check())
+            out += _token_findings(p)
     elif card is None:
         out.append(
             _f(
@@ -86,6 +85,59 @@ def _model_findings(draft: dict[str, Any], card: dict[str, Any] | None) -> list[
             )
         )
     return out
+
+
+_TOKEN_CHECKS: dict[tuple[Any, ...], dict[str, Any]] = {}
+_TOKEN_LOCK = threading.Lock()
+
+
+def token_check(folder: Path, wait: bool = False) -> dict[str, Any] | None:
+    """engine.models.tokens' check (transformers vs onnxruntime-genai token ids) in a child process, so the UI process
+    never imports either; reused while the folder's tokenizer files are unchanged. Started in the background: None
+    while it runs (``wait`` blocks until it is done)."""
+    key = tokens._signature(folder)
+
+    def work() -> None:
+        try:
+            p = subprocess.run([sys.executable, "-m", "engine.models.tokens", str(folder), "--json"],
+                               capture_output=True, text=True, timeout=300)
+            result = json.loads(p.stdout)
+        except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+            result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        with _TOKEN_LOCK:
+            _TOKEN_CHECKS[key] = result
+
+    with _TOKEN_LOCK:
+        started = key in _TOKEN_CHECKS
+        if not started:
+            _TOKEN_CHECKS[key] = {"running": True}
+    if not started:
+        t = threading.Thread(target=work, name="grove-token-check", daemon=True)
+        t.start()
+        if wait:
+            t.join()
+    elif wait:
+        while _TOKEN_CHECKS[key].get("running"):
+            threading.Event().wait(0.2)
+    r = _TOKEN_CHECKS[key]
+    return None if r.get("running") else r
+
+
+def _token_findings(folder: Path) -> list[dict[str, str]]:
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
+        return []
+    r = token_check(folder)
+    if r is None:
+        return [_f("info", "model.name", "checking that transformers and onnxruntime-genai tokenize this model the same "
+                   "way (a few seconds, in the background)")]
+    if r.get("error") or r.get("ok"):
+        return []  # a tokenizer onnxruntime-genai cannot read at all is reported by the build, not guessed here
+    m = r.get("mismatch") or {}
+    return [_f("error", "model.name",
+               f"transformers and onnxruntime-genai tokenize this model differently (prompt {m.get('prompt_index')}, "
+               f"token {m.get('position')}: {m.get('transformers_ids')} vs {m.get('genai_ids')}); a fine-tune and "
+               "its ONNX build would read different text", "fix the tokenizer files (engine/models/smollm.py shows "
+               "the usual repair: a ByteLevel decoder and tokenizer_class GPT2Tokenizer)")]
 
 
 def _dataset_findings(ds_dict: dict[str, Any] | None, tok_model: str, needs: list[str]) -> list[dict[str, str]]:
@@ -337,6 +389,41 @@ def memory_rows(
     return est
 
 
+TAG = re.compile(r"<\|[A-Za-z_]+\|>|<(?:/?s|start_of_turn|end_of_turn)>")
+
+
+def _special_tokens(folder: Path) -> set[str] | None:
+    """The tokenizer's special tokens (None when the folder has no readable tokenizer.json)."""
+    try:
+        tj = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return {t.get("content", "") for t in tj.get("added_tokens") or [] if t.get("special", True)}
+
+
+def template_findings(draft: dict[str, Any]) -> list[dict[str, str]]:
+    """The chat-template round trip: the training text's turn markers must be tokens this model knows, or training
+    and chat describe different conversations (the Phi-3 ``<|user|>`` template on a ChatML model, say)."""
+    ds = draft.get("dataset") or {}
+    tmpl = ds.get("text_template") or ""
+    folder = Path(((draft.get("model") or {}).get("name") or "").strip() or "/nonexistent").expanduser()
+    if ds.get("chat_template") or not tmpl or not folder.is_dir():
+        return []
+    known = _special_tokens(folder)
+    if known is None:
+        return []
+    unknown = sorted({t for t in TAG.findall(tmpl) if t not in known})
+    if not unknown:
+        return []
+    chat = dataview.chat_template_of(folder) or ""
+    theirs = sorted(set(TAG.findall(chat)) & known)
+    return [_f("error", "dataset.text_template",
+               f"the template's turn markers {', '.join(unknown)} are not tokens of this model"
+               + (f"; its chat template uses {', '.join(theirs)}" if theirs else "")
+               + ": the model would be trained on one conversation format and chatted with in another",
+               "use the tokenizer's chat template (chat_template: true) or write the template with this model's markers")]
+
+
 def check(
     draft: dict[str, Any],
     *,
@@ -359,6 +446,7 @@ def check(
     out += pf
     out += _dataset_findings(draft.get("dataset"), (draft.get("model") or {}).get("name", ""), sorted(set(needs)))
     out += _resource_findings(draft, gpus_available, slots)
+    out += template_findings(draft)
     out += validate.draft_findings(draft, catalog)  # issue 12: the one check every entrance runs (engine.olive.validate)
     for e in memory_rows(draft, card, machine or {}, slots):
         if e["share"] is None:

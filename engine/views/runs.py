@@ -17,6 +17,7 @@ from typing import Any
 
 from engine import paths
 from engine.data import inspect as dataview
+from engine.models import smollm
 from engine.olive import config as olive_config
 from engine.runs.registry import ACTIVE, Registry
 from engine.views.format import fmt_seconds
@@ -251,9 +252,9 @@ def input_choices(reg: Registry) -> dict[str, list[str]]:
     recent = recent_inputs(reg)
     roots = dataview.allowed_roots()
     models = [m for m in recent["models"] if Path(m).is_dir()]
-    demo_m = str(paths.demo_model_dir())
-    if Path(demo_m).is_dir() and demo_m not in models:
-        models.append(demo_m)
+    for built_in in (smollm.model_dir(), paths.demo_model_dir()):  # the real default model first, then the tiny one
+        if Path(built_in).is_dir() and str(built_in) not in models:
+            models.append(str(built_in))
     models += [m for m in dataview.find_models(roots) if m not in models]
     ds = [d for d in recent["datasets"] if Path(d).is_file()]
     demo_d = str(paths.demo_dir() / "travel_sample.jsonl")
