@@ -33,6 +33,7 @@ from engine.spec import metrics as metrics_mod
 from engine.spec.passes import GPU_ONLY
 from engine.spec.schema import DatasetSpec, parse_spec
 from engine.views import candidates as cand_views
+from engine.views import charts, lineage as lineage_view, report as report_view
 from engine.views import dataset as dataset_view
 from engine.views import estimate, preflight
 from engine.views import format as fmt
@@ -455,9 +456,76 @@ def comparability(run_ids: list[str]) -> tuple[bool, str]:
     return _comparability(home(), tuple(run_ids))
 
 
-def pareto_front(cands: list[dict[str, Any]], x: str, y: str) -> set[int]:
-    """Indices (into ``cands``) on the Pareto frontier of x and y (engine.evaluate.compare.pareto: O(n log n))."""
-    return compare.pareto(cands, x, y)
+@st.cache_resource(ttl=TTL, show_spinner=False, max_entries=64)
+def _pareto(h: str, run_ids: tuple[str, ...], x: str, y: str) -> set[int]:
+    return compare.pareto(compare_candidates(list(run_ids)), x, y)
+
+
+def pareto_front(run_ids: list[str], x: str, y: str) -> set[int]:
+    """Indices (into ``compare_candidates(run_ids)``) on the Pareto frontier of x and y (compare.pareto)."""
+    return _pareto(home(), tuple(run_ids), x, y)
+
+
+@st.cache_resource(ttl=TTL, show_spinner=False, max_entries=16)
+def _goals(h: str, run_ids: tuple[str, ...]) -> tuple[dict[str, Any], list[bool | None]]:
+    reg = registry()
+    return cand_views.goal_context({r: reg.get_run(r)["spec"] for r in run_ids}, compare_candidates(list(run_ids)))
+
+
+def goal_context(run_ids: list[str]) -> tuple[dict[str, Any], list[bool | None]]:
+    """({run_id: {metric: goal with its bound}}, per candidate: meets every goal of its run, None = undecided)."""
+    return _goals(home(), tuple(run_ids))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=256)
+def _evaluations(h: str, ids: tuple[int, ...]) -> dict[int, dict[str, Any]]:
+    return registry().candidate_evaluations(list(ids))
+
+
+def candidate_evaluations(ids: list[int]) -> dict[int, dict[str, Any]]:
+    """{candidate id: {fingerprint_id, fingerprint, samples (every evaluated example, scored), seconds}}."""
+    return _evaluations(home(), tuple(sorted(int(i) for i in ids)))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _lineage(h: str, run_ids: tuple[str, ...]) -> tuple[str, list[dict[str, Any]]]:
+    reg = registry()
+    cands = compare_candidates(list(run_ids))
+    names = {c["run_id"]: c["run_name"] for c in cands}
+    events = {r: reg.events(r, kinds=["pass_finished", "pass_cached"]) for r in run_ids}
+    reused = lineage_view.reuses(cands, events, names)
+    return lineage_view.dot(cands, reused, names), reused
+
+
+def lineage(run_ids: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    """(Graphviz DOT of the candidates' descent across the runs, one row per cache reuse with the seconds saved)."""
+    return _lineage(home(), tuple(run_ids))
+
+
+def report_html(run_ids: list[str]) -> str:
+    """The self-contained HTML report of the runs (built when the user clicks download)."""
+    return report_view.build(registry(), run_ids)
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False)
+def _leaderboard(h: str) -> list[dict[str, Any]]:
+    return compare.leaderboard(cand_views.vote_rows(registry().ab_votes()))
+
+
+def leaderboard() -> list[dict[str, Any]]:
+    """Blind A/B votes per candidate and adapter: Elo, votes, win rate (best first)."""
+    return _leaderboard(home())
+
+
+def candidate_zip(cand: dict[str, Any]) -> bytes:
+    return cand_views.candidate_zip(cand)
+
+
+candidate_files = cand_views.candidate_files
+pareto_figure = charts.pareto_figure
+per_example = compare.per_example
+disagreements = compare.disagreements
+EXAMPLE_SCORES = compare.EXAMPLE_SCORES
 
 
 # -- chat ---------------------------------------------------------------------------------------------------------
@@ -513,6 +581,15 @@ def markdown_literal(text: str) -> str:
     from engine.chat import text as chat
 
     return chat.markdown_literal(text)
+
+
+def save_vote(winner: str, **kw: Any) -> int:
+    """Store one blind A/B vote (winner "a", "b" or "tie"; a/b: {id, run_id, path, adapter})."""
+    from engine.chat import feedback as chat
+
+    r = chat.save_vote(winner, registry=registry(), **kw)
+    clear()
+    return r
 
 
 def save_feedback(rating: str, **kw: Any) -> int:
