@@ -531,7 +531,9 @@ EXAMPLE_SCORES = compare.EXAMPLE_SCORES
 # -- chat ---------------------------------------------------------------------------------------------------------
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _chat_candidates(h: str) -> list[dict[str, Any]]:
-    return cand_views.chat_ready(registry().candidates(), chat_adapter_name)
+    reg = registry()
+    names = {r["id"]: r["name"] for r in reg.list_runs(limit=10000)}
+    return cand_views.chat_ready(reg.candidates(), chat_adapter_name, names)
 
 
 def chat_candidates() -> list[dict[str, Any]]:
@@ -547,7 +549,7 @@ def chat_adapter_name(path: str) -> str:
 
 
 def _row(cand: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cand.items() if k not in ("kind", "label", "adapters", "run_name")}
+    return {k: v for k, v in cand.items() if k not in ("kind", "label", "adapters", "run_name", "adapter_sources")}
 
 
 def chat_device(cand: dict[str, Any], prefer_gpu: bool) -> tuple[str, str]:
@@ -563,6 +565,16 @@ def chat_model(cand: dict[str, Any], device: str = "cpu") -> Any:
     from engine.chat import cache as chat
 
     return chat.default_cache().get(_row(cand), device=device)
+
+
+def chat_adapter(model: Any, cand: dict[str, Any], adapter: str) -> None:
+    """Make sure ``adapter`` is loaded on ``model``: adapters of other runs (``cand['adapter_sources']``) are
+    attached on first use after a check against the base graph (raises AdapterMismatch, a GroveError, if not)."""
+    from engine.chat.models import ensure_adapter
+
+    src = (cand.get("adapter_sources") or {}).get(adapter)
+    if src:
+        ensure_adapter(model, adapter, src["path"])
 
 
 def chat_loaded() -> list[dict[str, Any]]:

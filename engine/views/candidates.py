@@ -10,10 +10,16 @@ from typing import Any, Callable
 
 
 # -- chat ---------------------------------------------------------------------------------------------------------
-def chat_ready(cands: list[dict[str, Any]], adapter_name: Callable[[str], str]) -> list[dict[str, Any]]:
+def chat_ready(
+    cands: list[dict[str, Any]], adapter_name: Callable[[str], str], run_names: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Candidates chat can load: ONNX outputs (onnxruntime-genai folders) and LoRA candidates (HF + PEFT), with
     ``kind``, ``label`` and the adapters expected (``"none"`` = the base model). ``adapter_name`` names an adapter
-    file as chat lists it (engine.chat.models.adapter_name, passed in: views do not import chat)."""
+    file as chat lists it (engine.chat.models.adapter_name, passed in: views do not import chat).
+
+    ONNX candidates also list every ``.onnx_adapter`` of the other ONNX candidates (other runs, other datasets) as
+    ``adapter@<run>#<candidate>``, with where each came from in ``adapter_sources``: Olive's multi-LoRA serving on one
+    base. Whether one fits the base graph is checked when it is first used (engine.chat.models.ensure_adapter)."""
     out = []
     for c in cands:
         p = Path(c.get("path") or "")
@@ -31,7 +37,22 @@ def chat_ready(cands: list[dict[str, Any]], adapter_name: Callable[[str], str]) 
         if kind == "ONNX" and c.get("adapter_path") and str(c["adapter_path"]).endswith(".onnx_adapter"):
             adapters = list(dict.fromkeys([*adapters, adapter_name(c["adapter_path"])]))
         chain = " > ".join(c.get("pass_chain") or [])
-        out.append({**c, "kind": kind, "adapters": adapters, "label": f"{kind} · {chain} · run {c['run_id'][:8]} #{c['id']}"})
+        out.append({**c, "kind": kind, "adapters": adapters, "adapter_sources": {},
+                    "label": f"{kind} · {chain} · run {c['run_id'][:8]} #{c['id']}"})
+    onnx = [c for c in out if c["kind"] == "ONNX"]
+    files = {
+        c["id"]: sorted({*Path(c["path"]).parent.glob("*.onnx_adapter"), *Path(c["path"]).glob("*.onnx_adapter")})
+        for c in onnx
+    }
+    for c in onnx:
+        for other in onnx:
+            if other["id"] == c["id"] or Path(other["path"]).resolve() == Path(c["path"]).resolve():
+                continue
+            for f in files[other["id"]]:
+                name = f"{adapter_name(f.name)}@{other['run_id'][-8:]}#{other['id']}"
+                run = (run_names or {}).get(other["run_id"], other["run_id"])
+                c["adapter_sources"][name] = {"path": str(f), "run_id": other["run_id"], "run": run, "candidate": other["id"]}
+                c["adapters"].append(name)
     return out
 
 
