@@ -213,3 +213,64 @@ def test_chat_ab_side_by_side_and_feedback(chat_home):
 def test_chat_without_candidates_says_what_to_do(ui_home):
     at = open_page("chat")
     assert "No candidate to chat with yet" in text(at)
+
+
+# -- Compare: goals, the opened candidate, per example, disagreement, votes, lineage, report --------------------------
+def example(i: int, answer: str, rl: float) -> dict:
+    return {"index": i, "prompt": f"Where in city {i}?", "reference": f"ref {i}", "answer": answer, "rouge_l": rl,
+            "exact_match": 0.0, "loss": 1.0 + rl}
+
+
+def test_compare_goals_open_candidate_per_example_votes_lineage_report(ui_home, tmp_path):
+    import json
+
+    fp = evaluation("k0", eval_path="travel.jsonl", max_samples=3)
+    reg = Registry()
+    for key, answers in (("ka", ["Visit the Alfama", "Eat *pastel* <b>", "x"]), ("kb", ["Visit the castle", "Eat *pastel* <b>", "y"])):
+        reg.save_evaluation(key, {"model_path": "/x", "form": "onnx", "fingerprint": {"eval_path": "travel.jsonl", "max_samples": 3},
+                                  "metrics": {}, "samples": [example(i, a, 0.1 * (i + 1) * (key == "kb") + 0.2) for i, a in enumerate(answers)]}, fp)
+    folder = tmp_path / "int4"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"onnx")
+    run = add_run(ui_home, "goal run", "succeeded", candidates=[
+        cand("in", [], fp, rouge_l=0.30, decode_tps=20.0, size_mb=16.0),
+        {**cand("a", ["lora"], fp, rouge_l=0.28, decode_tps=40.0, size_mb=16.0), "eval_key": "ka"},
+        {**cand("b", ["lora", "modelbuilder"], fp, rouge_l=0.20, decode_tps=90.0, size_mb=5.0), "eval_key": "kb",
+         "path": str(folder)},
+    ])
+    spec = json.loads(reg.get_run(run["id"])["spec"])
+    spec["evaluation"]["metrics"] = [{"name": "rouge_l", "priority": 1, "goal": {"type": "max-degradation", "value": 0.05}}]
+    reg.update_run(run["id"], spec=json.dumps(spec))
+    reg.add_events(run["id"], [(1.0, "pass_finished", {"name": "lora", "seconds": 30.0}),
+                               (2.0, "pass_cached", {"name": "modelbuilder", "model_id": "b"})])
+    reg.add_feedback({"ts": 1.0, "rating": 1, "prompt": "p", "answer": "", "backend": reg.VOTE_BACKEND, "settings": json.dumps(
+        {"blind_ab": {"a": {"id": 1, "adapter": "adapter"}, "b": {"id": 2, "adapter": None}, "winner": "a"}})})
+
+    at = open_page("compare")
+    df = at.dataframe[0].value
+    met = dict(zip(df["pass chain"], df["goals met"], strict=True))
+    assert met == {"(input)": True, "lora": True, "lora > modelbuilder": False}  # rouge_l >= 0.30 - 0.05
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert any("goal: rouge_l ≥ 0.25" in (a.get("text") or "") for a in fig["layout"].get("annotations", []))
+    assert {"meets every goal"} <= {t.get("name") for t in fig["data"]}
+
+    ids = {chain: int(i) for chain, i in zip(df["pass chain"], df["id"], strict=True)}
+    at.selectbox(key="cmp_open").set_value(ids["lora > modelbuilder"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    t = text(at)
+    assert "Fingerprint" in t and "Kept samples: 3" in t and "Files (1)" in t
+    assert at.get("download_button") and any(b.label == "Download it" for b in at.get("download_button"))
+
+    at.selectbox(key="cmp_ex_a").set_value(ids["lora"]).run()
+    at.selectbox(key="cmp_ex_b").set_value(ids["lora > modelbuilder"]).run()
+    ex = next(d.value for d in at.dataframe if "B better by" in d.value.columns)
+    assert list(ex["example"]) == [2, 1, 0] and ex["answer B"].iloc[1] == "Eat *pastel* <b>"
+
+    at.multiselect(key="cmp_dis").set_value([ids["lora"], ids["lora > modelbuilder"]]).run()
+    dis = next(d.value for d in at.dataframe if "diverge at word" in d.value.columns)
+    assert list(dis["diverge at word"])[:2] == [0, 2] and "They disagree on 2 of 3 prompts" in text(at)
+
+    board = next(d.value for d in at.dataframe if "Elo" in d.value.columns)
+    assert list(board["contestant"]) == ["#1 · adapter", "#2 · none"]
+    assert "1 pass outputs reused from Olive's cache" in text(at) and len(at.get("graphviz_chart")) == 1
+    assert any(b.label.startswith("HTML report") for b in at.get("download_button"))
