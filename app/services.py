@@ -430,12 +430,10 @@ def measured_runs() -> list[dict[str, Any]]:
 
 @st.cache_resource(ttl=TTL, show_spinner=False)  # not cache_data: unpickling 10,000 rows per rerun costs ~0.5 s
 def _compare_rows(h: str, run_ids: tuple[str, ...]) -> list[dict[str, Any]]:
-    reg = registry()
     names = {r["id"]: r["name"] for r in measured_runs()}
-    out = []
-    for rid in run_ids:
-        for c in reg.candidates(rid):
-            out.append({**c, "run_name": names.get(rid, rid)})
+    out = registry().candidates_of_runs(list(run_ids))
+    for c in out:
+        c["run_name"] = names.get(c["run_id"], c["run_id"])
     return out
 
 
@@ -468,8 +466,7 @@ def pareto_front(run_ids: list[str], x: str, y: str) -> set[int]:
 
 @st.cache_resource(ttl=TTL, show_spinner=False, max_entries=16)
 def _goals(h: str, run_ids: tuple[str, ...]) -> tuple[dict[str, Any], list[bool | None]]:
-    reg = registry()
-    return cand_views.goal_context({r: reg.get_run(r)["spec"] for r in run_ids}, compare_candidates(list(run_ids)))
+    return cand_views.goal_context(registry().run_specs(list(run_ids)), compare_candidates(list(run_ids)))
 
 
 def goal_context(run_ids: list[str]) -> tuple[dict[str, Any], list[bool | None]]:

@@ -71,11 +71,15 @@ def votes() -> None:
 
 
 def lineage(run_ids: list[str]) -> None:
+    if not st.toggle("Draw the lineage graph", key="cmp_lineage_on", help="reads every run's pass events: on demand"):
+        st.caption("How the candidates descend from their input model across these runs, and what Olive's cache saved.")
+        return
     dot, reused = services.lineage(run_ids)
     st.graphviz_chart(dot)
     if reused:
         saved = sum(r["seconds saved"] or 0 for r in reused)
-        st.caption(f"{len(reused)} pass outputs reused from Olive's cache, saving about {services.fmt_seconds(saved)}.")
+        st.caption(f"{len(reused)} pass outputs reused from Olive's cache, saving about {services.fmt_seconds(saved)}"
+                   " (the seconds each pass took where it did run).")
         st.dataframe(pd.DataFrame(reused), hide_index=True, width="stretch")
     else:
         st.caption("No pass of these runs came from Olive's cache.")

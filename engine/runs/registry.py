@@ -531,6 +531,33 @@ class Registry:
             out[cid] = r
         return out
 
+    def candidates_of_runs(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        """Every candidate of the given runs in one read (runs in the given order, then by id), JSON decoded."""
+        out: list[dict[str, Any]] = []
+        order = {r: n for n, r in enumerate(run_ids)}
+        with self.db() as db:
+            for k in range(0, len(run_ids), 500):
+                chunk = run_ids[k : k + 500]
+                out += db.execute_returning_dicts(
+                    "select * from candidates where run_id in (%s)" % ",".join("?" * len(chunk)), chunk)
+        out.sort(key=lambda c: (order[c["run_id"]], c["id"]))
+        loads = json.loads
+        for c in out:
+            for k in ("pass_chain", "pass_params", "metrics", "failed"):
+                v = c[k]
+                c[k] = loads(v) if v else ({} if k != "pass_chain" else [])
+        return out
+
+    def run_specs(self, run_ids: list[str]) -> dict[str, str]:
+        """``{run id: spec JSON}`` in one read."""
+        out: dict[str, str] = {}
+        with self.db() as db:
+            for k in range(0, len(run_ids), 500):
+                chunk = run_ids[k : k + 500]
+                out.update((r["id"], r["spec"]) for r in db.query(
+                    "select id, spec from runs where id in (%s)" % ",".join("?" * len(chunk)), chunk))
+        return out
+
     def ab_votes(self, limit: int = 100000) -> list[dict[str, Any]]:
         """Blind A/B votes, oldest first (the order Elo needs), settings decoded."""
         with self.db() as db:

@@ -10,6 +10,9 @@ import json
 from typing import Any
 
 
+MAX_RUN_TRACES = 12
+
+
 def literal(text: Any) -> str:
     """``text`` as Plotly label text that shows exactly as written (Plotly interprets <b>, <br>, <a ...>)."""
     return html.escape(str(text), quote=False)
@@ -49,9 +52,15 @@ def pareto_figure(
 
     fig = go.Figure()
     fig.add_trace(trace([i for i in pts if i not in front], "dominated", color="lightgrey", opacity=0.6))
-    for rid in dict.fromkeys(cands[i]["run_id"] for i in pts if i in front):
-        ids = [i for i in pts if i in front and cands[i]["run_id"] == rid]
-        fig.add_trace(trace(ids, cands[ids[0]]["run_name"]))
+    on_front = [i for i in pts if i in front]
+    front_runs = list(dict.fromkeys(cands[i]["run_id"] for i in on_front))
+    if len(front_runs) <= MAX_RUN_TRACES:  # one coloured trace per run
+        for rid in front_runs:
+            fig.add_trace(trace([i for i in on_front if cands[i]["run_id"] == rid], cands[[i for i in on_front if cands[i]["run_id"] == rid][0]]["run_name"]))
+    else:  # a trace per run costs ~4 ms each: past MAX_RUN_TRACES runs, one trace coloured by run
+        order = {r: n for n, r in enumerate(front_runs)}
+        fig.add_trace(trace(on_front, f"Pareto points ({len(front_runs)} runs)",
+                            color=np.array([order[cands[i]["run_id"]] for i in on_front]), colorscale="Turbo"))
     line = sorted(front, key=lambda i: cands[i]["metrics"][x])
     fig.add_trace(
         go.Scatter(

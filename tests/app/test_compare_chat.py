@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -272,5 +273,67 @@ def test_compare_goals_open_candidate_per_example_votes_lineage_report(ui_home, 
 
     board = next(d.value for d in at.dataframe if "Elo" in d.value.columns)
     assert list(board["contestant"]) == ["#1 · adapter", "#2 · none"]
+    at.toggle(key="cmp_lineage_on").set_value(True).run()
     assert "1 pass outputs reused from Olive's cache" in text(at) and len(at.get("graphviz_chart")) == 1
     assert any(b.label.startswith("HTML report") for b in at.get("download_button"))
+
+
+def test_chat_blind_ab_vote_is_stored_and_ranked(chat_home):
+    onnx = chat_home["lora > modelbuilder > extractadapters"]
+    at = open_page("chat")
+    at.toggle(key="chat_ab").set_value(True).run()
+    at.toggle(key="chat_blind").set_value(True).run()
+    at.selectbox(key="chat_cand_A").set_value(onnx["id"]).run()
+    at.selectbox(key="chat_cand_B").set_value(onnx["id"]).run()
+    at.selectbox(key=f"chat_adapter_{onnx['id']}_B").set_value("none").run()
+    ask(at, TRAVEL)
+    assert "Left is better" in [b.label for b in at.button]
+    assert not any(onnx["label"] in c.value for c in at.caption)  # hidden until the vote
+    before = len(Registry().ab_votes())
+    at.button(key="chat_vote_0_a").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    votes = Registry().ab_votes()
+    assert len(votes) == before + 1 and votes[-1]["settings"]["blind_ab"]["winner"] == "a"
+    assert any(onnx["label"] in c.value for c in at.caption)  # revealed
+    cmp = open_page("compare")
+    assert any("Elo" in d.value.columns for d in cmp.dataframe)
+
+
+def test_chat_adapter_from_another_run_on_one_base_and_a_misfit_refused(chat_home, tmp_path):
+    import shutil
+
+    onnx = chat_home["lora > modelbuilder > extractadapters"]
+    folder = Path(onnx["path"])
+    folder = folder.parent if folder.is_file() else folder
+    good, bad = tmp_path / "other", tmp_path / "broken"
+    shutil.copytree(folder, good)
+    shutil.copytree(folder, bad)
+    for f in bad.glob("*.onnx_adapter"):
+        f.write_bytes(b"not an adapter")
+    reg = Registry()
+    run = reg.get_run(onnx["run_id"])
+    for name, path in (("other data", good), ("broken", bad)):
+        r = reg.create_run(spec_json=run["spec"], spec_hash=f"x-{name}", name=name, olive_config="{}", gpus_wanted=0)
+        reg.upsert_candidates(r["id"], [{"model_id": f"o-{name}", "pass_chain": onnx["pass_chain"], "path": str(path),
+                                         "is_output": 1, "adapter_path": str(path / "adapter_weights.onnx_adapter")}])
+    import streamlit as st
+
+    st.cache_data.clear()
+    at = open_page("chat")
+    at.selectbox(key="chat_cand_").set_value(onnx["id"]).run()
+    sb = at.selectbox(key=f"chat_adapter_{onnx['id']}_")
+    extra = [o for o in sb.options if "from run other data" in o]
+    misfit = [o for o in sb.options if "from run broken" in o]
+    assert extra and misfit
+    from app import services
+
+    srcs = next(c for c in services.chat_candidates() if c["id"] == onnx["id"])["adapter_sources"]
+    good_name = next(n for n, s in srcs.items() if s["run"] == "other data")
+    bad_name = next(n for n, s in srcs.items() if s["run"] == "broken")
+    at.selectbox(key=f"chat_adapter_{onnx['id']}_").set_value(good_name).run()
+    ask(at, TRAVEL)
+    assert last_answers(at, 1)[0].strip()
+    at.selectbox(key=f"chat_adapter_{onnx['id']}_").set_value(bad_name).run()
+    at.chat_input(key="chat_prompt").set_value(TRAVEL).run(timeout=ANSWER_TIMEOUT)
+    assert not at.exception
+    assert any("does not match the model" in e.value and "not a readable" in e.value for e in at.error)
