@@ -33,9 +33,11 @@ from engine.spec import metrics as metrics_mod
 from engine.spec.passes import GPU_ONLY
 from engine.spec.schema import DatasetSpec, parse_spec
 from engine.views import candidates as cand_views
+from engine.views import charts, estimate, preflight
 from engine.views import dataset as dataset_view
-from engine.views import estimate, preflight
 from engine.views import format as fmt
+from engine.views import lineage as lineage_view
+from engine.views import report as report_view
 from engine.views import runs as views
 
 LIVE_TTL = 2
@@ -448,12 +450,10 @@ def measured_runs() -> list[dict[str, Any]]:
 
 @st.cache_resource(ttl=TTL, show_spinner=False)  # not cache_data: unpickling 10,000 rows per rerun costs ~0.5 s
 def _compare_rows(h: str, run_ids: tuple[str, ...]) -> list[dict[str, Any]]:
-    reg = registry()
     names = {r["id"]: r["name"] for r in measured_runs()}
-    out = []
-    for rid in run_ids:
-        for c in reg.candidates(rid):
-            out.append({**c, "run_name": names.get(rid, rid)})
+    out = registry().candidates_of_runs(list(run_ids))
+    for c in out:
+        c["run_name"] = names.get(c["run_id"], c["run_id"])
     return out
 
 
@@ -474,15 +474,83 @@ def comparability(run_ids: list[str]) -> tuple[bool, str]:
     return _comparability(home(), tuple(run_ids))
 
 
-def pareto_front(cands: list[dict[str, Any]], x: str, y: str) -> set[int]:
-    """Indices (into ``cands``) on the Pareto frontier of x and y (engine.evaluate.compare.pareto: O(n log n))."""
-    return compare.pareto(cands, x, y)
+@st.cache_resource(ttl=TTL, show_spinner=False, max_entries=64)
+def _pareto(h: str, run_ids: tuple[str, ...], x: str, y: str) -> set[int]:
+    return compare.pareto(compare_candidates(list(run_ids)), x, y)
+
+
+def pareto_front(run_ids: list[str], x: str, y: str) -> set[int]:
+    """Indices (into ``compare_candidates(run_ids)``) on the Pareto frontier of x and y (compare.pareto)."""
+    return _pareto(home(), tuple(run_ids), x, y)
+
+
+@st.cache_resource(ttl=TTL, show_spinner=False, max_entries=16)
+def _goals(h: str, run_ids: tuple[str, ...]) -> tuple[dict[str, Any], list[bool | None]]:
+    return cand_views.goal_context(registry().run_specs(list(run_ids)), compare_candidates(list(run_ids)))
+
+
+def goal_context(run_ids: list[str]) -> tuple[dict[str, Any], list[bool | None]]:
+    """({run_id: {metric: goal with its bound}}, per candidate: meets every goal of its run, None = undecided)."""
+    return _goals(home(), tuple(run_ids))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=256)
+def _evaluations(h: str, ids: tuple[int, ...]) -> dict[int, dict[str, Any]]:
+    return registry().candidate_evaluations(list(ids))
+
+
+def candidate_evaluations(ids: list[int]) -> dict[int, dict[str, Any]]:
+    """{candidate id: {fingerprint_id, fingerprint, samples (every evaluated example, scored), seconds}}."""
+    return _evaluations(home(), tuple(sorted(int(i) for i in ids)))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _lineage(h: str, run_ids: tuple[str, ...]) -> tuple[str, list[dict[str, Any]]]:
+    reg = registry()
+    cands = compare_candidates(list(run_ids))
+    names = {c["run_id"]: c["run_name"] for c in cands}
+    events = {r: reg.events(r, kinds=["pass_finished", "pass_cached"]) for r in run_ids}
+    reused = lineage_view.reuses(cands, events, names)
+    return lineage_view.dot(cands, reused, names), reused
+
+
+def lineage(run_ids: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    """(Graphviz DOT of the candidates' descent across the runs, one row per cache reuse with the seconds saved)."""
+    return _lineage(home(), tuple(run_ids))
+
+
+def report_html(run_ids: list[str]) -> str:
+    """The self-contained HTML report of the runs (built when the user clicks download)."""
+    return report_view.build(registry(), run_ids)
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False)
+def _leaderboard(h: str) -> list[dict[str, Any]]:
+    return compare.leaderboard(cand_views.vote_rows(registry().ab_votes()))
+
+
+def leaderboard() -> list[dict[str, Any]]:
+    """Blind A/B votes per candidate and adapter: Elo, votes, win rate (best first)."""
+    return _leaderboard(home())
+
+
+def candidate_zip(cand: dict[str, Any]) -> bytes:
+    return cand_views.candidate_zip(cand)
+
+
+candidate_files = cand_views.candidate_files
+pareto_figure = charts.pareto_figure
+per_example = compare.per_example
+disagreements = compare.disagreements
+EXAMPLE_SCORES = compare.EXAMPLE_SCORES
 
 
 # -- chat ---------------------------------------------------------------------------------------------------------
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _chat_candidates(h: str) -> list[dict[str, Any]]:
-    return cand_views.chat_ready(registry().candidates(), chat_adapter_name)
+    reg = registry()
+    names = {r["id"]: r["name"] for r in reg.list_runs(limit=10000)}
+    return cand_views.chat_ready(reg.candidates(), chat_adapter_name, names)
 
 
 def chat_candidates() -> list[dict[str, Any]]:
@@ -498,7 +566,7 @@ def chat_adapter_name(path: str) -> str:
 
 
 def _row(cand: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cand.items() if k not in ("kind", "label", "adapters", "run_name")}
+    return {k: v for k, v in cand.items() if k not in ("kind", "label", "adapters", "run_name", "adapter_sources")}
 
 
 def chat_device(cand: dict[str, Any], prefer_gpu: bool) -> tuple[str, str]:
@@ -514,6 +582,16 @@ def chat_model(cand: dict[str, Any], device: str = "cpu") -> Any:
     from engine.chat import cache as chat
 
     return chat.default_cache().get(_row(cand), device=device)
+
+
+def chat_adapter(model: Any, cand: dict[str, Any], adapter: str) -> None:
+    """Make sure ``adapter`` is loaded on ``model``: adapters of other runs (``cand['adapter_sources']``) are
+    attached on first use after a check against the base graph (raises AdapterMismatch, a GroveError, if not)."""
+    from engine.chat.models import ensure_adapter
+
+    src = (cand.get("adapter_sources") or {}).get(adapter)
+    if src:
+        ensure_adapter(model, adapter, src["path"])
 
 
 def chat_loaded() -> list[dict[str, Any]]:
@@ -532,6 +610,15 @@ def markdown_literal(text: str) -> str:
     from engine.chat import text as chat
 
     return chat.markdown_literal(text)
+
+
+def save_vote(winner: str, **kw: Any) -> int:
+    """Store one blind A/B vote (winner "a", "b" or "tie"; a/b: {id, run_id, path, adapter})."""
+    from engine.chat import feedback as chat
+
+    r = chat.save_vote(winner, registry=registry(), **kw)
+    clear()
+    return r
 
 
 def save_feedback(rating: str, **kw: Any) -> int:

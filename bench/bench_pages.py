@@ -2,6 +2,8 @@
 
     python bench/bench_pages.py [--runs 1000] [--candidates 10000] [--repeats 15]
 
+Compare opens on every measured run at once (all candidates in its table, Pareto sweep, chart sample).
+
 Builds a registry in a temporary GROVE_HOME through engine.runs.registry.Registry (synthetic runs with events and
 candidates; a few running and queued), then renders each page through the router with Streamlit's AppTest
 (the same script run the server does, without a browser): one cold render (caches cleared) and ``--repeats``
@@ -113,6 +115,8 @@ def render(page: str, query: dict[str, str], setup, repeats: int) -> dict[str, f
     if setup:
         setup(at)
     st.cache_data.clear()
+    if page == "compare":  # Compare keeps its rows in cache_resource: its first render starts from nothing
+        st.cache_resource.clear()
     t = time.perf_counter()
     at.switch_page(f"../pages/{page}.py").run()
     cold = (time.perf_counter() - t) * 1000
@@ -137,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--candidates", type=int, default=10000)
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--only", nargs="*", help="pages to time (home, runs, workflow, compare); default: all")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "pages.json"))
     args = ap.parse_args(argv)
 
@@ -165,12 +170,14 @@ def main(argv: list[str] | None = None) -> int:
             at.switch_page("../pages/workflow.py").run()
             next(b for b in at.button if b.label == "Apply recipe").click().run()
 
-        results = {
-            "home": render("home", {}, None, args.repeats),
-            "runs (a finished run open)": render("runs", {"run": picked["succeeded"]}, None, args.repeats),
-            "runs (a running run open)": render("runs", {"run": picked["running"]}, None, args.repeats),
-            "workflow (lab recipe)": render("workflow", {}, lab_draft, args.repeats),
+        pages = {
+            "home": lambda: render("home", {}, None, args.repeats),
+            "runs (a finished run open)": lambda: render("runs", {"run": picked["succeeded"]}, None, args.repeats),
+            "runs (a running run open)": lambda: render("runs", {"run": picked["running"]}, None, args.repeats),
+            "workflow (lab recipe)": lambda: render("workflow", {}, lab_draft, args.repeats),
+            f"compare (every run, {n_cands:,} candidates)": lambda: render("compare", {}, None, args.repeats),
         }
+        results = {k: f() for k, f in pages.items() if not args.only or k.split()[0] in args.only}
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

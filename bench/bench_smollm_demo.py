@@ -62,10 +62,11 @@ def recipe(model: str, a: argparse.Namespace, merged: bool) -> dict[str, Any]:
 
 
 def run_spec(spec_dict: dict[str, Any]) -> dict[str, Any]:
-    from engine import service
     from engine.registry import Registry
-    from engine.spec import parse_spec
     from engine.worker import LocalExecutor, Slots, Worker
+
+    from engine import service
+    from engine.spec import parse_spec
 
     reg = Registry()
     run = service.submit(parse_spec(spec_dict))

@@ -168,6 +168,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from engine.runs.registry import Registry
+    from engine.views import report
+
+    Path(args.output).write_text(report.build(Registry(), args.runs), encoding="utf-8")
+    print(f"wrote {args.output} (self-contained: open it in a browser, no network needed)")
+    return 0
+
+
 def _progress_printer(report: Any = None) -> Any:
     """A progress callback that prints each stage's percentage (every 10 %) and passes it on to ``report``."""
     last: dict[str, int] = {}
@@ -284,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("-o", "--output")
     p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("report", help="write a self-contained HTML report of runs' candidates")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("-o", "--output", default="report.html")
+    p.set_defaults(fn=cmd_report)
     p = sub.add_parser("worker", help="run the worker in the foreground")
     p.add_argument("--until-idle", action="store_true")
     p.set_defaults(fn=cmd_worker)

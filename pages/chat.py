@@ -1,5 +1,6 @@
 """Chat with a candidate (ONNX outputs through onnxruntime-genai, LoRA candidates through transformers + peft), with
-or without its adapter; A/B sends one prompt to two choices side by side. Models load on the first question."""
+or without its adapter, or an adapter from another run on the same base; A/B sends one prompt to two choices side
+by side, blind A/B hides which is which until the user votes. Models load on the first question."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from app import services
-from engine.errors import GroveError
+from app.components import blind_ab, chat_answer
 
 st.title("Chat")
 cands = services.chat_candidates()
@@ -31,14 +32,16 @@ def choice(side: str, default: int = 0) -> tuple[dict[str, Any], str]:
     ad = st.selectbox(
         f"Adapter {side}",
         adapters,
-        index=len(adapters) - 1,
+        index=len(adapters) - 1 - len(by_id[cid].get("adapter_sources") or {}),
+        format_func=lambda a: chat_answer.adapter_label(by_id[cid], a),
         key=f"chat_adapter_{cid}_{side}",
-        help="“none” is the base model",
+        help="“none” is the base model; adapters of other runs are checked against this base when first used",
     )
     return by_id[cid], ad
 
 
 ab = st.toggle("A/B: the same prompt to two choices side by side", key="chat_ab")
+blind = ab and st.toggle("Blind: hide which choice answered on which side until I vote", key="chat_blind")
 cols = st.columns(2) if ab else [st.container()]
 sides = []
 for n, col in enumerate(cols):
@@ -108,31 +111,22 @@ def answer(cand: dict[str, Any], adapter: str, prompt: str) -> None:
     with st.chat_message("user"):
         st.markdown(services.markdown_literal(prompt))
     with st.chat_message("assistant"):
-        try:
-            device, why = services.chat_device(cand, gpu)
-            with st.spinner(f"Loading {cand['kind']} model on {device}…"):
-                model = services.chat_model(cand, device)
-            if model.fallback:
-                st.caption(model.fallback)
-            msgs = [{"role": m["role"], "content": m["content"]} for m in hist]
-            stream = model.stream(msgs, adapter=adapter, system_prompt=system or None, **settings)
-            st.write_stream(services.literal_chunks(stream))
-        except GroveError as e:
+        msgs = [{"role": m["role"], "content": m["content"]} for m in hist]
+        got = chat_answer.stream(cand, adapter, msgs, system, settings, gpu)
+        if got is None:
             hist.pop()
-            st.error(str(e) + (f"\n\n{e.hint}" if getattr(e, "hint", "") else ""))
             return
-        summary = stream.stats.summary() if stream.stats else ""
-        st.caption(summary)
-        hist.append(
-            {
-                "role": "assistant",
-                "content": stream.text,
-                "summary": summary,
-                "stats": stream.stats.as_dict() if stream.stats else {},
-            }
-        )
+        text, summary, stats = got
+        hist.append({"role": "assistant", "content": text, "summary": summary, "stats": stats})
         feedback(cand, adapter, hist, len(hist) - 1)
 
+
+if blind:
+    blind_ab.show(system, settings)
+    prompt = st.chat_input("Ask something; vote for the better answer", key="chat_prompt")
+    if prompt:
+        blind_ab.ask(sides, prompt, system, settings, gpu)
+    st.stop()
 
 cols = st.columns(2) if ab else [st.container()]
 for col, (cand, adapter) in zip(cols, sides, strict=True):

@@ -1,16 +1,19 @@
-"""Compare: every candidate of the chosen runs in one table, a quality-vs-speed chart with its Pareto frontier, a
-side-by-side diff of the ones picked, and a CSV export. Plots are sampled past MAX_POINTS; the table never is."""
+"""Compare: every candidate of the chosen runs in one table, a quality-vs-speed chart with its Pareto frontier and
+the runs' goals; click a point or a row to open a candidate; then side by side, per example, where answers
+diverge, the blind A/B leaderboard, the lineage across runs, and a self-contained HTML report.
+Plots are sampled past MAX_POINTS; the table never is (it is capped at MAX_ROWS shown, all exported)."""
 
 from __future__ import annotations
-
-import json
 
 import pandas as pd
 import streamlit as st
 
 from app import services
+from app.components import candidate_detail, compare_views
 
 MAX_POINTS = 2000
+MAX_ROWS = 20_000  # rows sent to the browser's table; the CSV and the report always hold every candidate
+MAX_PICK = 1000  # candidates offered in the pickers below: the Pareto ones first, then the table's order
 
 st.title("Compare candidates")
 runs = services.measured_runs()
@@ -39,86 +42,69 @@ x = c1.selectbox("Speed (x)", speeds, key="cmp_x") if speeds else None
 y = c2.selectbox("Quality (y)", qualities, key="cmp_y") if qualities else None
 needle = c3.text_input("Filter (run or pass chain contains)", key="cmp_filter").strip().lower()
 
-front = services.pareto_front(cands, x, y) if x and y else set()
-rows = services.compare_rows(cands, metric_names, front)
+front = services.pareto_front(picked, x, y) if x and y else set()
+bounds, meets = services.goal_context(picked)
+rows = services.compare_rows(cands, metric_names, front, meets)
 table = pd.DataFrame(rows)
 shown = table
 if needle:
-    mask = table["run"].str.lower().str.contains(needle, regex=False) | table["pass chain"].str.lower().str.contains(
-        needle, regex=False
-    )
-    shown = table[mask]
+    hay = table["run"].str.lower() + "\n" + table["pass chain"].str.lower()
+    shown = table[hay.str.contains(needle, regex=False)]
 st.caption(
-    f"{len(shown)} of {len(table)} candidates" + (f" match “{needle}”" if needle else "") + ". Click a header to sort."
+    f"{len(shown)} of {len(table)} candidates" + (f" match “{needle}”" if needle else "")
+    + (f"; the first {MAX_ROWS:,} are listed" if len(shown) > MAX_ROWS else "")
+    + ". Click a header to sort, a row to open the candidate."
 )
-st.dataframe(shown, hide_index=True, width="stretch")
-st.download_button(
-    "Export CSV", table.to_csv(index=False).encode(), "grove-candidates.csv", "text/csv", icon=":material/download:"
+picked_row = st.dataframe(
+    shown.head(MAX_ROWS), hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+    key="cmp_table",
 )
+d1, d2 = st.columns(2)
+d1.download_button("Export CSV", lambda: table.to_csv(index=False).encode(), "grove-candidates.csv", "text/csv",
+                   icon=":material/download:", key="cmp_csv")
+d2.download_button("HTML report (works offline)", lambda: services.report_html(picked).encode(), "grove-report.html",
+                   "text/html", icon=":material/description:", key="cmp_report")
 
-# -- chart --------------------------------------------------------------------------------------------------------
+clicked = None
 if x and y:
-    import numpy as np
-    import plotly.graph_objects as go
-
     pts, sampled = services.chart_points(cands, x, y, front, MAX_POINTS)
-
-    def trace(ids: list[int], name: str, **marker) -> go.Scatter:
-        sizes = [max(6.0, min(40.0, rows[i]["size_mb"] ** 0.5)) for i in ids]
-        return go.Scatter(  # numpy arrays: plotly validates them at once instead of item by item
-            x=np.array([cands[i]["metrics"][x] for i in ids]),
-            y=np.array([cands[i]["metrics"][y] for i in ids]),
-            mode="markers",
-            name=name,
-            marker={"size": np.array(sizes), **marker},
-            customdata=np.array(
-                [
-                    [rows[i]["id"], rows[i]["pass chain"], json.dumps(cands[i].get("pass_params") or {})[:300]]
-                    for i in ids
-                ],
-                dtype=object,
-            ).reshape(-1, 3),
-            hovertemplate="#%{customdata[0]} %{customdata[1]}<br>%{customdata[2]}<br>"
-            + f"{x}=%{{x}}<br>{y}=%{{y}}<extra>{name}</extra>",
-        )
-
-    fig = go.Figure()
-    fig.add_trace(trace([i for i in pts if i not in front], "dominated", color="lightgrey", opacity=0.6))
-    for rid in picked:
-        ids = [i for i in pts if i in front and cands[i]["run_id"] == rid]
-        if ids:
-            fig.add_trace(trace(ids, cands[ids[0]]["run_name"]))
-    line = sorted(front, key=lambda i: cands[i]["metrics"][x])
-    fig.add_trace(
-        go.Scatter(
-            x=[cands[i]["metrics"][x] for i in line],
-            y=[cands[i]["metrics"][y] for i in line],
-            mode="lines",
-            name="Pareto frontier",
-            line={"dash": "dot", "color": "black"},
-            hoverinfo="skip",
-        )
+    fig = services.pareto_figure(cands, rows, x, y, front, pts, bounds, meets)
+    event = st.plotly_chart(fig, key="cmp_chart", on_select="rerun", selection_mode="points")
+    points = (event or {}).get("selection", {}).get("points") or []
+    clicked = int(points[0]["customdata"][0]) if points and points[0].get("customdata") else None
+    st.caption(
+        (f"The chart shows {len(pts)} of the measured candidates (every Pareto point plus a sample); the table lists "
+         "all of them. " if sampled else "Marker size: size on disk. ")
+        + "Ringed: meets every goal of its run (dashed lines; red: the side that misses). ★: Olive's best. "
+        "Click a point to open it."
     )
-    fig.update_layout(xaxis_title=x, yaxis_title=y, height=460, legend_title="run (dominated in grey)")
-    st.plotly_chart(fig, key="cmp_chart")
-    if sampled:
-        st.caption(
-            f"The chart shows {len(pts)} of the measured candidates (every Pareto point plus a sample); "
-            "the table above lists all of them."
-        )
-    else:
-        st.caption("Marker size: size on disk. Hover a point for its pass chain and parameters.")
+sel = (picked_row or {}).get("selection", {}).get("rows") or []
+if sel:
+    clicked = int(shown.iloc[sel[0]]["id"])
 
-# -- side by side -------------------------------------------------------------------------------------------------
-st.subheader("Side by side")
-labels = {r["id"]: f"#{r['id']} {r['run']} · {r['pass chain']}" for r in rows}
-chosen = st.multiselect("Candidates to diff (2 or more)", list(labels), format_func=labels.get, key="cmp_diff")
-if len(chosen) >= 2:
-    by_id = {c["id"]: c for c in cands}
-    cols = {labels[cid]: services.side_by_side(by_id[cid]) for cid in chosen}
-    diff = pd.DataFrame(cols).map(lambda v: "—" if v is None or v != v else str(v))
-    differs = diff.nunique(axis=1) > 1
-    only = st.toggle("Only what differs", value=True, key="cmp_only_diff")
-    st.dataframe(diff[differs] if only else diff, width="stretch")
-elif chosen:
-    st.caption("Pick one more candidate.")
+# -- the candidate opened ------------------------------------------------------------------------------------------
+by_id = {c["id"]: c for c in cands}
+order = [int(i) for i in shown.sort_values("Pareto", ascending=False, kind="stable")["id"].head(MAX_PICK)]
+if clicked is not None and clicked != st.session_state.get("cmp_clicked"):
+    st.session_state["cmp_clicked"] = st.session_state["cmp_open"] = clicked
+if st.session_state.get("cmp_open") in by_id and st.session_state["cmp_open"] not in order:
+    order.insert(0, st.session_state["cmp_open"])
+labels = {i: f"#{i} {by_id[i]['run_name']} · {' > '.join(by_id[i].get('pass_chain') or []) or '(input)'}" for i in order}
+st.subheader("Candidate")
+cid = st.selectbox("Open candidate", order, index=None, format_func=labels.get, key="cmp_open",
+                   placeholder="Click a point or a row, or pick one")
+if cid is not None:
+    ready = {c["id"] for c in services.chat_candidates()}
+    candidate_detail.show(by_id[cid], services.candidate_evaluations([cid]).get(cid), cid in ready)
+
+tabs = st.tabs(["Side by side", "Per example", "Where they disagree", "Blind A/B votes", "Lineage"])
+with tabs[0]:
+    compare_views.side_by_side(labels, by_id)
+with tabs[1]:
+    compare_views.per_example(labels)
+with tabs[2]:
+    compare_views.disagree(labels)
+with tabs[3]:
+    compare_views.votes()
+with tabs[4]:
+    compare_views.lineage(picked)

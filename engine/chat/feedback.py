@@ -59,3 +59,43 @@ def list_feedback(
     from engine.runs.registry import Registry
 
     return (registry or Registry()).chat_feedback(candidate_id=candidate_id, model_path=model_path, limit=limit)
+
+
+def save_vote(
+    winner: str,
+    *,
+    prompt: str,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    answers: tuple[str, str] = ("", ""),
+    system_prompt: str | None = None,
+    settings: dict[str, Any] | None = None,
+    registry: Any = None,
+) -> int:
+    """Save one blind A/B vote (``winner``: "a", "b" or "tie"). ``a``/``b``: {id, run_id, path, adapter} of each
+    side. Stored as a feedback row (Registry.VOTE_BACKEND) so no new table is needed; returns its id."""
+    from engine.runs.registry import Registry
+
+    if winner not in ("a", "b", "tie"):
+        raise ChatError(f"winner must be a, b or tie, not {winner!r}")
+    keep = ("id", "run_id", "path", "adapter")
+    side_a, side_b = ({k: s.get(k) for k in keep} for s in (a, b))
+    reg = registry or Registry()
+    row = {
+        "ts": time.time(),
+        "rating": {"a": 1, "b": -1, "tie": 0}[winner],
+        "prompt": prompt,
+        "answer": answers[0] if winner != "b" else answers[1],
+        "system_prompt": system_prompt or "",
+        "run_id": side_a["run_id"],
+        "candidate_id": side_a["id"],
+        "model_path": str(side_a["path"] or ""),
+        "adapter": None if side_a["adapter"] in (None, "", NO_ADAPTER) else side_a["adapter"],
+        "backend": reg.VOTE_BACKEND,
+        "settings": json.dumps(
+            {**(settings or {}), "blind_ab": {"a": side_a, "b": side_b, "winner": winner, "answers": list(answers)}}
+        ),
+        "stats": "{}",
+        "comment": "",
+    }
+    return reg.add_feedback(row)

@@ -568,6 +568,25 @@ def _fit_context(
         dropped += 1
 
 
+_ATTACH = threading.Lock()
+
+
+def ensure_adapter(model: ChatModel, name: str, path: Path | str) -> None:
+    """Load adapter ``path`` into a loaded ``model`` under ``name`` unless it is there: many adapters, e.g. from
+    other runs, on one base (Olive's multi-LoRA). Each is checked against the base graph first; one that does not
+    fit raises ``AdapterMismatch`` with the reason, now and on every later try (``model.refused``)."""
+    with _ATTACH:
+        if name in model.adapter_files:
+            return
+        if name in model.refused:
+            raise model.refused[name]
+        try:
+            model.add_adapter(path, name)  # type: ignore[attr-defined]
+        except AdapterMismatch as e:
+            model.refused[name] = e
+            raise
+
+
 # -- loading -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelRef:

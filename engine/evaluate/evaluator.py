@@ -5,7 +5,8 @@ any of its ``.onnx_adapter`` files active, or none). Metrics (``METRICS``):
 
 - quality on the held-out split (the prepared ``eval.jsonl``, which training never sees): mean loss and perplexity
   on the response tokens only (teacher-forced), greedy answers compared with the references (ROUGE-L F1, exact
-  match), and a few sample answers kept for the user to read;
+  match), and every evaluated example (at most ``max_samples``) kept with its own scores, for the user to read
+  and for the per-example comparison of two candidates;
 - generation speed: time to first token, decode tokens/s, per-token decode latency p50/p90, at a stated prompt
   length and generation length, after warm-up, over several repetitions;
 - size on disk of everything needed to run the candidate, and peak memory (process RSS on CPU, device memory on
@@ -312,12 +313,29 @@ def _quality(backend: Any, cfg: EvalConfig, rows: list[dict[str, Any]], chat_ren
         answer = backend.decode(backend.greedy(p_ids[: backend.context - 1], cfg.answer_tokens)).strip()
         rl.append(rouge_l(answer, ref))
         em.append(float(normalize(answer) == normalize(ref)))
-        if i < cfg.keep_samples:
-            res.samples.append({"prompt": str(row.get(cfg.prompt_column, prefix))[:500], "reference": ref[:500], "answer": answer[:500]})
+        res.samples.append(example(i, str(row.get(cfg.prompt_column, prefix)), ref, answer, lps, rl[-1], em[-1]))
     if ntok == 0:
         raise ValueError("no response tokens to score in the eval split")
     loss = nll / ntok
     res.metrics.update({"loss": loss, "perplexity": math.exp(min(loss, 50)), "rouge_l": statistics.fmean(rl), "exact_match": statistics.fmean(em)})
+
+
+SAMPLE_CHARS = 1000  # per text field of a kept example; the rows themselves are bounded by max_samples
+
+
+def example(index: int, prompt: str, reference: str, answer: str, logprobs: list[float], rl: float, em: float) -> dict[str, Any]:
+    """One evaluated held-out example as kept with the result: its texts (each cut at SAMPLE_CHARS) and its own
+    scores (ROUGE-L, exact match, mean loss on its response tokens; None when it had none), keyed by its row
+    index in the eval split so two candidates' examples line up (engine.evaluate.compare.per_example)."""
+    return {
+        "index": index,
+        "prompt": prompt[:SAMPLE_CHARS],
+        "reference": reference[:SAMPLE_CHARS],
+        "answer": answer[:SAMPLE_CHARS],
+        "rouge_l": rl,
+        "exact_match": em,
+        "loss": -sum(logprobs) / len(logprobs) if logprobs else None,
+    }
 
 
 def _speed(backend: Any, cfg: EvalConfig, rows: list[dict[str, Any]], chat_render: Any, res: EvalResult) -> None:

@@ -512,6 +512,68 @@ class Registry:
         with self.db() as db:
             return list(db.query(sql))
 
+    # -- compare and chat votes ---------------------------------------------------------------------------
+    # Compare's per-candidate evaluation details, and blind A/B votes from Chat. Votes are ``feedback`` rows (no
+    # schema change): backend 'blind-ab', rating 1 (A won), -1 (B won) or 0 (tie), candidate_id/run_id/adapter of
+    # side A, and settings JSON {"blind_ab": {"a": {...}, "b": {...}, "winner": "a" | "b" | "tie"}}.
+    VOTE_BACKEND = "blind-ab"
+
+    def candidate_evaluations(self, candidate_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """``{candidate id: {key, fingerprint_id, fingerprint, samples, seconds}}`` of the evaluations the given
+        candidates' metrics came from (candidates without one are left out)."""
+        if not candidate_ids:
+            return {}
+        sql = (
+            "select c.id as cid, e.key, e.fingerprint_id, e.fingerprint, e.samples, e.seconds from candidates c"
+            " join evaluations e on e.key = c.eval_key where c.id in (%s)" % ",".join("?" * len(candidate_ids))
+        )
+        with self.db() as db:
+            rows = list(db.query(sql, [int(i) for i in candidate_ids]))
+        out = {}
+        for r in rows:
+            cid = r.pop("cid")
+            r["fingerprint"] = json.loads(r["fingerprint"] or "{}")
+            r["samples"] = json.loads(r["samples"] or "[]") or []
+            out[cid] = r
+        return out
+
+    def candidates_of_runs(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        """Every candidate of the given runs in one read (runs in the given order, then by id), JSON decoded."""
+        out: list[dict[str, Any]] = []
+        order = {r: n for n, r in enumerate(run_ids)}
+        with self.db() as db:
+            for k in range(0, len(run_ids), 500):
+                chunk = run_ids[k : k + 500]
+                out += db.execute_returning_dicts(
+                    "select * from candidates where run_id in (%s)" % ",".join("?" * len(chunk)), chunk)
+        out.sort(key=lambda c: (order[c["run_id"]], c["id"]))
+        loads = json.loads
+        for c in out:
+            for k in ("pass_chain", "pass_params", "metrics", "failed"):
+                v = c[k]
+                c[k] = loads(v) if v else ({} if k != "pass_chain" else [])
+        return out
+
+    def run_specs(self, run_ids: list[str]) -> dict[str, str]:
+        """``{run id: spec JSON}`` in one read."""
+        out: dict[str, str] = {}
+        with self.db() as db:
+            for k in range(0, len(run_ids), 500):
+                chunk = run_ids[k : k + 500]
+                out.update((r["id"], r["spec"]) for r in db.query(
+                    "select id, spec from runs where id in (%s)" % ",".join("?" * len(chunk)), chunk))
+        return out
+
+    def ab_votes(self, limit: int = 100000) -> list[dict[str, Any]]:
+        """Blind A/B votes, oldest first (the order Elo needs), settings decoded."""
+        with self.db() as db:
+            rows = list(db.query(
+                "select id, ts, prompt, rating, settings from feedback where backend = ? order by id limit ?",
+                [self.VOTE_BACKEND, limit]))
+        for r in rows:
+            r["settings"] = json.loads(r.get("settings") or "{}")
+        return rows
+
     # -- workers -----------------------------------------------------------------------------------------
     def worker_beat(self, worker_id: str, slots: dict[str, Any]) -> None:
         with self.tx() as db:

@@ -23,6 +23,6 @@ class EvalConfig:
     generation_length: int = 64
     repeats: int = 3
     warmup: int = 1
-    keep_samples: int = 5
+    keep_samples: int = 5  # unused since every evaluated example is kept (at most max_samples); stays so stored configs load
     device: str = "cpu"
     execution_provider: str = "CPUExecutionProvider"

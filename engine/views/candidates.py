@@ -10,10 +10,16 @@ from typing import Any, Callable
 
 
 # -- chat ---------------------------------------------------------------------------------------------------------
-def chat_ready(cands: list[dict[str, Any]], adapter_name: Callable[[str], str]) -> list[dict[str, Any]]:
+def chat_ready(
+    cands: list[dict[str, Any]], adapter_name: Callable[[str], str], run_names: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Candidates chat can load: ONNX outputs (onnxruntime-genai folders) and LoRA candidates (HF + PEFT), with
     ``kind``, ``label`` and the adapters expected (``"none"`` = the base model). ``adapter_name`` names an adapter
-    file as chat lists it (engine.chat.models.adapter_name, passed in: views do not import chat)."""
+    file as chat lists it (engine.chat.models.adapter_name, passed in: views do not import chat).
+
+    ONNX candidates also list every ``.onnx_adapter`` of the other ONNX candidates (other runs, other datasets) as
+    ``adapter@<run>#<candidate>``, with where each came from in ``adapter_sources``: Olive's multi-LoRA serving on one
+    base. Whether one fits the base graph is checked when it is first used (engine.chat.models.ensure_adapter)."""
     out = []
     for c in cands:
         p = Path(c.get("path") or "")
@@ -31,7 +37,22 @@ def chat_ready(cands: list[dict[str, Any]], adapter_name: Callable[[str], str]) 
         if kind == "ONNX" and c.get("adapter_path") and str(c["adapter_path"]).endswith(".onnx_adapter"):
             adapters = list(dict.fromkeys([*adapters, adapter_name(c["adapter_path"])]))
         chain = " > ".join(c.get("pass_chain") or [])
-        out.append({**c, "kind": kind, "adapters": adapters, "label": f"{kind} · {chain} · run {c['run_id'][:8]} #{c['id']}"})
+        out.append({**c, "kind": kind, "adapters": adapters, "adapter_sources": {},
+                    "label": f"{kind} · {chain} · run {c['run_id'][:8]} #{c['id']}"})
+    onnx = [c for c in out if c["kind"] == "ONNX"]
+    files = {
+        c["id"]: sorted({*Path(c["path"]).parent.glob("*.onnx_adapter"), *Path(c["path"]).glob("*.onnx_adapter")})
+        for c in onnx
+    }
+    for c in onnx:
+        for other in onnx:
+            if other["id"] == c["id"] or Path(other["path"]).resolve() == Path(c["path"]).resolve():
+                continue
+            for f in files[other["id"]]:
+                name = f"{adapter_name(f.name)}@{other['run_id'][-8:]}#{other['id']}"
+                run = (run_names or {}).get(other["run_id"], other["run_id"])
+                c["adapter_sources"][name] = {"path": str(f), "run_id": other["run_id"], "run": run, "candidate": other["id"]}
+                c["adapters"].append(name)
     return out
 
 
@@ -41,10 +62,14 @@ def metric_choices(names: list[str], preferred: tuple[str, ...]) -> list[str]:
     return [m for m in preferred if m in names] or names
 
 
-def compare_rows(cands: list[dict[str, Any]], metric_names: list[str], front: set[int]) -> list[dict[str, Any]]:
-    """One table row per candidate (same order as ``cands``): run, pass chain, adapter, metrics, size, flags."""
+def compare_rows(
+    cands: list[dict[str, Any]], metric_names: list[str], front: set[int], meets: list[bool | None] | None = None
+) -> list[dict[str, Any]]:
+    """One table row per candidate (same order as ``cands``): run, pass chain, adapter, metrics, size, flags.
+    ``goals met``: ``meets[i]`` (goal_context) where decided, else what Olive recorded."""
     rows = []
     for i, c in enumerate(cands):
+        met = meets[i] if meets is not None and meets[i] is not None else bool(c.get("goals_met"))
         m = c.get("metrics") or {}
         rows.append(
             {
@@ -54,9 +79,9 @@ def compare_rows(cands: list[dict[str, Any]], metric_names: list[str], front: se
                 "adapter": Path(c["adapter_path"]).name if c.get("adapter_path") else "—",
                 **{k: m.get(k) for k in metric_names},
                 "size_mb": m.get("size_mb", (c.get("size_bytes") or 0) / 1e6),
-                "goals met": bool(c.get("goals_met")),
+                "goals met": met,
+                "Olive's best": bool(c.get("is_output")),
                 "Pareto": i in front,
-                "output": bool(c.get("is_output")),
             }
         )
     return rows
@@ -86,3 +111,66 @@ def side_by_side(cand: dict[str, Any]) -> dict[str, Any]:
             flat[f"{p}.{k}".rstrip(".")] = json.dumps(v, default=str) if isinstance(v, (dict, list)) else v
     flat["pass chain"] = " > ".join(cand.get("pass_chain") or [])
     return flat
+
+
+def goal_context(specs: dict[str, str], cands: list[dict[str, Any]]) -> tuple[dict[str, Any], list[bool | None]]:
+    """({run_id: goal bounds}, per candidate: meets every goal of its run?) from the runs' spec JSON; the relative
+    goals measure from each run's evaluated input model."""
+    from engine.evaluate import compare
+
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for c in cands:
+        by_run.setdefault(c["run_id"], []).append(c)
+    bounds = {}
+    for rid, cs in by_run.items():
+        goals = compare.goals_of(json.loads(specs.get(rid) or "{}"))
+        bounds[rid] = compare.goal_bounds(goals, compare.baseline_of(cs)) if goals else {}
+    return bounds, [compare.meets(c.get("metrics") or {}, bounds[c["run_id"]]) for c in cands]
+
+
+MAX_FILES = 200
+
+
+def candidate_files(cand: dict[str, Any]) -> list[dict[str, Any]]:
+    """The candidate's files (its folder, and its adapter when that lives elsewhere): path, size; at most MAX_FILES."""
+    out: list[dict[str, Any]] = []
+    for root in dict.fromkeys(p for p in (cand.get("path"), cand.get("adapter_path")) if p):
+        p = Path(root)
+        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
+        for f in files:
+            if len(out) >= MAX_FILES:
+                return out
+            out.append({"file": str(f), "size": f.stat().st_size})
+    return out
+
+
+def candidate_zip(cand: dict[str, Any]) -> bytes:
+    """The candidate's files as one zip (built when the user clicks download)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for root in dict.fromkeys(p for p in (cand.get("path"), cand.get("adapter_path")) if p):
+            p = Path(root)
+            files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
+            for f in files:
+                z.write(f, f"{p.name}/{f.relative_to(p)}" if p.is_dir() else f.name)
+    return buf.getvalue()
+
+
+def contestant(cid: Any, adapter: str | None) -> str:
+    """How a candidate with one adapter is named in the A/B leaderboard."""
+    return f"#{cid} · {adapter or 'none'}"
+
+
+def vote_rows(votes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Registry vote rows -> leaderboard input {a, b, winner}."""
+    out = []
+    for v in votes:
+        ab = (v.get("settings") or {}).get("blind_ab") or {}
+        if ab.get("a") and ab.get("b") and ab.get("winner") in ("a", "b", "tie"):
+            a, b = ab["a"], ab["b"]
+            out.append({"a": contestant(a.get("id"), a.get("adapter")), "b": contestant(b.get("id"), b.get("adapter")),
+                        "winner": ab["winner"]})
+    return out

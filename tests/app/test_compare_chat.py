@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -213,3 +214,126 @@ def test_chat_ab_side_by_side_and_feedback(chat_home):
 def test_chat_without_candidates_says_what_to_do(ui_home):
     at = open_page("chat")
     assert "No candidate to chat with yet" in text(at)
+
+
+# -- Compare: goals, the opened candidate, per example, disagreement, votes, lineage, report --------------------------
+def example(i: int, answer: str, rl: float) -> dict:
+    return {"index": i, "prompt": f"Where in city {i}?", "reference": f"ref {i}", "answer": answer, "rouge_l": rl,
+            "exact_match": 0.0, "loss": 1.0 + rl}
+
+
+def test_compare_goals_open_candidate_per_example_votes_lineage_report(ui_home, tmp_path):
+    import json
+
+    fp = evaluation("k0", eval_path="travel.jsonl", max_samples=3)
+    reg = Registry()
+    for key, answers in (("ka", ["Visit the Alfama", "Eat *pastel* <b>", "x"]), ("kb", ["Visit the castle", "Eat *pastel* <b>", "y"])):
+        reg.save_evaluation(key, {"model_path": "/x", "form": "onnx", "fingerprint": {"eval_path": "travel.jsonl", "max_samples": 3},
+                                  "metrics": {}, "samples": [example(i, a, 0.1 * (i + 1) * (key == "kb") + 0.2) for i, a in enumerate(answers)]}, fp)
+    folder = tmp_path / "int4"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"onnx")
+    run = add_run(ui_home, "goal run", "succeeded", candidates=[
+        cand("in", [], fp, rouge_l=0.30, decode_tps=20.0, size_mb=16.0),
+        {**cand("a", ["lora"], fp, rouge_l=0.28, decode_tps=40.0, size_mb=16.0), "eval_key": "ka"},
+        {**cand("b", ["lora", "modelbuilder"], fp, rouge_l=0.20, decode_tps=90.0, size_mb=5.0), "eval_key": "kb",
+         "path": str(folder)},
+    ])
+    spec = json.loads(reg.get_run(run["id"])["spec"])
+    spec["evaluation"]["metrics"] = [{"name": "rouge_l", "priority": 1, "goal": {"type": "max-degradation", "value": 0.05}}]
+    reg.update_run(run["id"], spec=json.dumps(spec))
+    reg.add_events(run["id"], [(1.0, "pass_finished", {"name": "lora", "seconds": 30.0}),
+                               (2.0, "pass_cached", {"name": "modelbuilder", "model_id": "b"})])
+    reg.add_feedback({"ts": 1.0, "rating": 1, "prompt": "p", "answer": "", "backend": reg.VOTE_BACKEND, "settings": json.dumps(
+        {"blind_ab": {"a": {"id": 1, "adapter": "adapter"}, "b": {"id": 2, "adapter": None}, "winner": "a"}})})
+
+    at = open_page("compare")
+    df = at.dataframe[0].value
+    met = dict(zip(df["pass chain"], df["goals met"], strict=True))
+    assert met == {"(input)": True, "lora": True, "lora > modelbuilder": False}  # rouge_l >= 0.30 - 0.05
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert any("goal: rouge_l ≥ 0.25" in (a.get("text") or "") for a in fig["layout"].get("annotations", []))
+    assert {"meets every goal"} <= {t.get("name") for t in fig["data"]}
+
+    ids = {chain: int(i) for chain, i in zip(df["pass chain"], df["id"], strict=True)}
+    at.selectbox(key="cmp_open").set_value(ids["lora > modelbuilder"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    t = text(at)
+    assert "Fingerprint" in t and "Kept samples: 3" in t and "Files (1)" in t
+    assert at.get("download_button") and any(b.label == "Download it" for b in at.get("download_button"))
+
+    at.selectbox(key="cmp_ex_a").set_value(ids["lora"]).run()
+    at.selectbox(key="cmp_ex_b").set_value(ids["lora > modelbuilder"]).run()
+    ex = next(d.value for d in at.dataframe if "B better by" in d.value.columns)
+    assert list(ex["example"]) == [2, 1, 0] and ex["answer B"].iloc[1] == "Eat *pastel* <b>"
+
+    at.multiselect(key="cmp_dis").set_value([ids["lora"], ids["lora > modelbuilder"]]).run()
+    dis = next(d.value for d in at.dataframe if "diverge at word" in d.value.columns)
+    assert list(dis["diverge at word"])[:2] == [0, 2] and "They disagree on 2 of 3 prompts" in text(at)
+
+    board = next(d.value for d in at.dataframe if "Elo" in d.value.columns)
+    assert list(board["contestant"]) == ["#1 · adapter", "#2 · none"]
+    at.toggle(key="cmp_lineage_on").set_value(True).run()
+    assert "1 pass outputs reused from Olive's cache" in text(at) and len(at.get("graphviz_chart")) == 1
+    assert any(b.label.startswith("HTML report") for b in at.get("download_button"))
+
+
+def test_chat_blind_ab_vote_is_stored_and_ranked(chat_home):
+    onnx = chat_home["lora > modelbuilder > extractadapters"]
+    at = open_page("chat")
+    at.toggle(key="chat_ab").set_value(True).run()
+    at.toggle(key="chat_blind").set_value(True).run()
+    at.selectbox(key="chat_cand_A").set_value(onnx["id"]).run()
+    at.selectbox(key="chat_cand_B").set_value(onnx["id"]).run()
+    at.selectbox(key=f"chat_adapter_{onnx['id']}_B").set_value("none").run()
+    ask(at, TRAVEL)
+    assert "Left is better" in [b.label for b in at.button]
+    assert not any(onnx["label"] in c.value for c in at.caption)  # hidden until the vote
+    before = len(Registry().ab_votes())
+    at.button(key="chat_vote_0_a").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    votes = Registry().ab_votes()
+    assert len(votes) == before + 1 and votes[-1]["settings"]["blind_ab"]["winner"] == "a"
+    assert any(onnx["label"] in c.value for c in at.caption)  # revealed
+    cmp = open_page("compare")
+    assert any("Elo" in d.value.columns for d in cmp.dataframe)
+
+
+def test_chat_adapter_from_another_run_on_one_base_and_a_misfit_refused(chat_home, tmp_path):
+    import shutil
+
+    onnx = chat_home["lora > modelbuilder > extractadapters"]
+    folder = Path(onnx["path"])
+    folder = folder.parent if folder.is_file() else folder
+    good, bad = tmp_path / "other", tmp_path / "broken"
+    shutil.copytree(folder, good)
+    shutil.copytree(folder, bad)
+    for f in bad.glob("*.onnx_adapter"):
+        f.write_bytes(b"not an adapter")
+    reg = Registry()
+    run = reg.get_run(onnx["run_id"])
+    for name, path in (("other data", good), ("broken", bad)):
+        r = reg.create_run(spec_json=run["spec"], spec_hash=f"x-{name}", name=name, olive_config="{}", gpus_wanted=0)
+        reg.upsert_candidates(r["id"], [{"model_id": f"o-{name}", "pass_chain": onnx["pass_chain"], "path": str(path),
+                                         "is_output": 1, "adapter_path": str(path / "adapter_weights.onnx_adapter")}])
+    import streamlit as st
+
+    st.cache_data.clear()
+    at = open_page("chat")
+    at.selectbox(key="chat_cand_").set_value(onnx["id"]).run()
+    sb = at.selectbox(key=f"chat_adapter_{onnx['id']}_")
+    extra = [o for o in sb.options if "from run other data" in o]
+    misfit = [o for o in sb.options if "from run broken" in o]
+    assert extra and misfit
+    from app import services
+
+    srcs = next(c for c in services.chat_candidates() if c["id"] == onnx["id"])["adapter_sources"]
+    good_name = next(n for n, s in srcs.items() if s["run"] == "other data")
+    bad_name = next(n for n, s in srcs.items() if s["run"] == "broken")
+    at.selectbox(key=f"chat_adapter_{onnx['id']}_").set_value(good_name).run()
+    ask(at, TRAVEL)
+    assert last_answers(at, 1)[0].strip()
+    at.selectbox(key=f"chat_adapter_{onnx['id']}_").set_value(bad_name).run()
+    at.chat_input(key="chat_prompt").set_value(TRAVEL).run(timeout=ANSWER_TIMEOUT)
+    assert not at.exception
+    assert any("does not match the model" in e.value and "not a readable" in e.value for e in at.error)

@@ -50,7 +50,11 @@ def test_every_metric_is_measured_for_every_form(results):
         assert r.metrics["decode_tps"] > 0 and r.metrics["ttft_ms"] > 0
         assert r.metrics["latency_p90_ms"] >= r.metrics["latency_p50_ms"]
         assert 0 <= r.metrics["rouge_l"] <= 1 and r.metrics["perplexity"] > 1
-        assert len(r.samples) == 5 and all(s["reference"] for s in r.samples)
+        # every evaluated example is kept (bounded by max_samples), with its own scores
+        assert len(r.samples) == r.fingerprint["eval_rows"] and all(s["reference"] for s in r.samples)
+        assert [s["index"] for s in r.samples] == list(range(len(r.samples)))
+        assert all(0 <= s["rouge_l"] <= 1 and s["exact_match"] in (0.0, 1.0) and s["loss"] > 0 for s in r.samples)
+        assert sum(s["rouge_l"] for s in r.samples) / len(r.samples) == pytest.approx(r.metrics["rouge_l"])
     assert results["hf"].form == "transformers" and results["on"].form == "onnxruntime-genai"
 
 

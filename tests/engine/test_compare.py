@@ -1,0 +1,135 @@
+"""Compare's engine side: goal bounds (Olive's goal types), per-example comparison, where answers diverge, the
+A/B leaderboard, votes stored as feedback rows, the lineage graph and the self-contained report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.evaluate import compare
+from engine.views import candidates as cand_views
+from engine.views import lineage
+
+
+@pytest.mark.parametrize(
+    ("metric", "kind", "value", "bound"),
+    [
+        ("rouge_l", "threshold", 0.3, 0.3),
+        ("rouge_l", "max-degradation", 0.05, 0.35),
+        ("rouge_l", "min-improvement", 0.05, 0.45),
+        ("rouge_l", "percent-max-degradation", 10, 0.36),
+        ("loss", "max-degradation", 0.5, 2.5),
+        ("loss", "percent-min-improvement", 10, 1.8),
+    ],
+)
+def test_goal_bounds_follow_olive_goal_types(metric, kind, value, bound):
+    base = {"rouge_l": 0.4, "loss": 2.0}
+    assert compare.goal_bound(metric, {"type": kind, "value": value}, base) == pytest.approx(bound)
+
+
+def test_meets_every_goal_and_undecided_without_a_baseline():
+    b = compare.goal_bounds({"rouge_l": {"type": "max-degradation", "value": 0.05},
+                             "decode_tps": {"type": "threshold", "value": 50}}, {"rouge_l": 0.4})
+    assert compare.meets({"rouge_l": 0.36, "decode_tps": 60}, b) is True
+    assert compare.meets({"rouge_l": 0.34, "decode_tps": 60}, b) is False
+    assert compare.meets({"rouge_l": 0.36, "decode_tps": 40}, b) is False
+    assert compare.meets({"rouge_l": 0.5}, compare.goal_bounds({"rouge_l": {"type": "min-improvement", "value": 1}}, None)) is None
+    spec = {"evaluation": {"metrics": [{"name": "rouge_l", "priority": 1, "goal": {"type": "threshold", "value": 0.2}}]}}
+    cands = [{"id": 1, "run_id": "r", "pass_chain": [], "metrics": {"rouge_l": 0.1}},
+             {"id": 2, "run_id": "r", "pass_chain": ["lora"], "metrics": {"rouge_l": 0.3}}]
+    bounds, meets = cand_views.goal_context({"r": json.dumps(spec)}, cands)
+    assert bounds["r"]["rouge_l"]["bound"] == 0.2 and meets == [False, True]
+
+
+def ex(i, answer, rl, loss=1.0):
+    return {"index": i, "prompt": f"p{i}", "reference": f"r{i}", "answer": answer, "rouge_l": rl, "exact_match": 0.0, "loss": loss}
+
+
+def test_per_example_sorted_by_largest_difference():
+    a = [ex(0, "x", 0.5), ex(1, "y", 0.2), ex(2, "z", 0.9)]
+    b = [ex(2, "z", 0.1), ex(0, "x", 0.5), ex(1, "w", 0.6)]
+    rows = compare.per_example(a, b, "rouge_l")
+    assert [r["example"] for r in rows] == [2, 1, 0]
+    assert rows[0]["B better by"] == pytest.approx(-0.8) and rows[1]["answer B"] == "w"
+    loss = compare.per_example([ex(0, "x", 0, loss=2.0)], [ex(0, "x", 0, loss=1.5)], "loss")
+    assert loss[0]["B better by"] == pytest.approx(0.5)  # lower loss is better: positive means B is better
+
+
+def test_first_divergence_and_disagreements():
+    assert compare.first_divergence(["Visit the Alfama at dusk", "Visit the castle", "Visit the Alfama"]) == (
+        2, "Visit the", ["Alfama", "castle", "Alfama"])
+    assert compare.first_divergence(["same words", "same words"])[0] == -1
+    assert compare.first_divergence(["a b", "a b c"]) == (2, "a b", ["", "c"])
+    rows = compare.disagreements([[ex(0, "a b", 0), ex(1, "same", 0)], [ex(1, "same", 0), ex(0, "a c", 0)]])
+    assert [r["diverge at word"] for r in rows] == [1, -1] and rows[0]["A then"] == "b" and rows[0]["B then"] == "c"
+
+
+def test_leaderboard_elo_and_win_rate():
+    votes = [{"a": "x", "b": "y", "winner": "a"}] * 3 + [{"a": "y", "b": "x", "winner": "tie"}]
+    board = compare.leaderboard(votes)
+    assert [r["contestant"] for r in board] == ["x", "y"]
+    assert board[0]["votes"] == 4 and board[0]["win rate"] == pytest.approx(3.5 / 4) and board[0]["Elo"] > 1000
+
+
+def test_votes_are_feedback_rows_and_reach_the_leaderboard(fresh_home):
+    from engine.chat.feedback import save_vote
+    from engine.runs.registry import Registry
+
+    reg = Registry()
+    a = {"id": 1, "run_id": "r1", "path": "/m/a", "adapter": "adapter"}
+    b = {"id": 2, "run_id": "r2", "path": "/m/b", "adapter": "none"}
+    save_vote("b", prompt="Lisbon?", a=a, b=b, answers=("x", "y"), registry=reg)
+    save_vote("tie", prompt="Porto?", a=a, b=b, answers=("x", "y"), registry=reg)
+    assert len(reg.feedback()) == 2 and [v["rating"] for v in reg.ab_votes()] == [-1, 0]
+    board = compare.leaderboard(cand_views.vote_rows(reg.ab_votes()))
+    assert board[0]["contestant"] == "#2 · none" and board[0]["win rate"] == pytest.approx(0.75)
+    with pytest.raises(Exception, match="winner"):
+        save_vote("c", prompt="", a=a, b=b, registry=reg)
+
+
+def test_lineage_marks_reuse_and_time_saved():
+    cands = [
+        {"model_id": "m-lora", "parent_model_id": "input", "run_id": "r1", "from_pass": "lora", "pass_chain": ["lora"], "created_at": 1},
+        {"model_id": "m-int4", "parent_model_id": "m-lora", "run_id": "r1", "from_pass": "mb", "pass_chain": ["lora", "mb"], "created_at": 2},
+        {"model_id": "m-lora", "parent_model_id": "input", "run_id": "r2", "from_pass": "lora", "pass_chain": ["lora"], "created_at": 3},
+    ]
+    events = {
+        "r1": [{"kind": "pass_finished", "data": {"name": "lora", "seconds": 42.0}}],
+        "r2": [{"kind": "pass_cached", "data": {"name": "lora", "model_id": "m-lora"}}],
+    }
+    names = {"r1": 'first "run"', "r2": "second"}
+    reused = lineage.reuses(cands, events, names)
+    assert reused == [{"run": "second", "pass": "lora", "model id": "m-lora", "first made in": 'first "run"', "seconds saved": 42.0}]
+    dot = lineage.dot(cands, reused, names)
+    assert "saved 42 s" in dot and '"m-lora" -> "m-int4"' in dot and 'first \\"run\\"' in dot and "input model" in dot
+
+
+def test_report_is_self_contained(ui_home_like):
+    from engine.views import report
+
+    reg, rid = ui_home_like
+    html = report.build(reg, [rid])
+    assert html.startswith("<!DOCTYPE html>") and "Plotly.newPlot" in html and "<script src=\"http" not in html
+    assert "&lt;b&gt;bold run&lt;/b&gt;" in html and "<b>bold run</b>" not in html  # user text is escaped
+    assert "Kept samples (2)" in html and "Package versions" in html and "Run specs" in html
+
+
+@pytest.fixture
+def ui_home_like(fresh_home):
+    from engine.runs.registry import Registry
+
+    reg = Registry()
+    run = reg.create_run(spec_json=json.dumps({"evaluation": {"metrics": [
+        {"name": "rouge_l", "priority": 1, "goal": {"type": "threshold", "value": 0.2}}]}}),
+        spec_hash="h", name="<b>bold run</b>", olive_config="{}", gpus_wanted=0)
+    fp = {"dataset": "d", "versions": {}}
+    reg.save_evaluation("k1", {"model_path": "/m", "form": "onnx", "fingerprint": fp, "metrics": {},
+                               "samples": [ex(0, "a", 0.1), ex(1, "b", 0.3)]}, "fp1")
+    reg.upsert_candidates(run["id"], [
+        {"model_id": "m1", "pass_chain": ["lora"], "metrics": {"rouge_l": 0.3, "decode_tps": 40.0, "size_mb": 5.0},
+         "eval_key": "k1", "fingerprint_id": "fp1", "is_output": 1, "path": "/m"},
+        {"model_id": "m2", "pass_chain": ["lora", "mb"], "metrics": {"rouge_l": 0.1, "decode_tps": 90.0, "size_mb": 2.0},
+         "fingerprint_id": "fp1", "path": "/m2"},
+    ])
+    return reg, run["id"]
