@@ -335,8 +335,9 @@ def main() -> int:
             "options": SETTINGS[key],
             "build_s": round(build_s, 1),
             "size_mb": round(sum(f.stat().st_size for f in folder.glob("model.onnx*")) / 1e6, 1),
-            **genai_speed(folder, ids, a.reps),
         }
+        if not a.quality_only:
+            row.update(genai_speed(folder, ids, a.reps))
         if data:
             row.update(genai_quality(folder, data))
         rows.append(row)
