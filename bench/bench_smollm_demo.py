@@ -48,14 +48,20 @@ def recipe(model: str, a: argparse.Namespace, merged: bool) -> dict[str, Any]:
             },
         },
     }  # fmt: skip
-    mb = {"type": "ModelBuilder", "params": {"precision": "int4", "int4_accuracy_level": a.accuracy_level,
-                                             "int4_block_size": a.block_size}}
+    mb = {
+        "type": "ModelBuilder",
+        "params": {"precision": "int4", "int4_accuracy_level": a.accuracy_level, "int4_block_size": a.block_size},
+    }
     passes = [lora, {"type": "MergeAdapterWeights"}, mb] if merged else [lora, mb, {"type": "ExtractAdapters"}]
     return {
         "name": f"smollm demo: {'merged' if merged else 'adapter'} ({a.targets} r{a.r} {a.steps} steps lr {a.lr})",
         "model": {"name": model},
-        "dataset": {"path": str(REPO / "engine/assets/travel_sample.jsonl"), "chat_template": True,
-                    "eval_split": 0.1, "max_seq_len": a.seq},
+        "dataset": {
+            "path": str(REPO / "engine/assets/travel_sample.jsonl"),
+            "chat_template": True,
+            "eval_split": 0.1,
+            "max_seq_len": a.seq,
+        },
         "passes": passes,
         "target": {"device": "cpu", "execution_provider": "CPUExecutionProvider", "precision": "int4"},
     }
@@ -83,8 +89,14 @@ def run_spec(spec_dict: dict[str, Any]) -> dict[str, Any]:
     passes = {e["data"].get("name"): e["data"].get("seconds") for e in reg.events(run["id"], kinds=["pass_finished"])}
     losses = [e["data"]["loss"] for e in reg.events(run["id"], kinds=["train_step"]) if "loss" in e["data"]]
     cands = {" > ".join(c["pass_chain"]): c for c in reg.candidates(run["id"])}
-    return {"id": run["id"], "wall_s": round(wall, 1), "passes_s": passes, "train_loss": losses, "candidates": cands,
-            "data_dir": done.get("data_dir")}
+    return {
+        "id": run["id"],
+        "wall_s": round(wall, 1),
+        "passes_s": passes,
+        "train_loss": losses,
+        "candidates": cands,
+        "data_dir": done.get("data_dir"),
+    }
 
 
 def lisbon(folder: str, adapter: str | None) -> list[str]:
@@ -143,21 +155,45 @@ def main() -> int:
     A = runs["adapter"]["candidates"]
     lora = A["lora"]
     onnx_a = A["lora > modelbuilder > extractadapters"]["path"]
-    todo = [("base (PyTorch)", model, None, a.hf_eval), ("LoRA (PyTorch+PEFT)", lora["path"], lora.get("adapter_path"), a.hf_eval),
-            ("int4 + adapter", onnx_a, "adapter_weights", a.onnx_eval), ("int4, adapter off", onnx_a, None, a.onnx_eval)]
+    todo = [
+        ("base (PyTorch)", model, None, a.hf_eval),
+        ("LoRA (PyTorch+PEFT)", lora["path"], lora.get("adapter_path"), a.hf_eval),
+        ("int4 + adapter", onnx_a, "adapter_weights", a.onnx_eval),
+        ("int4, adapter off", onnx_a, None, a.onnx_eval),
+    ]
     if "merged" in runs:
-        todo.append(("merged -> int4", runs["merged"]["candidates"]["lora > mergeadapterweights > modelbuilder"]["path"], None, a.onnx_eval))
+        todo.append(
+            (
+                "merged -> int4",
+                runs["merged"]["candidates"]["lora > mergeadapterweights > modelbuilder"]["path"],
+                None,
+                a.onnx_eval,
+            )
+        )
     checks = {name: tokens.check_tokens(path, reference=model).message() for name, path, _, _ in todo if "int4" in name}
     data_dir = Path(runs["adapter"]["data_dir"])
     results = []
     for name, path, adapter, n in todo:
-        cfg = EvalConfig(eval_path=str(data_dir / "eval.jsonl"), chat_template=True, data_key=data_dir.name, max_samples=n,
-                         generation_length=64, repeats=2)
+        cfg = EvalConfig(
+            eval_path=str(data_dir / "eval.jsonl"),
+            chat_template=True,
+            data_key=data_dir.name,
+            max_samples=n,
+            generation_length=64,
+            repeats=2,
+        )
         t = time.perf_counter()
         r = evaluate_in_subprocess(path, cfg, adapter=adapter)
-        results.append({"candidate": name, "eval_rows": n, "eval_s": round(time.perf_counter() - t, 1),
-                        "metrics": {k: round(v, 4) for k, v in r.metrics.items()}, "failed": r.failed,
-                        "sample": r.samples[0] if r.samples else None})
+        results.append(
+            {
+                "candidate": name,
+                "eval_rows": n,
+                "eval_s": round(time.perf_counter() - t, 1),
+                "metrics": {k: round(v, 4) for k, v in r.metrics.items()},
+                "failed": r.failed,
+                "sample": r.samples[0] if r.samples else None,
+            }
+        )
     answers = {"int4 + adapter": lisbon(onnx_a, "adapter_weights"), "int4, adapter off": lisbon(onnx_a, None)}
     if "merged" in runs:
         answers["merged -> int4"] = lisbon(todo[-1][1], None)
@@ -170,17 +206,28 @@ def main() -> int:
     print(f"{'candidate':24} {'rows':>4} {'loss':>7} {'rougeL':>7} {'tok/s':>7} {'ttft ms':>8} {'MB':>7} {'eval s':>7}")
     for r in results:
         m = r["metrics"]
-        print(f"{r['candidate']:24} {r['eval_rows']:4d} {m.get('loss', float('nan')):7.3f} {m.get('rouge_l', float('nan')):7.3f} "
-              f"{m.get('decode_tps', float('nan')):7.1f} {m.get('ttft_ms', float('nan')):8.1f} {m.get('size_mb', float('nan')):7.1f} {r['eval_s']:7.1f}")
+        print(
+            f"{r['candidate']:24} {r['eval_rows']:4d} {m.get('loss', float('nan')):7.3f} {m.get('rouge_l', float('nan')):7.3f} "
+            f"{m.get('decode_tps', float('nan')):7.1f} {m.get('ttft_ms', float('nan')):8.1f} {m.get('size_mb', float('nan')):7.1f} {r['eval_s']:7.1f}"
+        )
     for k, v in checks.items():
         print(f"tokens {k}: {v}")
     for k, v in answers.items():
         for q, ans in zip(QUESTIONS, v, strict=True):
             print(f"[{k}] {q}\n    {ans!r}")
-    write_json(a.out, {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_end": os.getloadavg()},
-                       "recipe": vars(a), "stages": stages,
-                       "runs": {k: {kk: vv for kk, vv in r.items() if kk != "candidates"} for k, r in runs.items()},
-                       "results": results, "token_checks": checks, "answers": answers}, default=str)
+    write_json(
+        a.out,
+        {
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_end": os.getloadavg()},
+            "recipe": vars(a),
+            "stages": stages,
+            "runs": {k: {kk: vv for kk, vv in r.items() if kk != "candidates"} for k, r in runs.items()},
+            "results": results,
+            "token_checks": checks,
+            "answers": answers,
+        },
+        default=str,
+    )
     return 0
 
 
