@@ -25,6 +25,7 @@ from engine.evaluate import compare
 from engine.models import default as default_models
 from engine.olive import catalog as catalog_mod
 from engine.olive import importer as olive_import
+from engine.runs import cluster
 from engine.runs import demo as demo_build
 from engine.runs import submit as service
 from engine.runs.registry import ACTIVE, STATUSES, Registry
@@ -129,6 +130,22 @@ def _slots(h: str) -> dict[str, Any]:
 
 def slots() -> dict[str, Any]:
     return _slots(home())
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False)
+def _cluster(h: str) -> dict[str, Any] | None:
+    status = cluster.cluster_status(registry())
+    if status is None:
+        return None
+    waiting = [r["run_id"] for r in status.get("runs", []) if r.get("waiting")]
+    return {"address": status.get("address"), "nodes": cluster.node_rows(status), "waiting": waiting,
+            "error": status.get("error")}
+
+
+def ray_cluster() -> dict[str, Any] | None:
+    """The Ray cluster a live worker sends runs to (nodes, their CPUs/GPUs in use, runs placed and waiting), or None
+    on the local executor."""
+    return _cluster(home())
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)

@@ -23,7 +23,13 @@ def overview() -> None:
     c[3].metric("Failed", counts.get("failed", 0))
     c[4].metric("Candidates", services.candidate_count())
     st.subheader("Run slots")
-    if not s["workers"]:
+    ray = services.ray_cluster()
+    if ray is not None:
+        st.caption(f"Runs go to the Ray cluster at {services.markdown_literal(str(ray['address']))}")
+        st.dataframe(ray["nodes"], hide_index=True)
+        if ray["waiting"]:
+            st.caption("Waiting for the cluster's resources: " + ", ".join(ray["waiting"]))
+    elif not s["workers"]:
         st.warning(
             "No worker is running, so queued runs wait. Start Grove with `./grove up` (it starts the worker too)."
         )

@@ -499,3 +499,26 @@ def test_workflow_evaluation_metrics_and_target(ui_home):
     t = text(at)
     assert "the run asks for 1 GPU(s); this machine has 0" in t and "set the target device to CPU" in t
     assert by_label(at.button, "Launch").disabled
+
+
+def test_home_shows_the_ray_cluster_nodes_when_runs_go_to_ray(ui_home):
+    """On the Ray executor, Home's run slots are the cluster's nodes (from the Ray worker's heartbeat)."""
+    reg = Registry()
+    reg.worker_started("w-ray")
+    nodes = [
+        {"node_id": "n1", "address": "127.0.0.1", "host": "h", "head": True, "cpus": 2, "cpus_used": 1, "gpus": 0,
+         "gpus_used": 0, "resources": {"head": 1}},
+        {"node_id": "n2", "address": "127.0.0.2", "host": "h2", "head": False, "cpus": 4, "cpus_used": 0, "gpus": 2,
+         "gpus_used": 1, "resources": {"node2": 1}},
+    ]
+    runs = [{"run_id": "r-placed", "node_id": "n2"}, {"run_id": "r-waiting", "waiting": True}]
+    reg.worker_beat("w-ray", {"executor": "ray", "address": "127.0.0.1:6380", "nodes": nodes, "runs": runs})
+    try:
+        at = open_page("home")
+        frames = [f.value for f in at.dataframe]
+        table = next(f for f in frames if "node" in f.columns)
+        assert list(table["node"]) == ["127.0.0.1 (head)", "127.0.0.2"]
+        assert list(table["GPUs"]) == ["none", "1 / 2"] and list(table["runs"]) == ["", "r-placed"]
+        assert "Ray cluster at 127.0.0.1:6380" in text(at) and "r-waiting" in text(at)
+    finally:
+        reg.worker_stopped("w-ray")
