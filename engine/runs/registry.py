@@ -293,16 +293,20 @@ class Registry:
                 gpus = fits(run)
                 if gpus is None:
                     continue
-                db["runs"].update(
-                    run["id"],
-                    {"status": "running", "worker_id": worker_id, "started_at": now(), "heartbeat_at": now(),
-                     "gpus": json.dumps(gpus), "stage": "starting", "attempts": (self._attempts(db, run["id"]) + 1)},
-                )
-                db["events"].insert({"run_id": run["id"], "ts": now(), "kind": "status", "data": json.dumps({"status": "running", "gpus": gpus})})
+                self._take(db, run["id"], worker_id, gpus)
                 break
             else:
                 return None
         return self.get_run(run["id"])
+
+    def _take(self, db: sqlite_utils.Database, run_id: str, worker_id: str, gpus: list[int]) -> None:
+        """Inside a claim's transaction: the run is now this worker's, on these GPUs."""
+        db["runs"].update(
+            run_id,
+            {"status": "running", "worker_id": worker_id, "started_at": now(), "heartbeat_at": now(),
+             "gpus": json.dumps(gpus), "stage": "starting", "attempts": (self._attempts(db, run_id) + 1)},
+        )
+        db["events"].insert({"run_id": run_id, "ts": now(), "kind": "status", "data": json.dumps({"status": "running", "gpus": gpus})})
 
     @staticmethod
     def _attempts(db: sqlite_utils.Database, run_id: str) -> int:
@@ -613,12 +617,7 @@ class Registry:
                     reserved.add(kind)
                     continue
                 taken = run
-                db["runs"].update(
-                    run["id"],
-                    {"status": "running", "worker_id": worker_id, "started_at": now(), "heartbeat_at": now(),
-                     "gpus": json.dumps(gpus), "stage": "starting", "attempts": (self._attempts(db, run["id"]) + 1)},
-                )
-                db["events"].insert({"run_id": run["id"], "ts": now(), "kind": "status", "data": json.dumps({"status": "running", "gpus": gpus})})
+                self._take(db, run["id"], worker_id, gpus)
                 break
         return self.get_run(taken["id"]) if taken else None
 
