@@ -119,10 +119,13 @@ def test_two_gpus_two_runs_third_waits(env):
     wait_for(lambda: all(reg.get_run(r["id"])["status"] == "cancelled" for r in runs), 10, w.tick)
 
 
-def test_more_gpus_than_exist_is_refused_at_submit(env, tmp_path):
+def test_more_gpus_than_exist_is_refused_at_submit(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("GROVE_ALLOWED_ROOTS", str(tmp_path))
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{}")
-    d = lab_recipe(str(tmp_path / "m"), "/nonexistent.jsonl", device="gpu")
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(40)))
+    d = lab_recipe(str(tmp_path / "m"), str(data), device="gpu")
     d["resources"] = {"gpus": 4}
     with pytest.raises(ResourceError, match="asks for 4 GPU"):
         service.submit(parse_spec(d), gpus_available=2)
