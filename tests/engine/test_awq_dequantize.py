@@ -45,7 +45,7 @@ def make_awq_checkpoint(src: Path, dst: Path) -> dict[str, object]:
             ql = WQLinear_GEMM.from_linear(mod, 4, GROUP, False, scales.t().contiguous(), zeros.t().contiguous())
             del sd[name + ".weight"]
             sd[name + ".qweight"], sd[name + ".qzeros"], sd[name + ".scales"] = ql.qweight, ql.qzeros, ql.scales
-    dst.mkdir(parents=True)
+    dst.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(dst / "model.safetensors"), metadata={"format": "pt"})
     cfg = json.loads((src / "config.json").read_text())
     cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": GROUP, "zero_point": True,
@@ -59,8 +59,10 @@ def make_awq_checkpoint(src: Path, dst: Path) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def awq_model(demo, tmp_path_factory):
-    dst = tmp_path_factory.mktemp("awq") / "demo-awq"
+def awq_model(demo):
+    from engine import paths
+
+    dst = paths.home() / "awq-test" / "demo-awq"  # inside GROVE_HOME: submit accepts models under the allowed roots
     fake = make_awq_checkpoint(Path(demo["model"]), dst)
     return dst, fake
 
