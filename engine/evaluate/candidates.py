@@ -63,9 +63,11 @@ def evaluate_run(run_id: str, reg: Any = None) -> int:
                                  "model_type", "size_bytes", "is_output") if k in c}
         row.update(model_id=model_id, metrics=res.metrics, failed=res.failed, fingerprint_id=fid, pareto=0,
                    adapter_path=c.get("adapter_path") if adapter else None)
-        if model_id != c["model_id"]:
+        if model_id != c["model_id"]:  # the same files, measured with the adapter switched off
             row["from_pass"] = f"{c.get('from_pass') or ''} (adapter off)"
             row["parent_model_id"] = c["model_id"]
+            row["pass_chain"] = [*(c.get("pass_chain") or []), "adapter off"]
+            row["is_output"] = 0
         reg.upsert_candidates(run_id, [row])
         done += 1
     return done
