@@ -33,10 +33,11 @@ from engine.spec import metrics as metrics_mod
 from engine.spec.passes import GPU_ONLY
 from engine.spec.schema import DatasetSpec, parse_spec
 from engine.views import candidates as cand_views
-from engine.views import charts, lineage as lineage_view, report as report_view
+from engine.views import charts, estimate, preflight
 from engine.views import dataset as dataset_view
-from engine.views import estimate, preflight
 from engine.views import format as fmt
+from engine.views import lineage as lineage_view
+from engine.views import report as report_view
 from engine.views import runs as views
 
 LIVE_TTL = 2

@@ -9,7 +9,6 @@ import html
 import json
 from typing import Any
 
-
 MAX_RUN_TRACES = 12
 
 

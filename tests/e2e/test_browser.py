@@ -275,7 +275,7 @@ def test_compare_opens_a_candidate_chat_switches_adapters_and_the_report_renders
     goto(pg, "Chat")
     choose(pg, "Candidate", "ONNX")
     chat = pg.locator('[data-testid="stChatInput"] textarea')
-    for n, adapter in enumerate(("adapter", "none")):
+    for adapter in ("adapter", "none"):
         choose(pg, "Adapter", adapter)
         chat.fill("What should I see in Lisbon?")
         chat.press("Enter")

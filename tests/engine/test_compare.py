@@ -106,7 +106,6 @@ def test_lineage_marks_reuse_and_time_saved():
 
 
 def test_report_is_self_contained(ui_home_like):
-    from engine.runs.registry import Registry
     from engine.views import report
 
     reg, rid = ui_home_like
