@@ -288,13 +288,14 @@ def test_chat_blind_ab_vote_is_stored_and_ranked(chat_home):
     at.selectbox(key=f"chat_adapter_{onnx['id']}_B").set_value("none").run()
     ask(at, TRAVEL)
     assert "Left is better" in [b.label for b in at.button]
-    assert not any(onnx["label"] in c.value for c in at.caption)  # hidden until the vote
+    assert not any(c.value.startswith(("A: ", "B: ")) for c in at.caption)  # who answered is hidden until the vote
     before = len(Registry().ab_votes())
     at.button(key="chat_vote_0_a").click().run()
     assert not at.exception, [e.value for e in at.exception]
     votes = Registry().ab_votes()
     assert len(votes) == before + 1 and votes[-1]["settings"]["blind_ab"]["winner"] == "a"
-    assert any(onnx["label"] in c.value for c in at.caption)  # revealed
+    revealed = [c.value for c in at.caption if c.value.startswith(("A: ", "B: "))]
+    assert len(revealed) == 2 and all("ONNX" in v for v in revealed) and "Your vote: left (A) better" in text(at)
     cmp = open_page("compare")
     assert any("Elo" in d.value.columns for d in cmp.dataframe)
 
