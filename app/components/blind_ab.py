@@ -25,28 +25,30 @@ def _vote(r: dict[str, Any], winner: str, system: str, settings: dict[str, Any])
     r["winner"] = winner
 
 
+def _buttons(n: int, r: dict[str, Any], system: str, settings: dict[str, Any]) -> None:
+    c = st.columns(3)
+    for col, (w, text) in zip(c, (("a", "Left is better"), ("tie", "Tie"), ("b", "Right is better")), strict=True):
+        col.button(text, key=f"chat_vote_{n}_{w}", on_click=_vote, args=(r, w, system, settings))
+
+
 def show(system: str, settings: dict[str, Any]) -> None:
     """The rounds so far: prompt, the two answers as "Left"/"Right", vote buttons, then who was who."""
     for n, r in enumerate(st.session_state.setdefault(ROUNDS, [])):
         with st.chat_message("user"):
             st.markdown(services.markdown_literal(r["prompt"]))
-        cols = st.columns(2)
-        for k, col in enumerate(cols):
+        for k, col in enumerate(st.columns(2)):
             with col, st.chat_message("assistant"):
                 st.markdown(services.markdown_literal(r["answers"][k]))
                 if r.get("winner"):
-                    st.caption(f"{'AB'[k]}: {r['labels'][k]}")
+                    st.caption(f"{'AB'[k]}: {services.markdown_literal(r['labels'][k])}")
         if r.get("winner"):
             st.caption(f"Your vote: {dict(a='left (A) better', b='right (B) better', tie='tie')[r['winner']]}")
-            continue
-        c = st.columns(3)
-        for col, (w, text) in zip(c, (("a", "Left is better"), ("tie", "Tie"), ("b", "Right is better")), strict=True):
-            if col.button(text, key=f"chat_vote_{n}_{w}"):
-                _vote(r, w, system, settings)
-                st.rerun()
+        else:
+            _buttons(n, r, system, settings)
 
 
 def ask(sides: list[tuple[dict[str, Any], str]], prompt: str, system: str, settings: dict[str, Any], gpu: bool) -> None:
+    """Both answers streamed on sides drawn at random, then the vote buttons (no rerun: the chat input fires once)."""
     order = [0, 1] if random.random() < 0.5 else [1, 0]
     shown = [sides[i] for i in order]
     with st.chat_message("user"):
@@ -58,7 +60,8 @@ def ask(sides: list[tuple[dict[str, Any], str]], prompt: str, system: str, setti
             if got is None:
                 return
             answers.append(got[0])
-    st.session_state.setdefault(ROUNDS, []).append(
+    rounds = st.session_state.setdefault(ROUNDS, [])
+    rounds.append(
         {
             "prompt": prompt,
             "answers": answers,
@@ -66,4 +69,4 @@ def ask(sides: list[tuple[dict[str, Any], str]], prompt: str, system: str, setti
             "labels": [f"{c['label']} · adapter {chat_answer.adapter_label(c, a)}" for c, a in shown],
         }
     )
-    st.rerun()
+    _buttons(len(rounds) - 1, rounds[-1], system, settings)

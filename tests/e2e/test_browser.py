@@ -223,3 +223,64 @@ def test_a_new_user_runs_the_lab_recipe_on_the_demo(page, grove_home: Path):
     shot(pg, "6-runs-page")
     goto(pg, "Home")
     shot(pg, "7-home-after")
+
+
+# -- Compare and Chat, and the HTML report from disk ---------------------------------------------------------------
+def test_compare_opens_a_candidate_chat_switches_adapters_and_the_report_renders(page, grove_home: Path, tmp_path):
+    """A run of the demo recipe with evaluation on (queued directly; the worker of ``./grove up`` runs it), then:
+    Compare, click a chart point and see the candidate; download the HTML report and open it from disk; Chat, send
+    a message, see streamed text, switch the adapter and ask again."""
+    from engine.runs import submit as service
+    from engine.runs.registry import Registry
+    from engine.spec import recipes
+    from engine.spec.schema import parse_spec
+
+    spec = recipes.demo_spec().model_dump(mode="json")
+    spec["name"] = "demo with evaluation"
+    spec["evaluation"] = {"enabled": True, "max_eval_samples": 8, "repeats": 1, "generation_length": 16,
+                          "metrics": [{"name": "rouge_l", "priority": 1, "goal": {"type": "threshold", "value": 0.0}},
+                                      {"name": "decode_tps", "priority": 2}]}
+    run = service.submit(parse_spec(spec))
+    reg = Registry()
+    t0 = time.monotonic()
+    while reg.get_run(run["id"])["status"] in ("queued", "running"):
+        assert time.monotonic() - t0 < RUN_TIMEOUT_S * 2, "the evaluated demo run did not finish"
+        time.sleep(2)
+    assert reg.get_run(run["id"])["status"] == "succeeded", reg.get_run(run["id"])["error_message"]
+
+    pg = page
+    goto(pg, "Compare")
+    settle(pg)
+    point = pg.locator('[data-testid="stPlotlyChart"] .scatterlayer .trace .points path').first
+    point.click(force=True)
+    idle(pg)
+    pg.get_by_text("Kept samples:").first.wait_for()
+    body = main_text(pg)
+    assert "Fingerprint" in body and "Chat with it" in body, body[-2000:]
+    shot(pg, "8-compare-candidate")
+
+    with pg.expect_download() as dl:
+        pg.get_by_role("button", name=re.compile("HTML report")).click()
+    report = tmp_path / "report.html"
+    dl.value.save_as(report)
+    assert "<script src=\"http" not in report.read_text()
+    rp = pg.context.new_page()
+    rp.route("http*://**", lambda route: route.abort())  # offline: everything it needs is in the file
+    rp.goto(report.as_uri())
+    rp.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
+    assert rp.locator(".js-plotly-plot .scatterlayer .points path").count() > 0
+    rp.screenshot(path=str(SHOTS / "9-report.png"), full_page=False)
+    rp.close()
+
+    goto(pg, "Chat")
+    choose(pg, "Candidate", "ONNX")
+    chat = pg.locator('[data-testid="stChatInput"] textarea')
+    for adapter in ("adapter", "none"):
+        choose(pg, "Adapter", adapter)
+        chat.fill("What should I see in Lisbon?")
+        chat.press("Enter")
+        idle(pg, timeout=240_000)
+        answers = pg.locator('[data-testid="stChatMessage"]').filter(has=pg.locator('[data-testid="stChatMessageAvatarAssistant"]'))
+        assert answers.count() >= 1 and answers.last.inner_text().strip(), f"no streamed answer with adapter {adapter}"
+        assert "first token" in main_text(pg)
+    shot(pg, "10-chat")
