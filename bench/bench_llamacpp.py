@@ -44,6 +44,8 @@ SETTINGS = {
     "b32a1": {"int4_block_size": 32, "int4_accuracy_level": 1},  # fp32 activations
     "b32a4asym": {"int4_block_size": 32, "int4_accuracy_level": 4, "int4_is_symmetric": False},
     "b128a4": {"int4_block_size": 128, "int4_accuracy_level": 4},
+    "b16a4": {"int4_block_size": 16, "int4_accuracy_level": 4},
+    "b32a4kq": {"int4_block_size": 32, "int4_accuracy_level": 4, "int4_algo_config": "k_quant"},
     "b32a4rtn8": {
         "int4_block_size": 32,
         "int4_accuracy_level": 4,
