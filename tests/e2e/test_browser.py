@@ -223,6 +223,3 @@ def test_a_new_user_runs_the_lab_recipe_on_the_demo(page, grove_home: Path):
     shot(pg, "6-runs-page")
     goto(pg, "Home")
     shot(pg, "7-home-after")
-
-
-# -- Compare and Chat, and the HTML report from disk ---------------------------------------------------------------
