@@ -35,28 +35,9 @@ SETTINGS = {
 
 
 def make_model(root: Path, layers: int) -> str:
-    import torch
-    from transformers import Phi3Config, Phi3ForCausalLM
+    from gpu_lab import build_model  # bench/ is sys.path[0] when a benchmark runs as a script
 
-    from engine.models import tiny as demo
-
-    out = root / f"phi3-{layers}l"
-    if (out / "config.json").exists():
-        return str(out)
-    tok = demo._train_tokenizer(demo.read_sample())
-    cfg = Phi3Config(num_hidden_layers=layers)
-    tok.add_tokens([f"<|unused{i}|>" for i in range(cfg.vocab_size - len(tok))], special_tokens=True)
-    cfg.bos_token_id, cfg.pad_token_id = tok.bos_token_id, tok.pad_token_id
-    cfg.eos_token_id = tok.convert_tokens_to_ids("<|endoftext|>")
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = Phi3ForCausalLM(cfg).to(torch.float16)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    demo._write_generation_config(out, tok)
-    del model
-    torch.cuda.empty_cache()
-    return str(out)
+    return build_model(root, layers)["path"]
 
 
 def calib_folder(root: Path) -> tuple[Path, list[str]]:

@@ -28,18 +28,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def build_model(root: Path) -> dict:
+def build_model(root: Path, layers: int | None = None) -> dict:
+    """A Phi-3-mini-geometry model with random fp16 weights (``layers``: fewer decoder layers, for quick slices)."""
     import torch
     from transformers import Phi3Config, Phi3ForCausalLM
 
     from engine.models import tiny as demo
 
-    out = root / "phi3-mini-random"
+    out = root / ("phi3-mini-random" if layers is None else f"phi3-{layers}l")
     if (out / "config.json").exists():
         return {"path": str(out), "built_s": 0.0}
     t0 = time.perf_counter()
     tok = demo._train_tokenizer(demo.read_sample())
-    cfg = Phi3Config()
+    cfg = Phi3Config() if layers is None else Phi3Config(num_hidden_layers=layers)
     tok.add_tokens([f"<|unused{i}|>" for i in range(cfg.vocab_size - len(tok))], special_tokens=True)
     cfg.bos_token_id, cfg.pad_token_id = tok.bos_token_id, tok.pad_token_id
     cfg.eos_token_id = tok.convert_tokens_to_ids("<|endoftext|>")
