@@ -297,6 +297,14 @@ class RaySlots:
             return None
         return []
 
+    def could_fit(self, gpus_wanted: int) -> bool:
+        """Whether some node of the cluster has the GPUs a run wants (once they are free); a run that no node can
+        hold is left queued for others instead of blocking this worker's claims. Unknown cluster: let Ray decide."""
+        if gpus_wanted == 0:
+            return True
+        nodes = self.describe().get("nodes") or []
+        return not nodes or any(n["gpus"] >= gpus_wanted for n in nodes)
+
     def take(self, gpus: list[int]) -> None:
         pass
 

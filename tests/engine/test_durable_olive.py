@@ -35,6 +35,8 @@ def home(demo, grove_home, fresh_home, monkeypatch):
     monkeypatch.setenv("GROVE_POLL_S", "0.2")
     fresh_home.mkdir(parents=True, exist_ok=True)
     (fresh_home / "demo").symlink_to(grove_home / "demo")
+    # the link resolves into the session's home, which this test's own home does not contain (issue 12: roots)
+    monkeypatch.setenv("GROVE_ALLOWED_ROOTS", str(grove_home))
     return fresh_home
 
 
