@@ -7,8 +7,10 @@ registry and a cold Olive cache: the same cache state on both sides), a worker a
 the worker's is not. Order alternates (local, ray, ray, local, ...) against drift. Target: ray <= local x 1.05 + 5 s.
 
 --two-gpus (needs a host with 2 GPUs; not run on the CPU-only CI machine): two GPU runs (LoRA bf16 on the demo
-model, resources.gpus=1) submitted at once through Ray on a head with 2 GPUs; prints each run's GPU, its
-CUDA_VISIBLE_DEVICES and wall time, and the wall time of both.
+model, resources.gpus=1) submitted at once through Ray on a head with 2 GPUs, then one such run alone on the same
+head (each measurement with a fresh GROVE_HOME); prints each run's CUDA_VISIBLE_DEVICES (Ray's assignment), the
+physical GPU nvidia-smi saw its runner process on (sampled every 0.5 s, with its peak memory) and its wall time,
+and the wall time of both together against one alone.
 
 Usage: python bench/bench_ray.py [--reps 1] [--steps 60] [--out bench/results/ray.json]
        python bench/bench_ray.py --two-gpus [--out bench/results/ray_2gpu.json]
@@ -75,6 +77,13 @@ def one(executor: str, home: Path, steps: int, gpus: int = 0, n: int = 1) -> dic
     while any(reg.get_run(r["id"])["status"] in ("queued", "running") for r in runs):
         time.sleep(0.1)
     wall = time.perf_counter() - t0
+    # A run is `succeeded` once its runner's last transition is relayed; the runner exits, and its Ray actor (and
+    # the GPUs it holds) is released, at the worker's next polls. Keep polling until then, or the next measurement
+    # finds both GPUs still held by detached actors whose runners wait for a worker that has gone.
+    deadline = time.monotonic() + 120
+    while w.active and time.monotonic() < deadline:
+        time.sleep(0.1)
+    released = time.perf_counter() - t0
     stop.set()
     out = []
     for r in runs:
@@ -85,7 +94,58 @@ def one(executor: str, home: Path, steps: int, gpus: int = 0, n: int = 1) -> dic
                     "run_s": round((r["finished_at"] or 0) - (r["started_at"] or 0), 2), "gpus": r["gpus"],
                     "placed": placed[-1] if placed else None, "log_has_cuda": "CUDA" in log})
     w.reg.worker_stopped(w.id)
-    return {"executor": executor, "wall_s": round(wall, 2), "runs": out}
+    return {"executor": executor, "wall_s": round(wall, 2), "released_s": round(released, 2),
+            "unreleased": sorted(w.active), "runs": out}
+
+
+class GpuSampler:
+    """Which physical GPU each process uses, from ``nvidia-smi`` every ``period`` seconds (a thread); nothing where
+    there is no nvidia-smi."""
+
+    def __init__(self, period: float = 0.5) -> None:
+        self.period, self.seen = period, {}  # pid -> {gpu index: peak MiB}
+        self.gpus = self._query(["--query-gpu=index,uuid,name,memory.total"])
+        self.index = {row[1]: int(row[0]) for row in self.gpus}
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def _query(args: list[str]) -> list[list[str]]:
+        try:
+            p = subprocess.run(["nvidia-smi", *args, "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                               timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        return [[c.strip() for c in line.split(",")] for line in p.stdout.splitlines() if line.strip()] if p.returncode == 0 else []
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for row in self._query(["--query-compute-apps=pid,gpu_uuid,used_memory"]):
+                try:
+                    pid, gpu, mib = int(row[0]), self.index.get(row[1], -1), int(float(row[2]))
+                except (ValueError, IndexError):
+                    continue
+                d = self.seen.setdefault(pid, {})
+                d[gpu] = max(d.get(gpu, 0), mib)
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> GpuSampler:
+        if self.gpus:
+            self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._t.is_alive():
+            self._t.join()
+
+    def annotate(self, r: dict) -> dict:
+        """Add to each run of a measurement the GPUs its runner process was seen on (index -> peak MiB)."""
+        for x in r["runs"]:
+            pid = x["placed"] and x["placed"].get("pid")
+            x["nvidia_smi_gpus"] = {str(k): v for k, v in self.seen.get(pid, {}).items()} if pid else {}
+        r["nvidia_smi_pids"] = {str(k): {str(g): m for g, m in v.items()} for k, v in self.seen.items()}
+        return r
 
 
 def fresh_home(base: Path, demo_src: Path) -> Path:
@@ -127,15 +187,27 @@ def main() -> int:
     demo_src = base / "build" / "demo"
     port = free_port()
     head = rx.start_node(head=True, port=port, num_gpus=2 if args.two_gpus else 0)
-    env = dict(os.environ, GROVE_RAY_ADDRESS=f"127.0.0.1:{port}", PYTHONPATH=str(REPO), GROVE_GPUS="0,1" if args.two_gpus else "")
+    # the repository first, then whatever the caller had on the path (an offline GPU host's carried packages)
+    pypath = os.pathsep.join([str(REPO), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    env = dict(os.environ, GROVE_RAY_ADDRESS=f"127.0.0.1:{port}", PYTHONPATH=pypath, GROVE_GPUS="0,1" if args.two_gpus else "")
     results: list[dict] = []
+    out = args.out or REPO / "bench" / "results" / ("ray_2gpu.json" if args.two_gpus else "ray.json")
+    gpu_rows: list[list[str]] = []
     try:
         if args.two_gpus:
-            r = child("ray", fresh_home(base, demo_src), args.steps, env, gpus=1, n=2)
-            results.append(r)
-            print(f"two GPU runs through Ray: {r['wall_s']:.1f}s for both")
-            for x in r["runs"]:
-                print(f"  {x['id']}  {x['status']:9}  gpu {x['placed'] and x['placed']['gpus']}  run {x['run_s']:.1f}s")
+            for label, n in (("two GPU runs at once", 2), ("one GPU run alone", 1)):
+                with GpuSampler() as smi:
+                    r = smi.annotate(child("ray", fresh_home(base, demo_src), args.steps, env, gpus=1, n=n))
+                gpu_rows = smi.gpus or gpu_rows
+                r["label"] = label
+                results.append(r)
+                print(f"{label} through Ray: {r['wall_s']:.1f}s from submit to the last run's end "
+                      f"(runners exited and Ray actors released at {r['released_s']:.1f}s)", flush=True)
+                for x in r["runs"]:
+                    print(f"  {x['id']}  {x['status']:9}  CUDA_VISIBLE_DEVICES={','.join(x['placed']['gpus']) if x['placed'] else '?'}"
+                          f"  nvidia-smi saw its runner on GPU {x['nvidia_smi_gpus'] or '?'} (index: peak MiB)"
+                          f"  run {x['run_s']:.1f}s  CUDA in log: {x['log_has_cuda']}", flush=True)
+                write_json(out, {"partial": True, "results": results})
         else:
             order = [("local", "ray") if i % 2 == 0 else ("ray", "local") for i in range(args.reps)]
             for pair in order:
@@ -148,7 +220,15 @@ def main() -> int:
         rx.stop_node(head)
     load = os.getloadavg()
     summary: dict = {"load_avg": [round(x, 2) for x in load], "cpus": os.cpu_count(), "steps": args.steps, "results": results}
-    if not args.two_gpus:
+    if args.two_gpus:
+        summary["gpus"] = [{"index": int(g[0]), "name": g[2], "memory_mib": int(float(g[3]))} for g in gpu_rows if len(g) >= 4]
+        both, alone = results[0], results[1]
+        summary.update(both_wall_s=both["wall_s"], alone_wall_s=alone["wall_s"],
+                       both_over_alone=round(both["wall_s"] / alone["wall_s"], 2),
+                       distinct_gpus=len({tuple(x["placed"]["gpus"]) for x in both["runs"] if x["placed"]}) == 2)
+        print(f"\nboth at once {both['wall_s']:.1f}s, one alone {alone['wall_s']:.1f}s "
+              f"(x{summary['both_over_alone']:.2f}); each on its own GPU: {summary['distinct_gpus']}")
+    else:
         loc = [r["wall_s"] for r in results if r["executor"] == "local"]
         ray_ = [r["wall_s"] for r in results if r["executor"] == "ray"]
         ml, mr = statistics.median(loc), statistics.median(ray_)
@@ -157,7 +237,7 @@ def main() -> int:
                        within_target=mr - ml <= ml * 0.05 + 5)
         print(f"\nlocal {ml:.1f}s  ray {mr:.1f}s  overhead {mr - ml:+.1f}s ({summary['overhead_pct']:+.1f} %), "
               f"target <= {summary['target_s']:.1f}s: {'met' if summary['within_target'] else 'NOT met'}; load average {load[0]:.1f}")
-    write_json(args.out or REPO / "bench" / "results" / ("ray_2gpu.json" if args.two_gpus else "ray.json"), summary)
+    write_json(out, summary)
     shutil.rmtree(base, ignore_errors=True)
     return 0
 

@@ -12,6 +12,8 @@
 #                                                            the CPU pin, is built for CUDA 12)
 #   bitsandbytes 0.50.2 (its wheel is tagged manylinux_2_24; only its CPU and CUDA 13 libraries are kept)
 #   autoawq 0.2.9 (an sdist of pure Python: its wheel is built here)
+#   ray 2.60.0 (ray[client]: grpcio is pinned on its own line) without its Java jars, RLlib and the dashboard's web
+#            pages (scripts/slim_wheel.py): 41 MiB instead of 76
 # onnxruntime-gpu (244 MiB) is split into parts; scripts/gpu_install.sh joins them and checks the sha256.
 #
 # Every folder holds MANIFEST.tsv, the list of every file in every folder with its sha256, so the install on the
@@ -42,9 +44,12 @@ dl() {  # dl NAME==VERSION: one wheel for CPython 3.12 on x86-64 Linux into the 
 }
 
 # 1. Grove's pins, minus what the GPU host provides (torch and its CUDA libraries, the scientific stack, the test
-#    runner) and minus what only the browser UI needs (the host runs the engine, its tests and the benchmarks).
-skip='^(torch|triton|nvidia-.*|onnxruntime-gpu|onnxruntime-genai-cuda|autoawq|bitsandbytes|numpy|scipy|sympy|mpmath|networkx|pandas|pyarrow|pillow|protobuf|jinja2|markupsafe|fsspec|filelock|typing_extensions|setuptools|pytest|pytest-timeout|pluggy|iniconfig|ruff|playwright|greenlet|pyee|streamlit|altair|pydeck|plotly|narwhals|tornado|watchdog|gitpython|gitdb|smmap|starlette|uvicorn|websockets|python-multipart|itsdangerous|anyio|h11|httpx|httpcore|certifi|idna|charset-normalizer|urllib3|requests|pygments|rich|markdown-it-py|mdurl|click|typer|shellingham|six|python-dateutil|tzdata|psutil|pyyaml|regex|safetensors|hf-xet|jsonschema|jsonschema-specifications|referencing|rpds-py|attrs|ml_dtypes|tqdm)=='
-mapfile -t pins < <(grep -E '^[A-Za-z0-9_.-]+==' requirements.txt | grep -viE "$skip")
+#    runner), minus ruff (the linter) and what only the browser UI needs (the host runs the engine, its tests and the
+#    benchmarks), minus what steps 3-6 fetch themselves. The host lacks jsonschema and its stack (ray needs them)
+#    and tzdata: those are carried.
+skip='^(torch|triton|nvidia-.*|onnxruntime-gpu|onnxruntime-genai-cuda|autoawq|bitsandbytes|ray|numpy|scipy|sympy|mpmath|networkx|pandas|pyarrow|pillow|protobuf|jinja2|markupsafe|fsspec|filelock|typing_extensions|setuptools|pytest|pytest-timeout|pluggy|iniconfig|ruff|playwright|greenlet|pyee|streamlit|altair|pydeck|plotly|narwhals|tornado|watchdog|gitpython|gitdb|smmap|starlette|uvicorn|websockets|python-multipart|itsdangerous|anyio|h11|httpx|httpcore|certifi|idna|charset-normalizer|urllib3|requests|pygments|rich|markdown-it-py|mdurl|click|typer|shellingham|six|python-dateutil|psutil|pyyaml|regex|safetensors|hf-xet|attrs|ml_dtypes|tqdm)(\[[^]]*\])?=='
+# A pin with extras (ray[client]==...) is fetched by its name alone: the extras' packages are pinned lines too.
+mapfile -t pins < <(grep -E '^[A-Za-z0-9_.-]+(\[[^]]*\])?==' requirements.txt | grep -viE "$skip" | sed -E 's/\[[^]]*\]//')
 # 2. the CUDA 13 onnxruntime set
 gpu_set=(onnxruntime-genai-cuda==0.18.0)
 for req in "${pins[@]}" "${gpu_set[@]}"; do dl "$req"; done
@@ -68,14 +73,28 @@ if [ ! -f "$CACHE/built/$bnb" ]; then
   fi
   rm -rf "$tmp"
 fi
-# 5. onnxruntime-gpu: too large for one folder; split below
+# 5. ray: the wheel (76 MiB) holds Java workers (ray/jars, 31 MiB), RLlib and the dashboard's web pages, none of
+#    which Grove uses (the dashboard is off); keep the rest (41 MiB), so it fits one folder
+rayw=ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
+if [ ! -f "$CACHE/built/$rayw" ]; then
+  tmp=$(mktemp -d)
+  if "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+       "${platforms[@]}" -d "$tmp" ray==2.60.0 >/dev/null 2>&1 && [ -f "$tmp/$rayw" ]; then
+    "$PY" scripts/slim_wheel.py "$tmp/$rayw" "$CACHE/built/$rayw" \
+      ray/jars/ ray/rllib/ ray/dashboard/client/ || failed+=("ray==2.60.0: repack failed")
+  else
+    failed+=("ray==2.60.0: download failed")
+  fi
+  rm -rf "$tmp"
+fi
+# 6. onnxruntime-gpu: too large for one folder; split below
 ort=onnxruntime-gpu==1.31.1
 if ! ls "$CACHE/built"/onnxruntime_gpu-1.31.1-*.whl >/dev/null 2>&1; then
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     "${platforms[@]}" -d "$CACHE/built" "$ort" >/dev/null 2>&1 || failed+=("$ort: download failed")
 fi
 
-# 6. pack: one version of each package; parts and wheels into folders of at most MAX_MIB, first fit, largest first
+# 7. pack: one version of each package; parts and wheels into folders of at most MAX_MIB, first fit, largest first
 rm -rf .whl[0-9]*
 "$PY" - "$MAX_MIB" "$CACHE" <<'EOF' || failed+=("packing: see the message above")
 import hashlib, os, re, shutil, sys
