@@ -424,7 +424,7 @@ def apply_recipe(draft: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 @st.cache_data(ttl=10, show_spinner=False)
-def _preflight(draft_json: str, h: str) -> list[dict[str, str]]:
+def _preflight(draft_json: str, h: str, round_trip_done: bool) -> list[dict[str, str]]:
     d = json.loads(draft_json)
     card = model_card((d.get("model") or {}).get("name", ""))
     return preflight.check(
@@ -433,7 +433,13 @@ def _preflight(draft_json: str, h: str) -> list[dict[str, str]]:
 
 
 def preflight_check(draft: dict[str, Any]) -> list[dict[str, str]]:
-    return _preflight(json.dumps(draft, sort_keys=True, default=str), home())
+    return _preflight(json.dumps(draft, sort_keys=True, default=str), home(), template_round_trip(draft) is not None)
+
+
+def template_round_trip(draft: dict[str, Any]) -> dict[str, Any] | None:
+    """The first example rendered three ways (training text, the tokenizer's chat template, onnxruntime-genai's chat
+    prompt), from a child process; None while it runs, {} when it does not apply."""
+    return preflight.round_trip(draft)
 
 
 def draft_olive_config(draft: dict[str, Any]) -> str:

@@ -63,6 +63,10 @@ run_settings.search(draft)
 
 st.subheader("Pre-flight check", divider="gray")
 ready = preflight_view.show(services.preflight_check(draft))
+rt = services.template_round_trip(draft)
+if rt is None:  # rendered in a child process: look again until it is there
+    st.fragment(lambda: services.template_round_trip(draft) is not None and st.rerun(scope="app"), run_every=1)()
+preflight_view.round_trip(rt)
 model_picker.memory(draft)
 
 c = st.columns(3)

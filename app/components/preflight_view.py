@@ -23,3 +23,31 @@ def show(findings: list[dict[str, str]]) -> bool:
         fix = f"  \n&nbsp;&nbsp;&nbsp;&nbsp;→ {services.markdown_literal(f['fix'])}" if f["fix"] else ""
         st.markdown(f"{ICON[f['level']]} `{f['where']}` {services.markdown_literal(f['message'])}{fix}")
     return not errors
+
+
+def round_trip(r: dict | None) -> None:
+    """The chat-template round trip of the first example: three renderings of one conversation side by side."""
+    if not r:
+        return
+    if r.get("error"):
+        st.caption(f"The chat-template round trip could not run: {services.markdown_literal(r['error'])}")
+        return
+    bad = r.get("ok") is False
+    with st.expander("Chat-template round trip (first example)" + (": :red[mismatch]" if bad else ""), expanded=bad):
+        if bad:
+            st.error(services.markdown_literal(r["problem"]))
+        elif r.get("problem"):
+            st.caption(services.markdown_literal(r["problem"]))
+        else:
+            st.caption("Chat builds the training text's prompt exactly: the model is asked in the format it learns.")
+        if r.get("chat_error"):
+            st.caption("onnxruntime-genai could not render this template; chat uses transformers' rendering: "
+                       + services.markdown_literal(r["chat_error"]))
+        c = st.columns(3)
+        for col, (title, key, help_) in zip(c, (
+            ("Training text", "training", "what the run trains on (the text template, or the tokenizer's chat template)"),
+            ("Tokenizer's chat template", "tokenizer", "transformers' apply_chat_template of the same conversation"),
+            ("Chat prompt (onnxruntime-genai)", "chat_prompt", "what Chat and the evaluator send for the question"),
+        )):  # fmt: skip
+            col.markdown(f"**{title}**", help=help_)
+            col.code(r.get(key) or "(none)", language=None, wrap_lines=True)

@@ -269,6 +269,56 @@ def _chat_templates(hf: Any, og_tok: Any) -> dict[str, Any]:
     return out
 
 
+def _strip_bos(text: str, bos: str | None) -> str:
+    return text[len(bos):] if bos and text.startswith(bos) else text
+
+
+def round_trip(folder: str | Path, train_text: str, messages: list[dict[str, str]]) -> dict[str, Any]:
+    """The chat-template round trip for one training example, as three renderings of the same conversation:
+
+    - ``training``: the text the run trains on (its text template, or the tokenizer's chat template);
+    - ``tokenizer``: the tokenizer's chat template (transformers) of the whole conversation;
+    - ``chat_prompt``: the prompt onnxruntime-genai builds for chat from the turns before the answer (what a user's
+      question becomes in Chat and in the evaluator's genai backend).
+
+    ``ok`` is True when the training text begins with the chat prompt (the BOS text aside): chat then asks in the
+    format the model was trained on. False names the first differing character in ``problem``; None when the model
+    has no chat template (nothing to compare)."""
+    folder = Path(folder)
+    out: dict[str, Any] = {"training": train_text, "tokenizer": "", "chat_prompt": "", "ok": None, "problem": "",
+                           "position": None}  # fmt: skip
+    try:
+        from transformers import AutoTokenizer
+
+        hf = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        prompt_msgs = messages[: max(i for i, m in enumerate(messages) if m["role"] != "assistant") + 1]
+        if not getattr(hf, "chat_template", None):
+            out["problem"] = "the model has no chat template: chat sends the raw question"
+            return out
+        out["tokenizer"] = hf.apply_chat_template(messages, tokenize=False)
+        with tempfile.TemporaryDirectory(prefix="grove-roundtrip-") as d:
+            try:
+                og_tok, _model = genai_tokenizer(folder, Path(d))
+                out["chat_prompt"] = og_tok.apply_chat_template(json.dumps(prompt_msgs), add_generation_prompt=True)
+            except Exception as e:  # genai cannot read or render it: chat falls back to transformers' rendering
+                out["chat_error"] = f"{type(e).__name__}: {e}"[:300]
+                out["chat_prompt"] = hf.apply_chat_template(prompt_msgs, tokenize=False, add_generation_prompt=True)
+    except Exception as e:  # noqa: BLE001 - the check could not run: said, never raised
+        out["error"] = f"{type(e).__name__}: {e}"[:800]
+        return out
+    bos = getattr(hf, "bos_token", None)
+    a, b = train_text, out["chat_prompt"]
+    # a BOS text on one side only is a template detail (tokenizers add the BOS token themselves), not another format
+    if any(x.startswith(y) for x in (a, _strip_bos(a, bos)) for y in (b, _strip_bos(b, bos))):
+        out["ok"] = True
+        return out
+    pos = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    out["ok"], out["position"] = False, pos
+    out["problem"] = (f"they differ at character {pos}: training "
+                      f"{a[max(0, pos - 20):pos + 30]!r} vs chat {b[max(0, pos - 20):pos + 30]!r}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m engine.models.tokens FOLDER [--reference HF_FOLDER]``: exit 1 when the ids differ."""
     import argparse
@@ -278,7 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folder")
     ap.add_argument("--reference")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--round-trip", action="store_true",
+                    help="read {train_text, messages} as JSON on stdin; print the three renderings as JSON")
     a = ap.parse_args(argv)
+    if a.round_trip:
+        req = json.loads(sys.stdin.read())
+        print(json.dumps(round_trip(a.folder, req["train_text"], req["messages"]), ensure_ascii=False))
+        return 0
     r = check_tokens(a.folder, reference=a.reference)
     print(json.dumps(r.to_json(), indent=2, ensure_ascii=False) if a.json else r.message())
     if r.chat_template.get("same") is False:

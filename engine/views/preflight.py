@@ -123,6 +123,100 @@ def token_check(folder: Path, wait: bool = False) -> dict[str, Any] | None:
     return None if r.get("running") else r
 
 
+_ROUND_TRIPS: dict[tuple[Any, ...], dict[str, Any]] = {}
+_EXAMPLES: dict[tuple[Any, ...], str | None] = {}
+
+
+def _first_example(ds_dict: dict[str, Any], folder: Path) -> str | None:
+    """The round trip's request for the dataset's first row: its training text and its conversation (JSON); None
+    when the data or template cannot be read (the dataset findings say why) or the row has no prompt/response."""
+    try:
+        ds = DatasetSpec.model_validate(ds_dict)
+        from engine.data import prepare
+
+        rows, _ = prepare.load_local(ds)
+        row = rows[0]
+        train_text = dataview.render(row, ds, dataview.chat_template_of(folder))
+    except Exception:  # noqa: BLE001
+        return None
+    if ds.prompt_column not in row or ds.response_column not in row:
+        return None
+    messages = ([{"role": "system", "content": ds.system_prompt}] if ds.system_prompt else []) + [
+        {"role": "user", "content": str(row[ds.prompt_column])},
+        {"role": "assistant", "content": str(row[ds.response_column])},
+    ]
+    return json.dumps({"train_text": train_text, "messages": messages}, ensure_ascii=False)
+
+
+def round_trip(draft: dict[str, Any], wait: bool = False) -> dict[str, Any] | None:
+    """The chat-template round trip of the dataset's first example (``engine.models.tokens.round_trip``: the
+    training text, the tokenizer's chat template and onnxruntime-genai's chat prompt), computed in a child process
+    so the UI process never imports transformers or onnxruntime-genai, and reused while the model's tokenizer files,
+    the example and the template are unchanged. ``{}`` when it does not apply (no local model folder with a
+    tokenizer, no local dataset, a row without prompt and response columns); None while it runs."""
+    ds_dict = {k: v for k, v in (draft.get("dataset") or {}).items() if v is not None and not k.startswith("_")}
+    name = ((draft.get("model") or {}).get("name") or "").strip()
+    folder = Path(name).expanduser() if name else None
+    if not folder or not folder.is_dir() or not (folder / "config.json").is_file() or not ds_dict.get("path"):
+        return {}
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
+        return {}
+    src = Path(str(ds_dict["path"])).expanduser()
+    try:
+        st_ = src.stat()
+    except OSError:
+        return {}
+    ex_key = (json.dumps(ds_dict, sort_keys=True, default=str), st_.st_size, st_.st_mtime_ns, tokens._signature(folder))
+    if ex_key not in _EXAMPLES:  # read and render the first example once per file and settings, not per page run
+        _EXAMPLES[ex_key] = _first_example(ds_dict, folder)
+    req = _EXAMPLES[ex_key]
+    if req is None:
+        return {}
+    messages = json.loads(req)["messages"]
+    key = (tokens._signature(folder), req)
+
+    def work() -> None:
+        try:
+            p = subprocess.run([sys.executable, "-m", "engine.models.tokens", str(folder), "--round-trip"],
+                               input=req, capture_output=True, text=True, timeout=300)
+            result = json.loads(p.stdout)
+        except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+            result = {"error": f"{type(e).__name__}: {e}"}
+        result["example"] = messages
+        with _TOKEN_LOCK:
+            _ROUND_TRIPS[key] = result
+
+    with _TOKEN_LOCK:
+        started = key in _ROUND_TRIPS
+        if not started:
+            _ROUND_TRIPS[key] = {"running": True}
+    if not started:
+        t = threading.Thread(target=work, name="grove-round-trip", daemon=True)
+        t.start()
+        if wait:
+            t.join()
+    elif wait:
+        while _ROUND_TRIPS[key].get("running"):
+            threading.Event().wait(0.2)
+    r = _ROUND_TRIPS[key]
+    return None if r.get("running") else r
+
+
+def _round_trip_findings(draft: dict[str, Any]) -> list[dict[str, str]]:
+    r = round_trip(draft)
+    if r is None:
+        return [_f("info", "dataset", "rendering one example three ways (training text, the tokenizer's chat template, "
+                   "onnxruntime-genai's chat prompt) in the background")]
+    if not r or r.get("error") or r.get("ok") is None:
+        return []
+    if r["ok"]:
+        return [_f("info", "dataset", "chat-template round trip: chat asks in the format the model is trained on")]
+    field = "dataset.chat_template" if (draft.get("dataset") or {}).get("chat_template") else "dataset.text_template"
+    return [_f("error", field, f"the training text and the prompt chat builds describe different conversations: "
+               f"{r['problem']}", "use the tokenizer's chat template (chat_template: true), or write the text template "
+               "with this model's turn markers (see the three renderings below)")]
+
+
 def _token_findings(folder: Path) -> list[dict[str, str]]:
     if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
         return []
@@ -447,6 +541,8 @@ def check(
     out += _dataset_findings(draft.get("dataset"), (draft.get("model") or {}).get("name", ""), sorted(set(needs)))
     out += _resource_findings(draft, gpus_available, slots)
     out += template_findings(draft)
+    if not any(f["where"] == "dataset.text_template" for f in out):
+        out += _round_trip_findings(draft)
     out += validate.draft_findings(draft, catalog)  # issue 12: the one check every entrance runs (engine.olive.validate)
     for e in memory_rows(draft, card, machine or {}, slots):
         if e["share"] is None:

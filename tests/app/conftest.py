@@ -59,6 +59,9 @@ def _fake_demo(home: Path) -> None:
     }
     (d / "model" / "config.json").write_text(json.dumps(cfg))
     (d / "model" / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    (d / "model" / "tokenizer_config.json").write_text(json.dumps({  # what engine.models.tiny saves
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "<|endoftext|>",
+        "unk_token": "<unk>", "pad_token": "<pad>", "clean_up_tokenization_spaces": False}))
     rows = [json.loads(ln) for ln in paths.DEMO_SAMPLE.read_text().splitlines() if ln.strip()]
     _tokenizer([r["prompt"] + " " + r["response"] for r in rows], d / "model")
     (d / "model" / "model.safetensors").write_bytes(b"")

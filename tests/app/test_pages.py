@@ -522,3 +522,31 @@ def test_home_shows_the_ray_cluster_nodes_when_runs_go_to_ray(ui_home):
         assert "Ray cluster at 127.0.0.1:6380" in text(at) and "r-waiting" in text(at)
     finally:
         reg.worker_stopped("w-ray")
+
+
+def test_preflight_shows_the_chat_template_round_trip_and_refuses_a_mismatch(ui_home):
+    """Issue 11: the first example rendered three ways; a text template in another model's turn markers (ChatML
+    tags on this Phi-3-template model) is an error that names the field and blocks the launch."""
+    from engine.views import preflight
+
+    at = _with_dataset(AppTest.from_file(MAIN), ui_home)
+    by_label(at.button, "Apply recipe").click().run()
+    r0 = preflight.round_trip(at.session_state["draft"], wait=True)  # the child process, done before the page looks
+    assert r0 and r0["ok"], (r0, at.session_state["draft"]["dataset"], at.session_state["draft"]["model"])
+    at.run()
+    labels = [e.label for e in at.expander]
+    assert "Chat-template round trip (first example)" in labels, labels
+    codes = [c.value for c in at.code]
+    assert any(c.startswith("<|user|>\n") and "<|assistant|>\n" in c for c in codes), codes  # training text
+    assert any(c.rstrip().endswith("<|assistant|>") and "Louvre" not in c for c in codes), codes  # the chat prompt
+    assert not by_label(at.button, "Launch").disabled
+
+    draft = at.session_state["draft"]
+    draft["dataset"]["text_template"] = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n{response}<|im_end|>"
+    preflight.round_trip(draft, wait=True)
+    at.run()
+    t = text(at)
+    assert "`dataset.text_template`" in t and "problem(s) to fix before launch" in t, t[-2000:]
+    assert re.search(r"they differ at character \d+", t)  # the round trip's own finding, shown above its three renderings
+    assert any("mismatch" in e.label for e in at.expander)
+    assert by_label(at.button, "Launch").disabled

@@ -159,3 +159,20 @@ def test_real_model_tokenizer_broken_as_converted_and_fixed(smol, tmp_path):
     assert not raw.ok and raw.mismatch is not None, raw.message()
     assert raw.mismatch.transformers_ids[:2] == [1780, 868]  # 'What', ' should'
     assert -1 in raw.mismatch.genai_ids
+
+
+def test_chat_template_round_trip_on_the_demo_model(demo):
+    """The three renderings of one example on the tiny Phi-3 model: the lab's text template is what chat builds;
+    ChatML markers in the text template are not (the first differing character is named)."""
+    from engine.spec.recipes import LAB_TEXT_TEMPLATE
+
+    msgs = [{"role": "user", "content": "What should I see in Lisbon?"},
+            {"role": "assistant", "content": "Alfama, then tram 28 to the castle."}]
+    good = LAB_TEXT_TEMPLATE.format(prompt=msgs[0]["content"], response=msgs[1]["content"])
+    r = tokens.round_trip(demo["model"], good, msgs)
+    assert r["ok"] is True, r
+    assert r["chat_prompt"].endswith("<|assistant|>\n") and good.startswith(r["chat_prompt"].removeprefix("<s>"))
+    assert r["tokenizer"].startswith("<|user|>\nWhat should I see in Lisbon?")
+    chatml = f"<|im_start|>user\n{msgs[0]['content']}<|im_end|>\n<|im_start|>assistant\n{msgs[1]['content']}<|im_end|>\n"
+    bad = tokens.round_trip(demo["model"], chatml, msgs)
+    assert bad["ok"] is False and bad["position"] == 2 and "character 2" in bad["problem"], bad
