@@ -10,6 +10,7 @@ measurement becomes a candidate of its own (``<model_id>-no-adapter``) that chat
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -31,12 +32,15 @@ def _pytorch(c: dict[str, Any]) -> bool:
     return (c.get("model_type") or "").lower().startswith(("hf", "pytorch"))
 
 
-def missing(cands: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Optional[str], str]]:
-    """What is left to measure: ``(candidate, adapter, model_id to record it under)``."""
+def missing(cands: list[dict[str, Any]], intermediates: bool = True) -> list[tuple[dict[str, Any], Optional[str], str]]:
+    """What is left to measure: ``(candidate, adapter, model_id to record it under)``. ``intermediates=False``
+    (the spec's ``evaluation.evaluate_intermediate_models``): only the run's outputs (and their adapter-off side)."""
     todo = []
     for c in cands:
         path = c.get("path") or ""
         if not path or not Path(path).exists() or c["model_id"].endswith(NO_ADAPTER_SUFFIX):
+            continue
+        if not intermediates and not c.get("is_output"):
             continue
         if not c.get("metrics"):
             adapter = c.get("adapter_path") if _pytorch(c) else ("adapter_weights" if _onnx_adapter(path) else None)
@@ -56,8 +60,12 @@ def evaluate_run(run_id: str, reg: Any = None) -> int:
     cfg = EvalConfig(**cfg_kwargs)
     fid = fingerprint_id(fingerprint(cfg))
     cands = reg.candidates(run_id)
+    try:
+        spec_ev = (json.loads(reg.get_run(run_id).get("spec") or "{}").get("evaluation") or {})
+    except ValueError:
+        spec_ev = {}
     done = 0
-    for c, adapter, model_id in missing(cands):
+    for c, adapter, model_id in missing(cands, spec_ev.get("evaluate_intermediate_models", True)):
         res = evaluate_cached(c["path"], cfg, adapter=adapter, reg=reg)
         row = {k: c[k] for k in ("model_id", "parent_model_id", "from_pass", "pass_chain", "pass_params", "path",
                                  "model_type", "size_bytes", "is_output") if k in c}

@@ -204,6 +204,8 @@ class EvaluationSpec(_Frozen):
     generation_length: int = Field(64, gt=0)
     repeats: int = Field(3, gt=0)
     evaluate_input_model: bool = True
+    # the models between input and output (a PyTorch fine-tune, a merged model): measured after the workflow
+    evaluate_intermediate_models: bool = True
 
     @field_validator("metrics")
     @classmethod

@@ -116,3 +116,28 @@ def test_rouge_l():
     assert rouge_l("the cat sat", "the cat sat") == 1.0
     assert rouge_l("a b c d", "a c") == pytest.approx(2 * (2 / 4) * 1 / (2 / 4 + 1))
     assert rouge_l("", "x") == 0.0
+
+
+def test_batched_answers_are_the_one_at_a_time_answers(cfg, demo):
+    """The PyTorch evaluator generates its held-out answers in left-padded batches: each equals the answer of its
+    prompt generated alone (the batch only saves time)."""
+    b = ev.HfBackend(Path(demo["model"]), None, cfg)
+    rows = ev.load_rows(cfg)[:10]
+    prompts = [b.encode(ev.render(cfg, r, None)[0]) for r in rows]
+    assert len({len(p) for p in prompts}) > 1  # different lengths: the padding is exercised
+    assert b.greedy_many(prompts, 24) == [b.greedy(p, 24) for p in prompts]
+
+
+def test_intermediate_models_can_be_left_unmeasured(tmp_path):
+    """evaluation.evaluate_intermediate_models: false leaves a run's intermediate PyTorch models alone and still
+    measures its outputs (and their adapter-off side)."""
+    from engine.evaluate.candidates import NO_ADAPTER_SUFFIX, missing
+
+    lora, out = tmp_path / "lora", tmp_path / "out"
+    lora.mkdir()
+    out.mkdir()
+    (out / "adapter_weights.onnx_adapter").write_bytes(b"x")
+    cands = [{"model_id": "m1", "path": str(lora), "model_type": "hfmodel", "is_output": 0, "metrics": {}},
+             {"model_id": "m2", "path": str(out), "model_type": "onnxmodel", "is_output": 1, "metrics": {"loss": 1.0}}]
+    assert [t[2] for t in missing(cands)] == ["m1", "m2" + NO_ADAPTER_SUFFIX]
+    assert [t[2] for t in missing(cands, intermediates=False)] == ["m2" + NO_ADAPTER_SUFFIX]
