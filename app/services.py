@@ -495,7 +495,7 @@ _SEP = "\n"
 
 
 def _key(run_ids: list[str]) -> str:
-    return _SEP.join(run_ids)
+    return _SEP.join(dict.fromkeys(run_ids))  # each run once
 
 
 @st.cache_resource(ttl=TTL, show_spinner=False, max_entries=8)

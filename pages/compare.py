@@ -20,7 +20,8 @@ if not runs:
     st.info("No measured candidates yet: finished runs with an evaluation show up here.")
     st.stop()
 
-names = {r["id"]: f"{r['name']} ({r['id'][:8]}, {r['candidates']} measured)" for r in runs}
+# the whole id: the multiselect keeps its choices by label, and two runs of a name on one day share id[:8]
+names = {r["id"]: f"{r['name']} ({r['id']}, {r['candidates']} measured)" for r in runs}
 picked = st.multiselect("Runs", list(names), default=list(names), format_func=names.get, key="cmp_runs")
 if not picked:
     st.info("Pick at least one run.")

@@ -47,7 +47,9 @@ def pareto_figure(
             mode="markers",
             name=literal(name),
             marker={"size": sizes[ids], **marker},
-            customdata=cmp.ids[ids].reshape(-1, 1),  # numbers only: Streamlit deep-copies the figure to send it
+            # a plain list: a numpy array goes to the browser as a typed array, and a click's event then carries
+            # its row as an object instead of a list; numbers only, as Streamlit deep-copies the figure to send it
+            customdata=[[i] for i in cmp.ids[ids].tolist()],
             text=text,
             hovertemplate=f"#%{{customdata[0]}} %{{text}}<br>{x}=%{{x}}<br>{y}=%{{y}}<extra>{literal(name)}</extra>",
         )
