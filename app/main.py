@@ -7,6 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from app import services
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [  # (file in pages/, title, icon, section)
     ("home.py", "Home", ":material/home:", "Grove"),
@@ -28,6 +30,7 @@ def page(file: str) -> st.Page:
 
 def main() -> None:
     st.set_page_config(page_title="Grove", page_icon=":material/park:", layout="wide")
+    services.warm_up()  # once per process, in the background: Plotly's first figure
     nav: dict[str, list[st.Page]] = {}
     for f, _title, _icon, section in PAGES:
         nav.setdefault(section, []).append(page(f))

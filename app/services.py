@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
 from engine import machine as machine_mod
@@ -35,6 +36,7 @@ from engine.spec.passes import GPU_ONLY
 from engine.spec.schema import DatasetSpec, parse_spec
 from engine.views import candidates as cand_views
 from engine.views import charts, estimate, preflight
+from engine.views import comparison as comparison_view
 from engine.views import dataset as dataset_view
 from engine.views import format as fmt
 from engine.views import lineage as lineage_view
@@ -240,6 +242,29 @@ def new_draft() -> dict[str, Any]:
     return drafts.new_draft(default_model())
 
 
+# -- process warm-up ------------------------------------------------------------------------------------------
+_warm = threading.Event()
+_warm_lock = threading.Lock()
+
+
+def warm_up() -> threading.Event:
+    """Once per server process, in a background thread: Plotly's first figure (engine.views.charts.warm, ~0.2-0.3 s
+    of reading its validators), so the first chart a user opens (Compare, a run's loss curve) does not pay it.
+    Returns an event set when it is done."""
+    with _warm_lock:
+        if not getattr(warm_up, "started", False):
+            warm_up.started = True  # type: ignore[attr-defined]
+
+            def work() -> None:
+                try:
+                    charts.warm()
+                finally:
+                    _warm.set()
+
+            threading.Thread(target=work, name="grove-warm-up", daemon=True).start()
+    return _warm
+
+
 # -- catalog ------------------------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
 def _catalog_build(path: str) -> dict[str, Any]:
@@ -399,8 +424,6 @@ QUALITY = metrics_mod.QUALITY
 _DECODE = metrics_mod.SPEED.index("decode_tps")
 SPEED = metrics_mod.SPEED[_DECODE:] + metrics_mod.SPEED[:_DECODE]
 metric_choices = cand_views.metric_choices
-compare_rows = cand_views.compare_rows
-chart_points = cand_views.chart_points
 side_by_side = cand_views.side_by_side
 
 
@@ -471,50 +494,104 @@ def measured_runs() -> list[dict[str, Any]]:
     return _measured_runs(home())
 
 
-@st.cache_resource(ttl=TTL, show_spinner=False)  # not cache_data: unpickling 10,000 rows per rerun costs ~0.5 s
-def _compare_rows(h: str, run_ids: tuple[str, ...]) -> list[dict[str, Any]]:
+# Compare keeps its read model, fronts, goal marks, tables and figures in cache_resource (shared by sessions,
+# read-only): cache_data would pickle 10,000 rows on every rerun. They are keyed by the run ids joined in one string:
+# hashing one string is cheaper than a tuple of hundreds.
+_SEP = "\n"
+
+
+def _key(run_ids: list[str]) -> str:
+    return _SEP.join(dict.fromkeys(run_ids))  # each run once
+
+
+@st.cache_resource(ttl=TTL, show_spinner=False, max_entries=8)
+def _comparison(h: str, ids: str) -> comparison_view.Comparison:
+    run_ids = ids.split(_SEP)
     names = {r["id"]: r["name"] for r in measured_runs()}
-    out = registry().candidates_of_runs(list(run_ids))
-    for c in out:
-        c["run_name"] = names.get(c["run_id"], c["run_id"])
-    return out
+    return comparison_view.Comparison.read(registry(), run_ids, names)
 
 
-def compare_candidates(run_ids: list[str]) -> list[dict[str, Any]]:
-    """Every candidate of the given runs (registry rows, plus run_name). Shared between sessions: read-only."""
-    return _compare_rows(home(), tuple(run_ids))
+def comparison(run_ids: list[str]) -> comparison_view.Comparison:
+    """Every candidate of the given runs, in columns (engine.views.comparison). Shared between sessions: read-only."""
+    return _comparison(home(), _key(run_ids))
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def _comparability(h: str, run_ids: tuple[str, ...]) -> tuple[bool, str]:
-    cands = compare_candidates(list(run_ids))
-    ids = sorted(compare.fingerprint_groups(cands))
-    return compare.comparability(cands, registry().fingerprints(ids))
+def _comparability(h: str, ids: str) -> tuple[bool, str]:
+    run_ids = ids.split(_SEP)
+    counts = comparison(run_ids).fingerprint_counts()
+    if len(counts) <= 1:
+        return True, ""
+    return compare.comparability_of(counts, registry().fingerprints(sorted(counts)))
 
 
 def comparability(run_ids: list[str]) -> tuple[bool, str]:
     """(True, "") when the runs' measured candidates share one evaluation fingerprint; else (False, what differs)."""
-    return _comparability(home(), tuple(run_ids))
+    return _comparability(home(), _key(run_ids))
 
 
 @st.cache_resource(ttl=TTL, show_spinner=False, max_entries=64)
-def _pareto(h: str, run_ids: tuple[str, ...], x: str, y: str) -> set[int]:
-    return compare.pareto(compare_candidates(list(run_ids)), x, y)
+def _pareto(h: str, ids: str, x: str, y: str) -> Any:
+    run_ids = ids.split(_SEP)
+    return comparison_view.pareto(comparison(run_ids), x, y)
 
 
-def pareto_front(run_ids: list[str], x: str, y: str) -> set[int]:
-    """Indices (into ``compare_candidates(run_ids)``) on the Pareto frontier of x and y (compare.pareto)."""
-    return _pareto(home(), tuple(run_ids), x, y)
+def pareto_front(run_ids: list[str], x: str, y: str) -> Any:
+    """Which candidates (a mask over ``comparison(run_ids)``) are on the Pareto frontier of x and y."""
+    return _pareto(home(), _key(run_ids), x, y)
 
 
 @st.cache_resource(ttl=TTL, show_spinner=False, max_entries=16)
-def _goals(h: str, run_ids: tuple[str, ...]) -> tuple[dict[str, Any], list[bool | None]]:
-    return cand_views.goal_context(registry().run_specs(list(run_ids)), compare_candidates(list(run_ids)))
+def _goals(h: str, ids: str) -> tuple[dict[str, Any], Any, Any]:
+    run_ids = ids.split(_SEP)
+    return comparison_view.goals(comparison(run_ids), registry().run_specs(run_ids))
 
 
-def goal_context(run_ids: list[str]) -> tuple[dict[str, Any], list[bool | None]]:
-    """({run_id: {metric: goal with its bound}}, per candidate: meets every goal of its run, None = undecided)."""
-    return _goals(home(), tuple(run_ids))
+def goal_context(run_ids: list[str]) -> tuple[dict[str, Any], Any, Any]:
+    """({run_id: {metric: goal with its bound}}, met, decided): masks over the candidates, whether each meets every
+    goal of its run where that can be decided."""
+    return _goals(home(), _key(run_ids))
+
+
+@st.cache_resource(ttl=TTL, show_spinner=False, max_entries=16)
+def _compare_table(h: str, ids: str, x: str | None, y: str | None) -> Any:
+    run_ids = ids.split(_SEP)
+    cmp = comparison(run_ids)
+    front = pareto_front(run_ids, x, y) if x and y else np.zeros(len(cmp), dtype=bool)
+    _, met, decided = goal_context(run_ids)
+    return comparison_view.table(cmp, front, met, decided)
+
+
+def compare_table(run_ids: list[str], x: str | None, y: str | None) -> Any:
+    """Compare's table (one row per candidate, in ``comparison(run_ids)``'s order), Pareto of x and y. Read-only."""
+    return _compare_table(home(), _key(run_ids), x, y)
+
+
+@st.cache_resource(ttl=TTL, show_spinner=False, max_entries=16)
+def _compare_figure(h: str, ids: str, x: str, y: str, max_points: int) -> tuple[Any, int, bool]:
+    run_ids = ids.split(_SEP)
+    cmp = comparison(run_ids)
+    front = pareto_front(run_ids, x, y)
+    bounds, met, _ = goal_context(run_ids)
+    pts, sampled = comparison_view.chart_points(cmp, x, y, front, max_points)
+    size_mb = compare_table(run_ids, x, y)["size_mb"].to_numpy()
+    params = registry().pass_params(cmp.ids[pts].tolist())  # hover text: only the points drawn read them
+    return charts.pareto_figure(cmp, size_mb, x, y, front, pts, bounds, met, params), len(pts), sampled
+
+
+def compare_figure(run_ids: list[str], x: str, y: str, max_points: int) -> tuple[Any, int, bool]:
+    """(the quality-vs-speed figure, points drawn, whether they are a sample): every Pareto point, then a fixed
+    sample up to ``max_points``. Read-only (Streamlit copies it to draw it)."""
+    return _compare_figure(home(), _key(run_ids), x, y, max_points)
+
+
+def compare_candidates(ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Whole candidate rows by id (pass parameters, failed metrics, paths) with ``run_name``: the ones opened."""
+    names = {r["id"]: r["name"] for r in measured_runs()}
+    out = registry().candidates_by_id([int(i) for i in ids])
+    for c in out.values():
+        c["run_name"] = names.get(c["run_id"], c["run_id"])
+    return out
 
 
 @st.cache_data(ttl=TTL, show_spinner=False, max_entries=256)
@@ -530,8 +607,9 @@ def candidate_evaluations(ids: list[int]) -> dict[int, dict[str, Any]]:
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _lineage(h: str, run_ids: tuple[str, ...]) -> tuple[str, list[dict[str, Any]]]:
     reg = registry()
-    cands = compare_candidates(list(run_ids))
-    names = {c["run_id"]: c["run_name"] for c in cands}
+    cands = reg.candidates_of_runs(list(run_ids))
+    names = {r["id"]: r["name"] for r in measured_runs()}
+    names = {c["run_id"]: names.get(c["run_id"], c["run_id"]) for c in cands}
     events = {r: reg.events(r, kinds=["pass_finished", "pass_cached"]) for r in run_ids}
     reused = lineage_view.reuses(cands, events, names)
     return lineage_view.dot(cands, reused, names), reused
@@ -562,7 +640,6 @@ def candidate_zip(cand: dict[str, Any]) -> bytes:
 
 
 candidate_files = cand_views.candidate_files
-pareto_figure = charts.pareto_figure
 per_example = compare.per_example
 disagreements = compare.disagreements
 EXAMPLE_SCORES = compare.EXAMPLE_SCORES

@@ -5,7 +5,6 @@ Plots are sampled past MAX_POINTS; the table never is (it is capped at MAX_ROWS 
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from app import services
@@ -21,7 +20,8 @@ if not runs:
     st.info("No measured candidates yet: finished runs with an evaluation show up here.")
     st.stop()
 
-names = {r["id"]: f"{r['name']} ({r['id'][:8]}, {r['candidates']} measured)" for r in runs}
+# the whole id: the multiselect keeps its choices by label, and two runs of a name on one day share id[:8]
+names = {r["id"]: f"{r['name']} ({r['id']}, {r['candidates']} measured)" for r in runs}
 picked = st.multiselect("Runs", list(names), default=list(names), format_func=names.get, key="cmp_runs")
 if not picked:
     st.info("Pick at least one run.")
@@ -33,8 +33,8 @@ if not ok:
         f"Not directly comparable: {why}. Compare numbers within one evaluation fingerprint.", icon=":material/warning:"
     )
 
-cands = services.compare_candidates(picked)
-metric_names = sorted({m for c in cands for m in c.get("metrics") or {}})
+cmp = services.comparison(picked)
+metric_names = cmp.metric_names
 c1, c2, c3 = st.columns(3)
 speeds = services.metric_choices(metric_names, services.SPEED)
 qualities = services.metric_choices(metric_names, services.QUALITY)
@@ -42,10 +42,7 @@ x = c1.selectbox("Speed (x)", speeds, key="cmp_x") if speeds else None
 y = c2.selectbox("Quality (y)", qualities, key="cmp_y") if qualities else None
 needle = c3.text_input("Filter (run or pass chain contains)", key="cmp_filter").strip().lower()
 
-front = services.pareto_front(picked, x, y) if x and y else set()
-bounds, meets = services.goal_context(picked)
-rows = services.compare_rows(cands, metric_names, front, meets)
-table = pd.DataFrame(rows)
+table = services.compare_table(picked, x, y)
 shown = table
 if needle:
     hay = table["run"].str.lower() + "\n" + table["pass chain"].str.lower()
@@ -67,13 +64,12 @@ d2.download_button("HTML report (works offline)", lambda: services.report_html(p
 
 clicked = None
 if x and y:
-    pts, sampled = services.chart_points(cands, x, y, front, MAX_POINTS)
-    fig = services.pareto_figure(cands, rows, x, y, front, pts, bounds, meets)
+    fig, n_points, sampled = services.compare_figure(picked, x, y, MAX_POINTS)
     event = st.plotly_chart(fig, key="cmp_chart", on_select="rerun", selection_mode="points")
     points = (event or {}).get("selection", {}).get("points") or []
     clicked = int(points[0]["customdata"][0]) if points and points[0].get("customdata") else None
     st.caption(
-        (f"The chart shows {len(pts)} of the measured candidates (every Pareto point plus a sample); the table lists "
+        (f"The chart shows {n_points} of the measured candidates (every Pareto point plus a sample); the table lists "
          "all of them. " if sampled else "Marker size: size on disk. ")
         + "Ringed: meets every goal of its run (dashed lines; red: the side that misses). ★: Olive's best. "
         "Click a point to open it."
@@ -83,23 +79,25 @@ if sel:
     clicked = int(shown.iloc[sel[0]]["id"])
 
 # -- the candidate opened ------------------------------------------------------------------------------------------
-by_id = {c["id"]: c for c in cands}
+by_id = table.set_index("id")
 order = [int(i) for i in shown.sort_values("Pareto", ascending=False, kind="stable")["id"].head(MAX_PICK)]
 if clicked is not None and clicked != st.session_state.get("cmp_clicked"):
     st.session_state["cmp_clicked"] = st.session_state["cmp_open"] = clicked
-if st.session_state.get("cmp_open") in by_id and st.session_state["cmp_open"] not in order:
+if st.session_state.get("cmp_open") in by_id.index and st.session_state["cmp_open"] not in order:
     order.insert(0, st.session_state["cmp_open"])
-labels = {i: f"#{i} {by_id[i]['run_name']} · {' > '.join(by_id[i].get('pass_chain') or []) or '(input)'}" for i in order}
+sub = by_id.loc[order]
+labels = {i: f"#{i} {r} · {chain}" for i, r, chain in zip(order, sub["run"], sub["pass chain"], strict=True)}
 st.subheader("Candidate")
 cid = st.selectbox("Open candidate", order, index=None, format_func=labels.get, key="cmp_open",
                    placeholder="Click a point or a row, or pick one")
 if cid is not None:
     ready = {c["id"] for c in services.chat_candidates()}
-    candidate_detail.show(by_id[cid], services.candidate_evaluations([cid]).get(cid), cid in ready)
+    opened = services.compare_candidates([cid])[cid]
+    candidate_detail.show(opened, services.candidate_evaluations([cid]).get(cid), cid in ready)
 
 tabs = st.tabs(["Side by side", "Per example", "Where they disagree", "Blind A/B votes", "Lineage"])
 with tabs[0]:
-    compare_views.side_by_side(labels, by_id)
+    compare_views.side_by_side(labels)
 with tabs[1]:
     compare_views.per_example(labels)
 with tabs[2]:

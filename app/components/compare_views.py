@@ -3,20 +3,19 @@ two candidates, where 2-3 candidates' answers diverge, the blind A/B leaderboard
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 import streamlit as st
 
 from app import services
 
 
-def side_by_side(labels: dict[int, str], by_id: dict[int, dict[str, Any]]) -> None:
+def side_by_side(labels: dict[int, str]) -> None:
     chosen = st.multiselect("Candidates to diff (2 or more)", list(labels), format_func=labels.get, key="cmp_diff")
     if len(chosen) < 2:
         st.caption("Pick two or more candidates." if not chosen else "Pick one more candidate.")
         return
-    cols = {labels[cid]: services.side_by_side(by_id[cid]) for cid in chosen}
+    cands = services.compare_candidates(chosen)
+    cols = {labels[cid]: services.side_by_side(cands[cid]) for cid in chosen}
     diff = pd.DataFrame(cols).map(lambda v: "—" if v is None or v != v else str(v))
     differs = diff.nunique(axis=1) > 1
     only = st.toggle("Only what differs", value=True, key="cmp_only_diff")

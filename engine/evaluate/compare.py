@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from engine.spec.metrics import METRICS
 
 
@@ -17,45 +19,62 @@ def fingerprint_groups(cands: list[dict[str, Any]]) -> dict[str, list[dict[str, 
 
 def comparability(cands: list[dict[str, Any]], fingerprints: dict[str, dict[str, Any]]) -> tuple[bool, str]:
     """(True, "") when every measured candidate shares one evaluation fingerprint; else False and what differs."""
-    groups = fingerprint_groups(cands)
-    if len(groups) <= 1:
+    return comparability_of({k: len(v) for k, v in fingerprint_groups(cands).items()}, fingerprints)
+
+
+def comparability_of(counts: dict[str, int], fingerprints: dict[str, dict[str, Any]]) -> tuple[bool, str]:
+    """``comparability`` from {fingerprint id: measured candidates}."""
+    if len(counts) <= 1:
         return True, ""
     from engine.evaluate.fingerprint import fingerprint_diff
 
-    ids = sorted(groups)
+    ids = sorted(counts)
     base = fingerprints.get(ids[0], {})
     diffs = sorted({k for i in ids[1:] for k in fingerprint_diff(base, fingerprints.get(i, {}))})
-    sizes = ", ".join(f"{i}: {len(groups[i])} candidate(s)" for i in ids)
+    sizes = ", ".join(f"{i}: {counts[i]} candidate(s)" for i in ids)
     return False, f"these candidates were measured differently ({sizes}); settings that differ: {', '.join(diffs) or 'unknown'}"
 
 
 def pareto(cands: list[dict[str, Any]], x: str, y: str) -> set[int]:
     """Indices of the candidates on the Pareto frontier of metrics x and y (each in its better direction): those no
-    other candidate beats on one metric while matching it on the other. Sort and sweep, O(n log n), so 10,000
-    candidates stay fast. Candidates without both numbers are left out; a NaN is beaten by nothing and beats nothing."""
-    sx = 1 if METRICS[x]["higher_is_better"] else -1
-    sy = 1 if METRICS[y]["higher_is_better"] else -1
-    front: set[int] = set()
-    pts = []
-    for i, c in enumerate(cands):
-        a, b = (c.get("metrics") or {}).get(x), (c.get("metrics") or {}).get(y)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            if a != a or b != b:
-                front.add(i)
-            else:
-                pts.append((sx * a, sy * b, i))
-    pts.sort(key=lambda p: (-p[0], -p[1]))  # best x first; within one x, best y first
-    best = None  # the best y of every point with a strictly better x
-    k = 0
-    while k < len(pts):
-        top = pts[k][1]  # the best y among the points sharing this x
-        j = k
-        while j < len(pts) and pts[j][0] == pts[k][0]:
-            if pts[j][1] == top and (best is None or top > best):
-                front.add(pts[j][2])
-            j += 1
-        best = top if best is None else max(best, top)
-        k = j
+    other candidate beats on one metric while matching it on the other (pareto_mask over the metrics dicts)."""
+    cols = [[(c.get("metrics") or {}).get(m) for c in cands] for m in (x, y)]
+    (xv, xp), (yv, yp) = (numbers(col) for col in cols)
+    return {int(i) for i in np.flatnonzero(pareto_mask(xv, yv, xp & yp, x, y))}
+
+
+def numbers(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(float values, which were numbers) of a metric column: anything but an int or a float counts as missing."""
+    n = len(values)
+    present = np.fromiter((isinstance(v, (int, float)) for v in values), bool, n)
+    try:
+        vals = np.array(values, dtype=float)  # the C path; None becomes NaN
+    except (TypeError, ValueError):
+        vals = np.fromiter((v if isinstance(v, (int, float)) else np.nan for v in values), float, n)
+    return vals, present
+
+
+def pareto_mask(xv: np.ndarray, yv: np.ndarray, present: np.ndarray, x: str, y: str) -> np.ndarray:
+    """Which points are on the Pareto frontier of metrics x and y (values ``xv``, ``yv``; ``present``: both were
+    measured). Sort and sweep in numpy, O(n log n): 100,000 candidates take milliseconds. A NaN is beaten by nothing
+    and beats nothing (it stays on the front); points without both numbers are never on it."""
+    sx = 1.0 if METRICS[x]["higher_is_better"] else -1.0
+    sy = 1.0 if METRICS[y]["higher_is_better"] else -1.0
+    with np.errstate(invalid="ignore"):
+        a, b = sx * np.asarray(xv, dtype=float), sy * np.asarray(yv, dtype=float)
+    nan = present & (np.isnan(a) | np.isnan(b))
+    idx = np.flatnonzero(present & ~nan)
+    front = nan.copy()
+    if not len(idx):
+        return front
+    order = idx[np.lexsort((-b[idx], -a[idx]))]  # best x first; within one x, best y first
+    sa, sb = a[order], b[order]
+    starts = np.flatnonzero(np.r_[True, sa[1:] != sa[:-1]])  # the first point of each distinct x
+    group = np.cumsum(np.r_[True, sa[1:] != sa[:-1]]) - 1
+    tops = sb[starts]  # the best y among the points sharing each x
+    best_before = np.r_[-np.inf, np.maximum.accumulate(tops)[:-1]]  # the best y of every strictly better x
+    top = tops[group]
+    front[order] = (sb == top) & ((group == 0) | (top > best_before[group]))
     return front
 
 

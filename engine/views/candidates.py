@@ -1,10 +1,9 @@
 """Read models of candidates for the pages: which ones chat can load (probed on disk), and the Compare page's
-table rows, chart sample and side-by-side diff. Pure functions over registry rows; nothing heavy imported."""
+side-by-side diff (its table and chart: engine.views.comparison). Pure functions over registry rows; nothing heavy imported."""
 
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,47 +62,6 @@ def metric_choices(names: list[str], preferred: tuple[str, ...]) -> list[str]:
     return [m for m in preferred if m in names] or names
 
 
-def compare_rows(
-    cands: list[dict[str, Any]], metric_names: list[str], front: set[int], meets: list[bool | None] | None = None
-) -> list[dict[str, Any]]:
-    """One table row per candidate (same order as ``cands``): run, pass chain, adapter, metrics, size, flags.
-    ``goals met``: ``meets[i]`` (goal_context) where decided, else what Olive recorded."""
-    rows = []
-    for i, c in enumerate(cands):
-        met = meets[i] if meets is not None and meets[i] is not None else bool(c.get("goals_met"))
-        m = c.get("metrics") or {}
-        rows.append(
-            {
-                "id": c["id"],
-                "run": c["run_name"],
-                "pass chain": " > ".join(c.get("pass_chain") or []) or "(input)",
-                "adapter": Path(c["adapter_path"]).name if c.get("adapter_path") else "—",
-                **{k: m.get(k) for k in metric_names},
-                "size_mb": m.get("size_mb", (c.get("size_bytes") or 0) / 1e6),
-                "goals met": met,
-                "Olive's best": bool(c.get("is_output")),
-                "Pareto": i in front,
-            }
-        )
-    return rows
-
-
-def chart_points(cands: list[dict[str, Any]], x: str, y: str, front: set[int], max_points: int) -> tuple[list[int], bool]:
-    """Indices to plot (candidates with both numbers) and whether they were sampled: past ``max_points``, the
-    frontier always, then a fixed-seed sample of the rest."""
-    pts = [
-        i
-        for i, c in enumerate(cands)
-        if isinstance((c.get("metrics") or {}).get(x), (int, float))
-        and isinstance((c.get("metrics") or {}).get(y), (int, float))
-    ]
-    sampled = len(pts) > max_points
-    if sampled:
-        rest = [i for i in pts if i not in front]
-        pts = sorted(front | set(random.Random(0).sample(rest, max(0, max_points - len(front)))))
-    return pts, sampled
-
-
 def side_by_side(cand: dict[str, Any]) -> dict[str, Any]:
     """A candidate flattened for the diff: ``metric: name`` -> value, ``pass.param`` -> value, the pass chain."""
     flat = {f"metric: {k}": v for k, v in (cand.get("metrics") or {}).items()}
@@ -115,18 +73,12 @@ def side_by_side(cand: dict[str, Any]) -> dict[str, Any]:
 
 
 def goal_context(specs: dict[str, str], cands: list[dict[str, Any]]) -> tuple[dict[str, Any], list[bool | None]]:
-    """({run_id: goal bounds}, per candidate: meets every goal of its run?) from the runs' spec JSON; the relative
-    goals measure from each run's evaluated input model."""
-    from engine.evaluate import compare
+    """({run_id: goal bounds}, per candidate: meets every goal of its run? None = undecided) from the runs' spec
+    JSON; the relative goals measure from each run's evaluated input model (comparison.goals, for rows)."""
+    from engine.views import comparison
 
-    by_run: dict[str, list[dict[str, Any]]] = {}
-    for c in cands:
-        by_run.setdefault(c["run_id"], []).append(c)
-    bounds = {}
-    for rid, cs in by_run.items():
-        goals = compare.goals_of(json.loads(specs.get(rid) or "{}"))
-        bounds[rid] = compare.goal_bounds(goals, compare.baseline_of(cs)) if goals else {}
-    return bounds, [compare.meets(c.get("metrics") or {}, bounds[c["run_id"]]) for c in cands]
+    bounds, met, decided = comparison.goals(comparison.Comparison.from_candidates(cands), specs)
+    return bounds, [bool(m) if d else None for m, d in zip(met, decided, strict=True)]
 
 
 MAX_FILES = 200

@@ -1,12 +1,11 @@
 """The Compare chart as a Plotly figure, shared by the Compare page and the HTML report: quality against speed,
 the Pareto frontier, the runs' goals as lines with the failing side shaded, candidates that meet every goal ringed
 and Olive's best (the output it copied) starred. Each point carries its candidate id first in ``customdata``, so a
-click on it opens the candidate. User text in hover labels is HTML-escaped (Plotly renders its own tag subset)."""
+click on it opens the candidate; its run, pass chain and parameters are its hover text. User text in hover labels is HTML-escaped (Plotly renders its own tag subset)."""
 
 from __future__ import annotations
 
 import html
-import json
 from typing import Any
 
 MAX_RUN_TRACES = 12
@@ -18,65 +17,67 @@ def literal(text: Any) -> str:
 
 
 def pareto_figure(
-    cands: list[dict[str, Any]],
-    rows: list[dict[str, Any]],
+    cmp: Any,
+    size_mb: Any,
     x: str,
     y: str,
-    front: set[int],
-    pts: list[int],
+    front: Any,
+    pts: Any,
     bounds: dict[str, dict[str, dict[str, Any]]],
-    meets: list[bool | None],
+    met: Any,
+    params: dict[int, str] | None = None,
 ) -> Any:
-    """The figure: ``pts`` (indices into ``cands``/``rows``) plotted, ``bounds`` {run_id: goal bounds} drawn for
-    the x and y metrics, ``meets`` (per candidate) ringed."""
+    """The figure of a ``engine.views.comparison.Comparison``: the candidates at indices ``pts`` plotted (marker
+    size from ``size_mb``), the Pareto frontier (``front``, a mask) joined, ``bounds`` {run_id: goal bounds} drawn for
+    the x and y metrics, those that meet every goal (``met``, a mask) ringed; ``params`` (pass parameters as JSON
+    text by candidate id, else the comparison's own) in the hover text. A handful of traces whatever the number of
+    points: each carries its data as numpy arrays, which Plotly validates at once."""
     import numpy as np
     import plotly.graph_objects as go
 
-    def trace(ids: list[int], name: str, **marker: Any) -> go.Scatter:
-        sizes = [max(6.0, min(40.0, (rows[i]["size_mb"] or 0) ** 0.5)) for i in ids]
-        custom = np.empty((len(ids), 3), dtype=object)
-        for n, i in enumerate(ids):
-            params = json.dumps(cands[i].get("pass_params") or {}, default=str)[:300]
-            custom[n] = (rows[i]["id"], literal(f"{rows[i]['run']} · {rows[i]['pass chain']}"), literal(params))
-        return go.Scatter(  # numpy arrays: plotly validates them at once instead of item by item
-            x=np.array([cands[i]["metrics"][x] for i in ids], dtype=float),
-            y=np.array([cands[i]["metrics"][y] for i in ids], dtype=float),
+    xs, ys = cmp.column(x)[0], cmp.column(y)[0]
+    hover = params if params is not None else (cmp.params or {})
+    sizes = np.clip(np.sqrt(np.nan_to_num(np.asarray(size_mb, dtype=float)).clip(0)), 6.0, 40.0)
+
+    def trace(ids: Any, name: str, **marker: Any) -> go.Scatter:
+        text = [literal(cmp.label(i)) + "<br>" + literal(hover.get(int(cmp.ids[i]), "{}")[:300]) for i in ids]
+        return go.Scatter(
+            x=xs[ids],
+            y=ys[ids],
             mode="markers",
             name=literal(name),
-            marker={"size": np.array(sizes), **marker},
-            customdata=custom,
-            hovertemplate="#%{customdata[0]} %{customdata[1]}<br>%{customdata[2]}<br>"
-            + f"{x}=%{{x}}<br>{y}=%{{y}}<extra>{literal(name)}</extra>",
+            marker={"size": sizes[ids], **marker},
+            # a plain list: a numpy array goes to the browser as a typed array, and a click's event then carries
+            # its row as an object instead of a list; numbers only, as Streamlit deep-copies the figure to send it
+            customdata=[[i] for i in cmp.ids[ids].tolist()],
+            text=text,
+            hovertemplate=f"#%{{customdata[0]}} %{{text}}<br>{x}=%{{x}}<br>{y}=%{{y}}<extra>{literal(name)}</extra>",
         )
 
+    pts = np.asarray(pts, dtype=np.int64)
+    on = np.asarray(front, dtype=bool)
     fig = go.Figure()
-    fig.add_trace(trace([i for i in pts if i not in front], "dominated", color="lightgrey", opacity=0.6))
-    on_front = [i for i in pts if i in front]
-    front_runs = list(dict.fromkeys(cands[i]["run_id"] for i in on_front))
+    fig.add_trace(trace(pts[~on[pts]], "dominated", color="lightgrey", opacity=0.6))
+    on_front = pts[on[pts]]
+    runs = cmp.run_code[on_front]
+    front_runs = list(dict.fromkeys(runs.tolist()))
     if len(front_runs) <= MAX_RUN_TRACES:  # one coloured trace per run
-        for rid in front_runs:
-            fig.add_trace(trace([i for i in on_front if cands[i]["run_id"] == rid], cands[[i for i in on_front if cands[i]["run_id"] == rid][0]]["run_name"]))
+        for k in front_runs:
+            fig.add_trace(trace(on_front[runs == k], cmp.run_names[k]))
     else:  # a trace per run costs ~4 ms each: past MAX_RUN_TRACES runs, one trace coloured by run
         order = {r: n for n, r in enumerate(front_runs)}
         fig.add_trace(trace(on_front, f"Pareto points ({len(front_runs)} runs)",
-                            color=np.array([order[cands[i]["run_id"]] for i in on_front]), colorscale="Turbo"))
-    line = sorted(front, key=lambda i: cands[i]["metrics"][x])
-    fig.add_trace(
-        go.Scatter(
-            x=[cands[i]["metrics"][x] for i in line],
-            y=[cands[i]["metrics"][y] for i in line],
-            mode="lines",
-            name="Pareto frontier",
-            line={"dash": "dot", "color": "black"},
-            hoverinfo="skip",
-        )
-    )
-    ok = [i for i in pts if meets[i]]
-    if ok:
+                            color=np.array([order[k] for k in runs.tolist()]), colorscale="Turbo"))
+    line = np.flatnonzero(on)
+    line = line[np.argsort(xs[line], kind="stable")]
+    fig.add_trace(go.Scatter(x=xs[line], y=ys[line], mode="lines", name="Pareto frontier",
+                             line={"dash": "dot", "color": "black"}, hoverinfo="skip"))
+    ok = pts[np.asarray(met, dtype=bool)[pts]]
+    if len(ok):
         fig.add_trace(trace(ok, "meets every goal", color="rgba(0,0,0,0)", line={"color": "green", "width": 2},
                             symbol="circle-open"))
-    best = [i for i in pts if cands[i].get("is_output")]
-    if best:
+    best = pts[cmp.is_output[pts]]
+    if len(best):
         fig.add_trace(trace(best, "Olive's best", color="gold", symbol="star", line={"color": "black", "width": 1}))
     drawn: set[tuple[str, float]] = set()
     for goal_set in bounds.values():
@@ -85,11 +86,25 @@ def pareto_figure(
             if not g or g["bound"] is None or (metric, g["bound"]) in drawn:
                 continue
             drawn.add((metric, g["bound"]))
-            vals = [cands[i]["metrics"][metric] for i in pts] + [g["bound"]]
-            _goal_line(fig, axis, metric, g, (min(vals), max(vals)))
+            vals = cmp.column(metric)[0][pts]
+            vals = vals[~np.isnan(vals)]
+            lo, hi = (min(float(vals.min()), g["bound"]), max(float(vals.max()), g["bound"])) if len(vals) else (g["bound"],) * 2
+            _goal_line(fig, axis, metric, g, (lo, hi))
     fig.update_layout(xaxis_title=x, yaxis_title=y, height=460, legend_title="run (dominated in grey)",
                       clickmode="event+select")
     return fig
+
+
+def warm() -> None:
+    """Build one small figure: Plotly reads its validators (a 3 MB JSON file) on a process's first figure, ~0.2-0.3 s
+    that the first page with a chart would otherwise pay (app.services runs this once per server process)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Scatter(x=[0], y=[0], mode="lines", customdata=[[0]], marker={"size": [1]}))
+    fig.add_hline(y=0, annotation_text="x")
+    fig.add_hrect(y0=0, y1=1)
+    fig.update_layout(height=100, legend_title="x", xaxis_title="x")
+    fig.to_dict()
 
 
 def _goal_line(fig: Any, axis: str, metric: str, g: dict[str, Any], extent: tuple[float, float]) -> None:

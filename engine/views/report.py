@@ -10,11 +10,12 @@ import json
 import time
 from typing import Any
 
+import numpy as np
+
 from engine import machine
 from engine.evaluate import compare
 from engine.spec.metrics import QUALITY, SPEED
-from engine.views import candidates as cand_views
-from engine.views import charts
+from engine.views import charts, comparison
 
 PACKAGES = ("grove", "olive-ai", "onnxruntime", "onnxruntime-genai", "torch", "transformers", "peft", "plotly", "streamlit")
 CSS = """
@@ -60,10 +61,11 @@ def build(reg: Any, run_ids: list[str], *, max_points: int = 2000) -> str:
     runs = [reg.find_run(r) for r in run_ids]
     names = {r["id"]: r["name"] for r in runs}
     cands = [{**c, "run_name": names[r["id"]]} for r in runs for c in reg.candidates(r["id"])]
-    metric_names = sorted({m for c in cands for m in c.get("metrics") or {}})
-    bounds, meets = cand_views.goal_context({r["id"]: r["spec"] for r in runs}, cands)
-    fps = reg.fingerprints(sorted(compare.fingerprint_groups(cands)))
-    ok, why = compare.comparability(cands, fps)
+    cmp = comparison.Comparison.from_candidates(cands)
+    metric_names = cmp.metric_names
+    bounds, met, decided = comparison.goals(cmp, {r["id"]: r["spec"] for r in runs})
+    fps = reg.fingerprints(sorted(cmp.fingerprint_counts()))
+    ok, why = compare.comparability_of(cmp.fingerprint_counts(), fps)
     evals = reg.candidate_evaluations([c["id"] for c in cands])
 
     parts = [f"<h1>Grove report: {_e(', '.join(names.values()))}</h1>",
@@ -71,17 +73,19 @@ def build(reg: Any, run_ids: list[str], *, max_points: int = 2000) -> str:
              f" on {_e(machine.hostname())}.</p>"]
     if not ok:
         parts.append(f'<p class="warn">Not directly comparable: {_e(why)}.</p>')
-    rows = None
+    table = None
     first = True
     for x, y in axes(metric_names):
-        front = compare.pareto(cands, x, y)
-        rows = cand_views.compare_rows(cands, metric_names, front, meets)
-        pts, sampled = cand_views.chart_points(cands, x, y, front, max_points)
-        fig = charts.pareto_figure(cands, rows, x, y, front, pts, bounds, meets)
+        front = comparison.pareto(cmp, x, y)
+        table = comparison.table(cmp, front, met, decided)
+        pts, sampled = comparison.chart_points(cmp, x, y, front, max_points)
+        fig = charts.pareto_figure(cmp, table["size_mb"].to_numpy(), x, y, front, pts, bounds, met)
         fig.update_layout(title=f"{y} against {x}" + (f" ({len(pts)} of the points: every Pareto point plus a sample)" if sampled else ""))
         parts.append(f'<div class="chart">{fig.to_html(full_html=False, include_plotlyjs=first, config={"displaylogo": False})}</div>')
         first = False
-    rows = rows or cand_views.compare_rows(cands, metric_names, set(), meets)
+    if table is None:
+        table = comparison.table(cmp, np.zeros(len(cmp), dtype=bool), met, decided)
+    rows = table.astype(object).where(table.notna(), None).to_dict("records")
     goals = {names[rid]: {m: {k: g[k] for k in ("type", "value", "bound")} for m, g in b.items()} for rid, b in bounds.items() if b}
     if goals:
         parts += ["<h2>Goals</h2>", _pre(goals)]

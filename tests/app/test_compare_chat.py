@@ -4,6 +4,7 @@ session's one real run of the demo recipe (its LoRA and int4 ONNX candidates, re
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -85,6 +86,8 @@ def test_compare_table_chart_diff_and_export(ui_home):
     )
     assert set(df[df["Pareto"]]["pass chain"]) == {"lora", "lora > modelbuilder"}  # a3 is beaten by a2 on both axes
     assert len(at.get("plotly_chart")) == 1
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)  # a click opens the id a point carries first
+    assert {row[0] for t in spec["data"] if t.get("customdata") for row in t["customdata"]} == set(df["id"])
     assert at.get("download_button")
     ids = [int(df[df["pass chain"] == chain]["id"].iloc[0]) for chain in ("lora", "lora > modelbuilder")]
     at.multiselect(key="cmp_diff").set_value(ids).run()
@@ -103,6 +106,18 @@ def test_compare_warns_when_fingerprints_differ(ui_home):
     warn = "\n".join(w.value for w in at.warning)
     assert "measured differently" in warn and "max_samples" in warn
     assert len(at.dataframe[0].value) == 2 and len(at.get("plotly_chart")) == 1
+
+
+def test_compare_keeps_two_runs_of_one_name_apart_across_reruns(ui_home):
+    """Two runs named alike on one day (their ids share a prefix): both stay picked and listed after a rerun."""
+    fp = evaluation("k1", eval_path="travel.jsonl")
+    for k in range(2):
+        add_run(ui_home, "same name", "succeeded", candidates=[cand(f"s{k}{i}", ["lora"], fp, rouge_l=0.1 * i + k,
+                                                                    decode_tps=10.0 + i) for i in range(3)])
+    at = open_page("compare")
+    at.run()  # the second script run reads the picked runs back from the widget
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(set(at.multiselect(key="cmp_runs").value)) == 2 and len(at.dataframe[0].value) == 6
 
 
 def test_compare_10000_candidates_samples_the_chart_never_the_table(ui_home):

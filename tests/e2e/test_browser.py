@@ -1,9 +1,11 @@
 """A new user's first session, in a real browser: Debian's chromium driven by Playwright against Grove started
 exactly as the README says (``./grove up --port N``), with a GROVE_HOME that already has the demo built.
 
-Open every page, pick the demo model and the travel sample, preview the template, build the lab recipe, launch,
-watch the run finish, open its candidates. No page may show an exception. A screenshot of each page is saved to
-tests/e2e/screenshots/ on every run (git-ignored).
+Open every page, pick the demo model and the travel sample, preview the template, build the lab recipe with
+evaluation on (a few held-out examples), launch, watch the run finish, open its candidates. Then, on that run's
+measured candidates: Compare (click a chart point, the candidate opens), Chat (streamed answers with the adapter on
+and off), and the HTML report written by ``grove report`` opened from disk with the network blocked. No page may show
+an exception. A screenshot of each page is saved to tests/e2e/screenshots/ on every run (git-ignored).
 """
 
 from __future__ import annotations
@@ -133,12 +135,24 @@ def shot(pg, name: str) -> None:
     pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+# The page's own heading where it differs from its name in the navigation (the first Compare attempt waited 60 s for
+# a heading ending in "Compare": the page is titled "Compare candidates").
+HEADINGS = {"Home": "Grove", "Compare": "Compare candidates"}
+
+
 def goto(pg, title: str) -> None:
     pg.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
     idle(pg)
-    heading = "Grove" if title == "Home" else title
+    heading = HEADINGS.get(title, title)
     pg.get_by_role("heading", name=re.compile(rf"{re.escape(heading)}$")).first.wait_for()
     no_exception(pg, title)
+
+
+def number(pg, label: str, value: int) -> None:
+    box = pg.locator('[data-testid="stNumberInput"]', has_text=label).first.locator("input")
+    box.fill(str(value))
+    box.press("Enter")
+    idle(pg)
 
 
 def choose(pg, label: str, option: str) -> None:
@@ -183,6 +197,12 @@ def test_a_new_user_runs_the_lab_recipe_on_the_demo(page, grove_home: Path):
     idle(pg)
     body = main_text(pg)
     assert "1. LoRA" in body and "2. ModelBuilder" in body and "3. ExtractAdapters" in body
+    # evaluation on, small: Compare and Chat below use this run's measured candidates
+    pg.get_by_text("Evaluate candidates", exact=True).first.click()
+    idle(pg)
+    for label, value in (("Eval samples", 6), ("Prompt length", 48), ("Generation length", 12), ("Repeats", 1)):
+        number(pg, label, value)
+    body = main_text(pg)
     assert re.search(r"ready to launch", body, re.I), body[-2000:]
     settle(pg)
     shot(pg, "3-workflow")
@@ -223,3 +243,61 @@ def test_a_new_user_runs_the_lab_recipe_on_the_demo(page, grove_home: Path):
     shot(pg, "6-runs-page")
     goto(pg, "Home")
     shot(pg, "7-home-after")
+
+
+# -- Compare, the HTML report from disk, Chat: on the run the test above launched (evaluation on) ---------------------
+def test_compare_opens_a_candidate_the_report_renders_offline_and_chat_switches_adapters(page, grove_home: Path,
+                                                                                         tmp_path: Path):
+    from engine.runs.registry import Registry
+
+    runs = Registry().measured_runs()
+    assert runs, "no measured run: the lab-recipe test above launches one with evaluation on"
+    run_id = runs[0]["id"]
+
+    # Compare: the chart and the table; a click on a point opens that candidate
+    pg = page
+    goto(pg, "Compare")
+    settle(pg)
+    cells = grids(pg)  # the columns in view: the grid draws the others as it scrolls
+    assert "decode_tps" in cells and "lora > modelbuilder > extractadapters" in cells, cells[:500]
+    point = pg.locator('[data-testid="stPlotlyChart"] .scatterlayer .trace .points path').first
+    point.click(force=True)
+    idle(pg)
+    pg.get_by_text("Kept samples:").first.wait_for()
+    body = main_text(pg)
+    assert re.search(r"#\d+ · lab: LoRA", body) and "Fingerprint" in body and "Pass parameters" in body, body[-2000:]
+    shot(pg, "8-compare-candidate")
+
+    # the report of that run, written by `grove report`, opened from disk with every network request refused
+    report = tmp_path / "report.html"
+    env = dict(os.environ, GROVE_HOME=str(grove_home))
+    subprocess.run([str(REPO / ".venv" / "bin" / "grove"), "report", run_id, "-o", str(report)], cwd=REPO, env=env,
+                   check=True, timeout=120)
+    assert '<script src="http' not in report.read_text()
+    offline = pg.context.browser.new_context()
+    rp = offline.new_page()
+    asked: list[str] = []
+    rp.route(re.compile(r"^https?://"), lambda route: (asked.append(route.request.url), route.abort()))
+    rp.goto(report.as_uri())
+    rp.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
+    assert rp.locator(".js-plotly-plot .scatterlayer .points path").count() > 0
+    assert not asked, asked
+    rp.screenshot(path=str(SHOTS / "9-report.png"), full_page=False)
+    offline.close()
+
+    # Chat: the int4 ONNX candidate, an answer streamed with its adapter on, then with it off
+    goto(pg, "Chat")
+    choose(pg, "Candidate", "ONNX")
+    chat = pg.locator('[data-testid="stChatInput"] textarea')
+    for adapter in ("adapter", "none"):
+        choose(pg, "Adapter", adapter)
+        chat.fill("What should I see in Lisbon?")
+        chat.press("Enter")
+        idle(pg, timeout=240_000)
+        no_exception(pg, f"Chat ({adapter})")
+        answers = pg.locator('[data-testid="stChatMessage"]').filter(
+            has=pg.locator('[data-testid="stChatMessageAvatarAssistant"]'))
+        assert answers.count() == 1, f"{answers.count()} answers with adapter {adapter}"
+        said = answers.last.inner_text()  # the streamed text, then its timing caption
+        assert "first token" in said and f"· {adapter}" in said and said.split("first token")[0].strip(), said
+    shot(pg, "10-chat")

@@ -133,3 +133,90 @@ def ui_home_like(fresh_home):
          "fingerprint_id": "fp1", "path": "/m2"},
     ])
     return reg, run["id"]
+
+
+# -- Compare's columns: the registry read, the front, the goal marks, the table and the chart sample ------------------
+def test_compare_columns_keep_the_runs_order_and_the_opened_candidate_reads_its_whole_row(fresh_home):
+    from engine.runs.registry import Registry
+    from engine.views import comparison
+
+    reg = Registry()
+    runs = [reg.create_run(spec_json="{}", spec_hash=f"h{k}", name=f"run {k}", olive_config="{}", gpus_wanted=0)
+            for k in range(2)]
+    for k, run in enumerate(runs):
+        reg.upsert_candidates(run["id"], [
+            {"model_id": f"m{k}{i}", "pass_chain": ["lora", "mb"][: i + 1], "pass_params": {"lora": {"r": 8 * (i + 1)}},
+             "metrics": {"rouge_l": 0.1 * i + k, "decode_tps": float("nan") if i else 50.0}, "size_bytes": 2_000_000,
+             "adapter_path": f"/a/{k}/adapter_weights.onnx_adapter" if i else None}
+            for i in range(2)])  # fmt: skip
+    reg.upsert_candidates(runs[0]["id"], [{"model_id": "bare", "pass_chain": []}])  # never measured
+    cols = reg.compare_columns([runs[1]["id"], runs[0]["id"]])
+    assert cols["run"] == [0, 0, 1, 1, 1]  # the runs in the order asked for
+    assert cols["metrics"][0] == {"rouge_l": 1.0, "decode_tps": 50.0} and cols["metrics"][-1] == {}
+    assert json.loads(cols["pass_chain"][1]) == ["lora", "mb"] and "pass_params" not in cols  # read for the points drawn
+    assert json.loads(reg.pass_params([cols["id"][0]])[cols["id"][0]]) == {"lora": {"r": 8}}
+    cmp = comparison.Comparison.read(reg, [runs[1]["id"], runs[0]["id"]], {r["id"]: r["name"] for r in runs})
+    assert cmp.metric_names == ["decode_tps", "rouge_l"] and cmp.fingerprint_counts() == {"unknown": 4}
+    df = comparison.table(cmp, comparison.pareto(cmp, "decode_tps", "rouge_l"), *comparison.goals(cmp, {})[1:])
+    assert list(df.columns) == ["id", "run", "pass chain", "adapter", "decode_tps", "rouge_l", "size_mb", "goals met",
+                                "Olive's best", "Pareto"]
+    assert list(df["pass chain"]) == ["lora", "lora > mb", "lora", "lora > mb", "(input)"]
+    assert list(df["adapter"])[:2] == ["—", "adapter_weights.onnx_adapter"] and list(df["size_mb"])[:2] == [2.0, 2.0]
+    assert list(df["Pareto"]) == [True, True, False, True, False]  # NaN speed: beaten by nothing, beats nothing
+    opened = reg.candidates_by_id([int(df["id"][1])])[int(df["id"][1])]
+    assert opened["pass_params"] == {"lora": {"r": 16}} and opened["model_id"] == "m11"
+
+
+def test_columnar_goal_marks_follow_compare_meets_row_by_row():
+    """comparison.goals marks every candidate as compare.meets does (met, missed, undecided), goal order included."""
+    import random
+
+    from engine.views import comparison
+
+    rnd = random.Random(3)
+    goal_sets = [
+        {},
+        {"rouge_l": {"type": "threshold", "value": 0.5}},
+        {"rouge_l": {"type": "max-degradation", "value": 0.1}, "decode_tps": {"type": "threshold", "value": 40}},
+        {"decode_tps": {"type": "threshold", "value": 40}, "loss": {"type": "min-improvement", "value": 0.2}},
+    ]
+    values = [0.0, 0.4, 0.6, 30.0, 50.0, float("nan"), float("inf"), None, "n/a"]
+    for trial in range(200):
+        cands = []
+        for r in range(3):
+            for i in range(rnd.randint(0, 6)):
+                m = {k: rnd.choice(values) for k in ("rouge_l", "decode_tps", "loss") if rnd.random() < 0.8}
+                cands.append({"id": len(cands), "run_id": f"r{r}", "pass_chain": ["lora"] if i or rnd.random() < 0.3 else [],
+                              "metrics": m, "goals_met": rnd.random() < 0.5})  # fmt: skip
+        specs = {f"r{r}": json.dumps({"evaluation": {"metrics": [
+            {"name": k, "priority": n + 1, "goal": g} for n, (k, g) in enumerate(rnd.choice(goal_sets).items())]}})
+            for r in range(3)}  # fmt: skip
+        bounds, met, decided = comparison.goals(comparison.Comparison.from_candidates(cands), specs)
+        for i, c in enumerate(cands):
+            want = compare.meets(c["metrics"], bounds[c["run_id"]])
+            assert (bool(met[i]) if decided[i] else None) == want, (trial, c, bounds[c["run_id"]])
+
+
+def test_the_chart_sample_keeps_the_whole_front_and_100000_candidates_stay_fast():
+    import random
+    import time
+
+    import numpy as np
+
+    from engine.views import comparison
+
+    rnd = random.Random(0)
+    cands = [{"id": i, "run_id": f"r{i % 50}", "pass_chain": ["lora"], "metrics": {
+        "decode_tps": rnd.uniform(10, 100), "rouge_l": rnd.random(), "size_mb": rnd.uniform(1, 50)}}
+        for i in range(100_000)]  # fmt: skip
+    cmp = comparison.Comparison.from_candidates(cands)
+    t = time.perf_counter()
+    front = comparison.pareto(cmp, "decode_tps", "rouge_l")
+    _, met, decided = comparison.goals(cmp, {})
+    df = comparison.table(cmp, front, met, decided)
+    pts, sampled = comparison.chart_points(cmp, "decode_tps", "rouge_l", front, 2000)
+    elapsed = time.perf_counter() - t
+    assert set(np.flatnonzero(front)) == compare.pareto(cands, "decode_tps", "rouge_l")
+    assert sampled and len(pts) == 2000 and set(np.flatnonzero(front)) <= set(pts) and list(pts) == sorted(pts)
+    assert len(df) == 100_000 and int(df["Pareto"].sum()) == int(front.sum())
+    assert elapsed < 5.0, f"front, goal marks, table and chart sample of 100,000 candidates took {elapsed:.2f} s"
