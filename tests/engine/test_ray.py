@@ -46,11 +46,12 @@ def cluster(demo, grove_home):
     """Head (1 CPU, resource head) and node2 (1 CPU, resource node2); the test process connects as the driver."""
     from engine.runs import ray_executor as rx
 
-    port = _free_port()
-    head = rx.start_node(head=True, port=port, num_cpus=1, num_gpus=0, resources={"head": 1}, object_store_mb=80)
+    port, client_port = _free_port(), _free_port()
+    head = rx.start_node(head=True, port=port, num_cpus=1, num_gpus=0, resources={"head": 1}, object_store_mb=80,
+                         client_port=client_port)
     node2 = rx.start_node(head=False, addr=f"127.0.0.1:{port}", num_cpus=1, num_gpus=0, resources={"node2": 1},
                           object_store_mb=80)
-    nodes = {"head": head, "node2": node2, "address": f"127.0.0.1:{port}"}
+    nodes = {"head": head, "node2": node2, "address": f"127.0.0.1:{port}", "client": f"ray://127.0.0.1:{client_port}"}
     try:
         rx.connect(nodes["address"])
         wait_for(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2, 120, step=0.5)
@@ -215,6 +216,30 @@ def test_worker_restart_with_a_run_in_flight_adopts_it(cluster):
                 p.send_signal(signal.SIGTERM)
                 p.wait(timeout=30)
         log.close()
+
+
+def test_a_worker_reaching_the_cluster_through_ray_client(cluster):
+    """GROVE_RAY_ADDRESS=ray://host:port (Ray Client, as from a laptop outside the cluster): the worker, in its own
+    process, places the run on node2, and the run's events and candidates land in the head's registry."""
+    reg = Registry()
+    env = dict(os.environ, GROVE_EXECUTOR="ray", GROVE_RAY_ADDRESS=cluster["client"],
+               GROVE_RAY_RESOURCES=json.dumps({"node2": 1}), GROVE_POLL_S="0.2",
+               PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    log_path = Path(os.environ["GROVE_HOME"]) / "ray-client-worker.log"
+    with open(log_path, "ab") as log:
+        w = subprocess.Popen([sys.executable, "-m", "engine.runs.worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    run = service.submit(_spec(4, "ray: through ray://"))
+    try:
+        wait_for(lambda: reg.get_run(run["id"])["status"] in ("succeeded", "failed", "cancelled") or w.poll() is not None,
+                 400, step=0.5)
+        done = reg.get_run(run["id"])
+        assert done["status"] == "succeeded", (done["status"], done["error_message"], log_path.read_text()[-3000:])
+        assert _placed(reg, run["id"])["node_id"] == cluster["node_ids"]["node2"]
+        assert reg.events(run["id"], kinds=["train_step"]) and any(c["is_output"] for c in reg.candidates(run["id"]))
+    finally:
+        if w.poll() is None:
+            w.send_signal(signal.SIGTERM)
+            w.wait(timeout=30)
 
 
 def test_killing_the_second_node_fails_its_run_and_others_go_on(cluster):
