@@ -506,6 +506,11 @@ def start_node(*, head: bool, port: int = 6380, addr: str = "", num_cpus: Option
     if resources:
         cmd.append(f"--resources={json.dumps(resources)}")
     env = dict(os.environ, **OFFLINE_ENV)
+    if head:
+        # Every process the head starts resolves "localhost" to the loopback address, not the machine's: keep_loopback
+        # patches only the node's own interpreter, and Ray Client's per-client servers (ray://) are new interpreters
+        # that otherwise look for the GCS on the machine's address and time out.
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     # the node's processes (and so the runners they start) import this Grove
     env["PYTHONPATH"] = os.pathsep.join([str(paths.REPO_ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
     paths.home().mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,10 @@ def cluster(demo, grove_home):
         nodes.update(node_ids=node_ids)
         yield nodes
     finally:
+        # a failed test must not leave its runs queued for the next module's workers (they share the registry)
+        for r in Registry().list_runs():
+            if r["name"].startswith("ray:") and r["status"] in ("queued", "running"):
+                service.cancel(r["id"])
         ray.shutdown()
         rx.stop_node(node2)
         rx.stop_node(head)
@@ -236,10 +240,13 @@ def test_a_worker_reaching_the_cluster_through_ray_client(cluster):
         assert done["status"] == "succeeded", (done["status"], done["error_message"], log_path.read_text()[-3000:])
         assert _placed(reg, run["id"])["node_id"] == cluster["node_ids"]["node2"]
         assert reg.events(run["id"], kinds=["train_step"]) and any(c["is_output"] for c in reg.candidates(run["id"]))
+        wait_for(lambda: not _actor_exists("grove-run-" + run["id"]), 60, step=0.3)  # node2's CPU is free again
     finally:
         if w.poll() is None:
             w.send_signal(signal.SIGTERM)
             w.wait(timeout=30)
+        if reg.get_run(run["id"])["status"] == "queued":  # never left for the next test's workers to claim
+            service.cancel(run["id"])
 
 
 def test_killing_the_second_node_fails_its_run_and_others_go_on(cluster):
