@@ -246,9 +246,8 @@ def key_text(r: dict[str, Any], ds: DatasetSpec) -> str:
     return " ".join(str(r.get(col, "")).lower().split())
 
 
-def _with_messages(r: dict[str, Any], ds: DatasetSpec) -> dict[str, Any]:
-    if not ds.chat_template:
-        return r
+def messages_of(r: dict[str, Any], ds: DatasetSpec) -> list[dict[str, str]]:
+    """One (mapped) row as a conversation: the dataset's system prompt, the user turn, the assistant turn."""
     msgs = []
     if ds.system_prompt:
         msgs.append({"role": "system", "content": ds.system_prompt})
@@ -256,7 +255,11 @@ def _with_messages(r: dict[str, Any], ds: DatasetSpec) -> dict[str, Any]:
         {"role": "user", "content": str(r[ds.prompt_column])},
         {"role": "assistant", "content": str(r[ds.response_column])},
     ]
-    return {**r, "messages": msgs}
+    return msgs
+
+
+def _with_messages(r: dict[str, Any], ds: DatasetSpec) -> dict[str, Any]:
+    return {**r, "messages": messages_of(r, ds)} if ds.chat_template else r
 
 
 def dataset_key(ds: DatasetSpec) -> str:

@@ -91,36 +91,45 @@ _TOKEN_CHECKS: dict[tuple[Any, ...], dict[str, Any]] = {}
 _TOKEN_LOCK = threading.Lock()
 
 
-def token_check(folder: Path, wait: bool = False) -> dict[str, Any] | None:
-    """engine.models.tokens' check (transformers vs onnxruntime-genai token ids) in a child process, so the UI process
-    never imports either; reused while the folder's tokenizer files are unchanged. Started in the background: None
-    while it runs (``wait`` blocks until it is done)."""
-    key = tokens._signature(folder)
+def _in_child(store: dict[tuple[Any, ...], dict[str, Any]], key: tuple[Any, ...], args: list[str], *,
+              stdin: str | None = None, failed: dict[str, Any], extra: dict[str, Any] | None = None,
+              wait: bool = False) -> dict[str, Any] | None:
+    """``python -m engine.models.tokens ARGS`` in a child process on a background thread, its JSON answer kept in
+    ``store`` under ``key`` (``failed`` plus the error when it could not run; ``extra`` added to either). None while
+    it runs; ``wait`` blocks until it is done."""
 
     def work() -> None:
         try:
-            p = subprocess.run([sys.executable, "-m", "engine.models.tokens", str(folder), "--json"],
+            p = subprocess.run([sys.executable, "-m", "engine.models.tokens", *args], input=stdin,
                                capture_output=True, text=True, timeout=300)
             result = json.loads(p.stdout)
         except (OSError, ValueError, subprocess.TimeoutExpired) as e:
-            result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            result = {**failed, "error": f"{type(e).__name__}: {e}"}
+        result.update(extra or {})
         with _TOKEN_LOCK:
-            _TOKEN_CHECKS[key] = result
+            store[key] = result
 
     with _TOKEN_LOCK:
-        started = key in _TOKEN_CHECKS
+        started = key in store
         if not started:
-            _TOKEN_CHECKS[key] = {"running": True}
+            store[key] = {"running": True}
     if not started:
-        t = threading.Thread(target=work, name="grove-token-check", daemon=True)
+        t = threading.Thread(target=work, name="grove-tokens", daemon=True)
         t.start()
         if wait:
             t.join()
     elif wait:
-        while _TOKEN_CHECKS[key].get("running"):
+        while store[key].get("running"):
             threading.Event().wait(0.2)
-    r = _TOKEN_CHECKS[key]
+    r = store[key]
     return None if r.get("running") else r
+
+
+def token_check(folder: Path, wait: bool = False) -> dict[str, Any] | None:
+    """engine.models.tokens' check (transformers vs onnxruntime-genai token ids) in a child process, so the UI process
+    never imports either; reused while the folder's tokenizer files are unchanged. Started in the background: None
+    while it runs (``wait`` blocks until it is done)."""
+    return _in_child(_TOKEN_CHECKS, tokens._signature(folder), [str(folder), "--json"], failed={"ok": False}, wait=wait)
 
 
 _ROUND_TRIPS: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -141,11 +150,7 @@ def _first_example(ds_dict: dict[str, Any], folder: Path) -> str | None:
         return None
     if ds.prompt_column not in row or ds.response_column not in row:
         return None
-    messages = ([{"role": "system", "content": ds.system_prompt}] if ds.system_prompt else []) + [
-        {"role": "user", "content": str(row[ds.prompt_column])},
-        {"role": "assistant", "content": str(row[ds.response_column])},
-    ]
-    return json.dumps({"train_text": train_text, "messages": messages}, ensure_ascii=False)
+    return json.dumps({"train_text": train_text, "messages": prepare.messages_of(row, ds)}, ensure_ascii=False)
 
 
 def round_trip(draft: dict[str, Any], wait: bool = False) -> dict[str, Any] | None:
@@ -166,40 +171,15 @@ def round_trip(draft: dict[str, Any], wait: bool = False) -> dict[str, Any] | No
         st_ = src.stat()
     except OSError:
         return {}
-    ex_key = (json.dumps(ds_dict, sort_keys=True, default=str), st_.st_size, st_.st_mtime_ns, tokens._signature(folder))
+    sig = tokens._signature(folder)
+    ex_key = (json.dumps(ds_dict, sort_keys=True, default=str), st_.st_size, st_.st_mtime_ns, sig)
     if ex_key not in _EXAMPLES:  # read and render the first example once per file and settings, not per page run
         _EXAMPLES[ex_key] = _first_example(ds_dict, folder)
     req = _EXAMPLES[ex_key]
     if req is None:
         return {}
-    messages = json.loads(req)["messages"]
-    key = (tokens._signature(folder), req)
-
-    def work() -> None:
-        try:
-            p = subprocess.run([sys.executable, "-m", "engine.models.tokens", str(folder), "--round-trip"],
-                               input=req, capture_output=True, text=True, timeout=300)
-            result = json.loads(p.stdout)
-        except (OSError, ValueError, subprocess.TimeoutExpired) as e:
-            result = {"error": f"{type(e).__name__}: {e}"}
-        result["example"] = messages
-        with _TOKEN_LOCK:
-            _ROUND_TRIPS[key] = result
-
-    with _TOKEN_LOCK:
-        started = key in _ROUND_TRIPS
-        if not started:
-            _ROUND_TRIPS[key] = {"running": True}
-    if not started:
-        t = threading.Thread(target=work, name="grove-round-trip", daemon=True)
-        t.start()
-        if wait:
-            t.join()
-    elif wait:
-        while _ROUND_TRIPS[key].get("running"):
-            threading.Event().wait(0.2)
-    r = _ROUND_TRIPS[key]
-    return None if r.get("running") else r
+    return _in_child(_ROUND_TRIPS, (sig, req), [str(folder), "--round-trip"], stdin=req, failed={},
+                     extra={"example": json.loads(req)["messages"]}, wait=wait)
 
 
 def _round_trip_findings(draft: dict[str, Any]) -> list[dict[str, str]]:
