@@ -52,6 +52,7 @@ ACTOR_PREFIX = "grove-run-"
 HOME_TOKEN = ".grove-home-token"
 HEARTBEAT_S = float(os.environ.get("GROVE_HEARTBEAT_S", "1.0"))
 LOST_HEARTBEATS = int(os.environ.get("GROVE_RAY_LOST_HEARTBEATS", "3"))
+CLIENT_CONNECT_TRIES = 3
 OFFLINE_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
 
 
@@ -69,8 +70,20 @@ def connect(addr: Optional[str] = None) -> Any:
         keep_loopback()
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=addr, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+    tries = CLIENT_CONNECT_TRIES if addr.startswith("ray://") else 1
+    for attempt in range(1, tries + 1):
+        if ray.is_initialized():
+            break
+        try:
+            ray.init(address=addr, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+        except ConnectionError as e:
+            # Ray Client: the head starts a server process for each client; one that dies while starting (Ray's
+            # proxier then reports its own race, "psutil.ZombieProcess", as the reason) fails only this connection.
+            if attempt == tries:
+                raise
+            log.warning("Ray Client connection to %s failed (try %d of %d), trying again: %s", addr, attempt, tries,
+                        (str(e).strip().splitlines() or [type(e).__name__])[-1][:300])
+            time.sleep(2.0 * attempt)
     return ray
 
 

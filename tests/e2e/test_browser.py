@@ -108,9 +108,17 @@ def page(grove: str):
 
 # -- helpers ----------------------------------------------------------------------------------------------------
 def idle(pg, timeout: float = 90_000) -> None:
-    """Wait until the script run the last action started has finished."""
+    """Wait until the script run the last action started has finished, and no rerun follows it: between a run that
+    ends in ``st.rerun()`` and the next, the app reads "notRunning" for a moment while the page still shows the old
+    run's elements below the new run's first ones. Idle means "notRunning" seen twice, 0.5 s apart."""
     time.sleep(0.3)
-    pg.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+    done = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        pg.wait_for_selector(done, timeout=max(1.0, deadline - time.monotonic()) * 1000)
+        time.sleep(0.5)
+        if pg.locator(done).count() or time.monotonic() > deadline:
+            break
     time.sleep(0.2)
 
 
@@ -195,6 +203,7 @@ def test_a_new_user_runs_the_lab_recipe_on_the_demo(page, grove_home: Path):
     assert "travel_sample.jsonl" in main_text(pg)
     pg.get_by_role("button", name="Apply recipe").click()
     idle(pg)
+    pg.get_by_text("3. ExtractAdapters").first.wait_for()
     body = main_text(pg)
     assert "1. LoRA" in body and "2. ModelBuilder" in body and "3. ExtractAdapters" in body
     # evaluation on, small: Compare and Chat below use this run's measured candidates
