@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from engine.evaluate.evaluator import evaluate_cached
+from engine.evaluate.evaluator import eval_key, evaluate_cached
 from engine.evaluate.fingerprint import fingerprint, fingerprint_id
 from engine.olive import config as olive_config
 from engine.runs.relay import open_registry
@@ -51,6 +51,31 @@ def missing(cands: list[dict[str, Any]], intermediates: bool = True) -> list[tup
     return [t for t in todo if t[2] not in have]
 
 
+def _adapter_of(c: dict[str, Any]) -> Optional[str]:
+    """The adapter an evaluation of this candidate was keyed with (engine.evaluate.olive_metric.locate)."""
+    return c.get("adapter_path") if _pytorch(c) else ("adapter_weights" if _onnx_adapter(c["path"]) else None)
+
+
+def _join_cached(run_id: str, cands: list[dict[str, Any]], cfg: EvalConfig, reg: Any) -> None:
+    """Candidates Olive gave numbers from its own evaluation cache (the same input model in every run on it, a pass
+    reused from an earlier run) never called Grove's metric in this run, so the runner found no evaluation of theirs
+    to join. Their evaluation record is the one with this run's settings: join it by key (the same folder, adapter
+    and fingerprint), which brings the fingerprint, failed metrics and kept examples."""
+    for c in cands:
+        if not c.get("metrics") or c.get("eval_key") or not c.get("path") or not Path(c["path"]).exists():
+            continue
+        adapter = _adapter_of(c)
+        key = eval_key(c["path"], adapter, cfg)
+        rec = reg.get_evaluation(key)
+        if rec is None:
+            continue
+        c.update(fingerprint_id=rec["fingerprint_id"], failed=rec["failed"] or {}, eval_key=key)
+        reg.upsert_candidates(run_id, [{"model_id": c["model_id"], "created_at": c.get("created_at"),
+                                        "fingerprint_id": rec["fingerprint_id"], "failed": rec["failed"] or {},
+                                        "eval_key": key}])
+        reg.link_evaluation(run_id, c["path"], key, adapter)
+
+
 def evaluate_run(run_id: str, reg: Any = None) -> int:
     """Measure the run's candidates that have no numbers yet; returns how many were recorded."""
     reg = reg or open_registry()
@@ -65,11 +90,13 @@ def evaluate_run(run_id: str, reg: Any = None) -> int:
     except ValueError:
         spec_ev = {}
     done = 0
+    _join_cached(run_id, cands, cfg, reg)
     for c, adapter, model_id in missing(cands, spec_ev.get("evaluate_intermediate_models", True)):
-        res = evaluate_cached(c["path"], cfg, adapter=adapter, reg=reg)
+        res = evaluate_cached(c["path"], cfg, adapter=adapter, reg=reg, run_id=run_id)
         row = {k: c[k] for k in ("model_id", "parent_model_id", "from_pass", "pass_chain", "pass_params", "path",
                                  "model_type", "size_bytes", "is_output") if k in c}
         row.update(model_id=model_id, metrics=res.metrics, failed=res.failed, fingerprint_id=fid, pareto=0,
+                   eval_key=eval_key(c["path"], adapter, cfg),
                    adapter_path=c.get("adapter_path") if adapter else None)
         if model_id != c["model_id"]:  # the same files, measured with the adapter switched off
             row["from_pass"] = f"{c.get('from_pass') or ''} (adapter off)"

@@ -443,7 +443,7 @@ def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] 
     key = eval_key(model_path, adapter, cfg)
     hit = reg.get_evaluation(key)
     if run_id:
-        reg.link_evaluation(run_id, model_path, key)
+        reg.link_evaluation(run_id, model_path, key, adapter)
     if hit:
         r = EvalResult(**{k: hit[k] for k in ("model_path", "adapter", "form", "metrics", "failed", "samples", "fingerprint", "seconds")})
         r.reused = True
@@ -451,7 +451,7 @@ def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] 
     r = evaluate_in_subprocess(model_path, cfg, adapter=adapter, timeout=timeout) if subprocess_ else evaluate(model_path, cfg, adapter=adapter)
     reg.save_evaluation(key, r.to_json(), fingerprint_id(r.fingerprint))
     if run_id:
-        reg.link_evaluation(run_id, model_path, key)
+        reg.link_evaluation(run_id, model_path, key, adapter)
     return r
 
 

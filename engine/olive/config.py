@@ -281,6 +281,13 @@ def output_dir(config: str | dict[str, Any] | None) -> Optional[Path]:
     return Path(p) if p else None
 
 
+def input_model(config: str | dict[str, Any] | None) -> dict[str, Any]:
+    """The workflow's input model as a footprint node describes a model: {"type": ..., "config": {"model_path": ...}}
+    (Olive's footprint leaves the input model's own description out)."""
+    m = parse(config).get("input_model") or {}
+    return {"type": m.get("type"), "config": {"model_path": m.get("model_path")}} if m else {}
+
+
 def planned_passes(config: str | dict[str, Any] | None) -> list[str]:
     """The workflow's pass names, in order."""
     return list(parse(config).get("passes") or {})

@@ -25,11 +25,13 @@ def _metric_values(node: dict[str, Any]) -> tuple[dict[str, float], Optional[boo
     return values, (m.get("if_goals_met") if m else None)
 
 
-def candidates_from_footprint(fp: dict[str, Any], output_dir: Path, best_ids: set[str]) -> list[dict[str, Any]]:
-    """Every model the workflow produced (and the input model when it was evaluated), with its pass chain."""
+def candidates_from_footprint(fp: dict[str, Any], output_dir: Path, best_ids: set[str],
+                              input_model: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+    """Every model the workflow produced (and the input model when it was evaluated), with its pass chain.
+    ``input_model`` (``config.input_model``) describes the input model, which Olive's footprint leaves blank."""
     out = []
     for mid, node in fp.items():
-        mc = node.get("model_config_data") or {}
+        mc = node.get("model_config_data") or ((input_model or {}) if not node.get("from_pass") else {})
         if mc.get("is_pruned"):
             continue
         metrics, goals_met = _metric_values(node)
@@ -40,7 +42,7 @@ def candidates_from_footprint(fp: dict[str, Any], output_dir: Path, best_ids: se
             chain.append(cur["from_pass"])
             cur = fp.get(cur.get("parent_model_id") or "")
         chain.reverse()
-        path = eval_path = model_path_of(node)
+        path = eval_path = (mc.get("config") or {}).get("model_path")
         cfg = mc.get("config") or {}
         is_output = mid in best_ids
         if is_output and (output_dir / "model.onnx").exists():

@@ -27,7 +27,7 @@ import sqlite_utils
 from engine import paths
 from engine.errors import RunNotFound, RunStateError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 TRANSITIONS = {
@@ -148,7 +148,14 @@ def _migrate_4(db: sqlite_utils.Database) -> None:
     db["notices"].create_index(["kind", "ts"])
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}
+def _migrate_5(db: sqlite_utils.Database) -> None:
+    """A run's evaluations by model folder *and adapter*: a base model and the same folder with a LoRA adapter are two
+    evaluations (the second overwrote the first's link, so one of the two candidates lost its fingerprint)."""
+    db["run_evaluations"].add_column("adapter", str, not_null_default="")
+    db["run_evaluations"].transform(pk=("run_id", "model_path", "adapter"))
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5}
 
 
 class Registry:
@@ -421,18 +428,19 @@ class Registry:
                 "order by (stage = 'succeeded (reused)'), finished_at desc limit 1", [spec_hash, exclude]))
         return rows[0] if rows else None
 
-    def link_evaluation(self, run_id: str, model_path: str, key: str) -> None:
-        """Record that run ``run_id`` evaluated the model in ``model_path`` as evaluation ``key``."""
+    def link_evaluation(self, run_id: str, model_path: str, key: str, adapter: Optional[str] = None) -> None:
+        """Record that run ``run_id`` evaluated the model in ``model_path`` (with ``adapter``) as evaluation ``key``."""
         with self.tx() as db:
-            db["run_evaluations"].upsert({"run_id": run_id, "model_path": str(model_path), "key": key}, pk=("run_id", "model_path"))
+            db["run_evaluations"].upsert({"run_id": run_id, "model_path": str(model_path), "adapter": adapter or "",
+                                          "key": key}, pk=("run_id", "model_path", "adapter"))
 
-    def run_evaluations(self, run_id: str) -> dict[str, dict[str, Any]]:
-        """The evaluations a run's workflow asked for, by model folder."""
+    def run_evaluations(self, run_id: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """The evaluations a run's workflow asked for, by (model folder, adapter or "")."""
         with self.db() as db:
             rows = db.query(
-                "select l.model_path as folder, e.key, e.fingerprint_id, e.failed from run_evaluations l "
+                "select l.model_path as folder, l.adapter, e.key, e.fingerprint_id, e.failed from run_evaluations l "
                 "join evaluations e on e.key = l.key where l.run_id = ?", [run_id])
-            return {r["folder"]: {**r, "failed": json.loads(r["failed"] or "null")} for r in rows}
+            return {(r["folder"], r["adapter"] or ""): {**r, "failed": json.loads(r["failed"] or "null")} for r in rows}
 
     def fingerprints(self, ids: Optional[list[str]] = None) -> dict[str, dict[str, Any]]:
         """Evaluation fingerprints by id (what each candidate's numbers were measured with)."""

@@ -45,12 +45,17 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 
 def attach_evaluations(cands: list[dict[str, Any]], run_id: str, reg: Registry) -> None:
-    """Failed metrics (with reasons), the evaluation record and its fingerprint, joined on the model folder that
-    the run's evaluator recorded (engine.evaluate.olive_metric links each evaluation to the run)."""
+    """Failed metrics (with reasons), the evaluation record and its fingerprint, joined on the model folder and
+    adapter that the run's evaluator recorded (engine.evaluate.olive_metric.locate, linked to the run)."""
     evals = reg.run_evaluations(run_id)
     for c in cands:
         p = Path(c["_eval_path"] or c["path"] or "")
-        rec = evals.get(str(p.parent if p.is_file() else p)) if c["metrics"] else None
+        folder = p.parent if p.is_file() else p
+        if str(c.get("model_type") or "").lower().startswith(("hf", "pytorch")):
+            adapter = c.get("adapter_path") or ""
+        else:
+            adapter = "adapter_weights" if (folder / "adapter_weights.onnx_adapter").is_file() else ""
+        rec = evals.get((str(folder), adapter)) if c["metrics"] else None
         if rec:
             c["fingerprint_id"] = rec["fingerprint_id"]
             c["failed"] = rec["failed"] or {}
@@ -114,7 +119,7 @@ def run(run_id: str) -> int:
         fp = json.loads(fp_path.read_text()) if fp_path.exists() else {}
         best = wf.get_best_candidate() if wf is not None and wf.has_output_model() else None
         best_ids = {best.model_id} if best is not None else final_model_ids(output_dir / "output_footprint.json")
-        cands = candidates_from_footprint(fp, output_dir, best_ids)
+        cands = candidates_from_footprint(fp, output_dir, best_ids, olive_config.input_model(config))
         attach_evaluations(cands, run_id, reg)
         for c in cands:
             del c["_eval_path"]

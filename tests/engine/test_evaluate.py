@@ -141,3 +141,33 @@ def test_intermediate_models_can_be_left_unmeasured(tmp_path):
              {"model_id": "m2", "path": str(out), "model_type": "onnxmodel", "is_output": 1, "metrics": {"loss": 1.0}}]
     assert [t[2] for t in missing(cands)] == ["m1", "m2" + NO_ADAPTER_SUFFIX]
     assert [t[2] for t in missing(cands, intermediates=False)] == ["m2" + NO_ADAPTER_SUFFIX]
+
+
+def test_every_measured_candidate_of_two_lab_runs_carries_its_own_evaluation(demo):
+    """Two lab runs on one model with one evaluation setting: every measured candidate, including the second run's
+    input model whose numbers Olive takes from its own cache, carries its evaluation (fingerprint and kept examples),
+    the base and the same folder with the LoRA adapter are two evaluations, and Compare calls them comparable."""
+    from engine.runs import submit as service
+    from engine.spec import recipes
+    from engine.spec.schema import parse_spec
+
+    from .helpers import run_to_end
+
+    runs = []
+    for steps in (3, 4):
+        d = recipes.lab_recipe(demo["model"], demo["dataset"], name=f"evaluations joined {steps}", max_steps=steps)
+        d["evaluation"] = {"enabled": True, "max_eval_samples": 4, "prompt_length": 32, "generation_length": 8,
+                           "repeats": 1, "metrics": [{"name": "rouge_l", "priority": 1}, {"name": "decode_tps", "priority": 2}]}
+        done = run_to_end(service.submit(parse_spec(d))["id"], timeout=600)
+        assert done["status"] == "succeeded", done["error_message"]
+        runs.append(Registry().candidates(done["id"]))
+    for cands in runs:
+        measured = [c for c in cands if c["metrics"]]
+        assert {c["from_pass"] for c in measured} >= {"input", "lora", "extractadapters"}
+        assert all(c["fingerprint_id"] and c["eval_key"] for c in measured), [(c["from_pass"], c["eval_key"]) for c in measured]
+        assert len({c["eval_key"] for c in measured}) == len(measured)  # base and base + LoRA are not one evaluation
+        assert Registry().get_evaluation(next(c["eval_key"] for c in measured if c["from_pass"] == "lora"))["adapter"]
+    first_input, second_input = (next(c for c in cands if c["from_pass"] == "input") for cands in runs)
+    assert second_input["eval_key"] == first_input["eval_key"] and second_input["path"] == demo["model"]
+    everything = runs[0] + runs[1]
+    assert comparability(everything, Registry().fingerprints()) == (True, "")

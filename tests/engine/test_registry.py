@@ -29,6 +29,27 @@ def test_newer_schema_is_refused_not_touched(fresh_home):
         Registry()
 
 
+def test_a_registry_of_the_previous_schema_is_upgraded_and_keeps_its_rows(fresh_home):
+    """Schema 4 -> 5: a run's evaluation links gain the adapter; links written before keep working (adapter "")."""
+    import sqlite_utils
+
+    fresh_home.mkdir(parents=True)
+    path = fresh_home / "grove.db"
+    db = sqlite_utils.Database(path)
+    for v in range(1, 5):
+        registry_mod.MIGRATIONS[v](db)
+    db.conn.execute("PRAGMA user_version=4")
+    db["evaluations"].insert({"key": "k1", "model_path": "/m", "fingerprint_id": "f1", "failed": "{}"})
+    db["run_evaluations"].insert({"run_id": "r1", "model_path": "/m", "key": "k1"})
+    db.conn.commit()
+    db.conn.close()
+    reg = Registry(path)
+    assert reg.schema_version() == 5
+    assert reg.run_evaluations("r1")[("/m", "")]["key"] == "k1"
+    reg.link_evaluation("r1", "/m", "k1", adapter="/m/adapter")  # the same folder with an adapter: a second link
+    assert set(reg.run_evaluations("r1")) == {("/m", ""), ("/m", "/m/adapter")}
+
+
 def test_state_machine(fresh_home):
     reg = Registry()
     r = fake_run(reg, "ok")
