@@ -53,6 +53,8 @@ HOME_TOKEN = ".grove-home-token"
 HEARTBEAT_S = float(os.environ.get("GROVE_HEARTBEAT_S", "1.0"))
 LOST_HEARTBEATS = int(os.environ.get("GROVE_RAY_LOST_HEARTBEATS", "3"))
 CLIENT_CONNECT_TRIES = 3
+ORPHAN_AFTER_S = 10.0  # a run's host actor still alive this long after the run ended is an orphan
+ORPHAN_EVERY_S = 5.0
 OFFLINE_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
 
 
@@ -361,6 +363,7 @@ class RayExecutor:
         self.slots = RaySlots(self)
         self._token = home_token()
         self._host_cls = self.ray.remote(RunHost)
+        self._orphans_at = -ORPHAN_EVERY_S
 
     # -- the seam ----------------------------------------------------------------------------------------
     def launch(self, run: dict[str, Any], gpus: list[int]) -> RayHandle:
@@ -450,6 +453,40 @@ class RayExecutor:
             h.info, h.pid = info, info["pid"]
         self.handles[run["id"]] = h
         return h
+
+    def release_orphans(self, older_than_s: float = ORPHAN_AFTER_S) -> list[str]:
+        """Kill the host actors of runs that ended more than ``older_than_s`` ago: a worker that stopped in the
+        seconds between a run's end and its runner's exit never released that actor, and a detached actor would
+        hold its CPUs and GPUs for good. Returns the run ids released (called from the worker's sweep)."""
+        if time.monotonic() - self._orphans_at < ORPHAN_EVERY_S:
+            return []
+        self._orphans_at = time.monotonic()
+        try:
+            named = self.ray.util.list_named_actors(all_namespaces=True)
+        except Exception as e:  # noqa: BLE001 - a sweep must not fail the tick for this
+            log.warning("could not list Ray's actors: %s", _first_line(e))
+            return []
+        ids = [a["name"][len(ACTOR_PREFIX):] for a in named
+               if a.get("namespace") == NAMESPACE and a.get("name", "").startswith(ACTOR_PREFIX)]
+        out = []
+        for run_id in ids:
+            if run_id in self.handles:
+                continue
+            try:
+                run = self.reg.get_run(run_id)
+            except Exception:  # noqa: BLE001 - a run this registry does not know (another Grove on the cluster)
+                continue
+            if run["status"] in ("queued", "running") or time.time() - (run.get("finished_at") or time.time()) < older_than_s:
+                continue
+            try:
+                actor = self.ray.get_actor(ACTOR_PREFIX + run_id, namespace=NAMESPACE)
+            except ValueError:
+                continue
+            self._kill(actor)
+            log.warning("released the Ray actor of run %s (%s %.0fs ago; its worker had stopped before releasing it)",
+                        run_id, run["status"], time.time() - run["finished_at"])
+            out.append(run_id)
+        return out
 
     # -- endings ---------------------------------------------------------------------------------------------
     def _placed(self, h: RayHandle, info: dict[str, Any]) -> None:

@@ -245,6 +245,9 @@ class Worker:
             if remote and time.time() - (full["heartbeat_at"] or 0) < 3 * run_beat_s():
                 continue  # its runner lives on another host and still beats: it ends its own run
             self._lost(full)
+        release = getattr(self.ex, "release_orphans", None)  # Ray: host actors no worker released
+        if release:
+            release()
 
     def _lost(self, full: dict[str, Any]) -> None:
         run_id = full["id"]

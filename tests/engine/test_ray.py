@@ -251,6 +251,31 @@ def test_a_worker_reaching_the_cluster_through_ray_client(cluster):
             service.cancel(run["id"])
 
 
+def test_a_host_actor_no_worker_released_is_released_by_the_next_worker(cluster):
+    """A worker that stops between a run's end and its runner's exit never releases the run's detached host actor,
+    which would hold node2's CPU for good; the next worker's sweep releases it once the run has been over a while."""
+    from engine.runs import ray_executor as rx
+
+    reg = Registry()
+    w = _worker(cluster, "node2")
+    w.start()
+    run = service.submit(_spec(5, "ray: host actor left behind"))
+    wait_for(lambda: reg.get_run(run["id"])["status"] in ("succeeded", "failed", "cancelled"), 400, w.tick, 0.2)
+    assert reg.get_run(run["id"])["status"] == "succeeded"
+    w.reg.worker_stopped(w.id)  # the worker stops here: it never sees the runner exit
+    name = "grove-run-" + run["id"]
+    time.sleep(3)
+    assert _actor_exists(name)  # nobody released it
+    w2 = _worker(cluster, "head")
+    w2.start()
+    took = wait_for(lambda: not _actor_exists(name), 60, w2.tick, 0.3)
+    ended = reg.get_run(run["id"])
+    assert ended["status"] == "succeeded" and time.time() - ended["finished_at"] >= rx.ORPHAN_AFTER_S
+    wait_for(lambda: not pid_alive(_placed(reg, run["id"])["pid"]), 30, step=0.2)  # nor is its runner left behind
+    print(f"orphaned host actor released {took:.1f}s after the next worker started")
+    w2.reg.worker_stopped(w2.id)
+
+
 def test_killing_the_second_node_fails_its_run_and_others_go_on(cluster):
     """Last: it kills node2. A long LoRA on node2 and another on the head; node2's Ray processes are killed."""
     from engine.runs import ray_executor as rx
