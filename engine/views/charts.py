@@ -16,6 +16,40 @@ def literal(text: Any) -> str:
     return html.escape(str(text), quote=False)
 
 
+# Parameters a user tells candidates apart by, shown first in a point's hover text.
+KEY_PARAMS = ("precision", "int4_block_size", "bits", "w_bit", "group_size", "q_group_size", "r", "alpha",
+              "lora_dropout", "training_args.max_steps", "training_args.learning_rate", "torch_dtype")
+
+
+def param_summary(text: str, limit: int = 6, per_line: int = 3) -> str:
+    """A pass's parameters (JSON text) as at most ``limit`` short ``name=value`` pairs for a hover label, the ones in
+    KEY_PARAMS first, nested settings one level deep; the whole set is on the candidate's panel."""
+    import json
+
+    try:
+        d = json.loads(text or "{}")
+    except ValueError:
+        return literal(str(text)[:120])
+    if not isinstance(d, dict):
+        return literal(str(d)[:120])
+    items: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            items += [(f"{k}.{kk}", vv) for kk, vv in v.items() if not isinstance(vv, (dict, list)) and vv not in (None, "")]
+        elif v not in (None, "", [], {}):
+            items.append((k, v))
+    rank = {k: n for n, k in enumerate(KEY_PARAMS)}
+    items.sort(key=lambda kv: rank.get(kv[0], len(rank)))
+    shown = []
+    for k, v in items[:limit]:
+        val = json.dumps(v, default=str) if not isinstance(v, str) else v
+        shown.append(f"{k}={val if len(val) <= 24 else val[:23] + '…'}")
+    lines = [" · ".join(shown[i:i + per_line]) for i in range(0, len(shown), per_line)]
+    if len(items) > limit:
+        lines.append(f"(+{len(items) - limit} more on the candidate's panel)")
+    return "<br>".join(literal(line) for line in lines)
+
+
 def pareto_figure(
     cmp: Any,
     size_mb: Any,
@@ -40,7 +74,7 @@ def pareto_figure(
     sizes = np.clip(np.sqrt(np.nan_to_num(np.asarray(size_mb, dtype=float)).clip(0)), 6.0, 40.0)
 
     def trace(ids: Any, name: str, **marker: Any) -> go.Scatter:
-        text = [literal(cmp.label(i)) + "<br>" + literal(hover.get(int(cmp.ids[i]), "{}")[:300]) for i in ids]
+        text = [literal(cmp.label(i)) + "<br>" + param_summary(hover.get(int(cmp.ids[i]), "{}")) for i in ids]
         return go.Scatter(
             x=xs[ids],
             y=ys[ids],

@@ -220,3 +220,28 @@ def test_the_chart_sample_keeps_the_whole_front_and_100000_candidates_stay_fast(
     assert sampled and len(pts) == 2000 and set(np.flatnonzero(front)) <= set(pts) and list(pts) == sorted(pts)
     assert len(df) == 100_000 and int(df["Pareto"].sum()) == int(front.sum())
     assert elapsed < 5.0, f"front, goal marks, table and chart sample of 100,000 candidates took {elapsed:.2f} s"
+
+
+def test_a_chart_point_hover_names_the_deciding_parameters_briefly_and_as_text():
+    """A point's hover label is the candidate, then at most six short name=value pairs (precision, block size, rank…
+    first), never the whole parameter JSON over the chart; Markup in a value shows as text."""
+    import json
+
+    import numpy as np
+
+    from engine.views import charts, comparison
+
+    params = {"target_modules": None, "torch_dtype": "float32", "ext_note": "<b>bold</b>" + "x" * 80,
+              "training_args": {"per_device_train_batch_size": 8, "max_steps": 16, "logging_steps": 5,
+                                "learning_rate": 0.002}, "alpha": 32, "r": 16, "lora_dropout": 0.05}
+    cands = [{"id": 7, "run_id": "r1", "pass_chain": ["lora"], "pass_params": params,
+              "metrics": {"decode_tps": 10.0, "rouge_l": 0.5, "size_mb": 3.0}}]
+    cmp = comparison.Comparison.from_candidates(cands)
+    front = comparison.pareto(cmp, "decode_tps", "rouge_l")
+    fig = charts.pareto_figure(cmp, np.array([3.0]), "decode_tps", "rouge_l", front, np.array([0]), {}, np.array([False]))
+    text = next(t.text[0] for t in fig.data if t.text)
+    lines = text.split("<br>")[1:]
+    assert lines[0].startswith("r=16 · alpha=32 · lora_dropout=0.05")
+    assert "training_args.max_steps=16" in lines[1] and lines[-1] == "(+3 more on the candidate's panel)"
+    assert len(text) < 300 and "<b>" not in text and json.dumps(params) not in text
+    assert charts.param_summary(json.dumps({"ext_note": "<b>x</b>"})) == "ext_note=&lt;b&gt;x&lt;/b&gt;"
