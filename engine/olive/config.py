@@ -288,6 +288,17 @@ def input_model(config: str | dict[str, Any] | None) -> dict[str, Any]:
     return {"type": m.get("type"), "config": {"model_path": m.get("model_path")}} if m else {}
 
 
+def evaluation_cache_key(config: str | dict[str, Any] | None) -> Optional[str]:
+    """A short hash of the workflow's evaluators (None when it evaluates nothing). Olive caches a model's
+    evaluation by model id alone, so in Grove's shared cache a run measuring a model with other settings (more
+    examples, other metrics or goals) would get the numbers of the run before; the runner files Olive's evaluations
+    under this key too (engine/runs/olive_cache.py)."""
+    import hashlib
+
+    ev = parse(config).get("evaluators")
+    return hashlib.sha256(json.dumps(ev, sort_keys=True, default=str).encode()).hexdigest()[:12] if ev else None
+
+
 def planned_passes(config: str | dict[str, Any] | None) -> list[str]:
     """The workflow's pass names, in order."""
     return list(parse(config).get("passes") or {})

@@ -72,8 +72,11 @@ def current_entry() -> str | None:
     return getattr(_local, "model_id", None)
 
 
-def install(sink: EventSink, checkpoint_root: Path, checkpoint_steps: int | None = None) -> None:
-    """Patch Olive's cache and transformers' Trainer in this process (idempotent)."""
+def install(sink: EventSink, checkpoint_root: Path, checkpoint_steps: int | None = None,
+            evaluation_key: str | None = None) -> None:
+    """Patch Olive's cache and transformers' Trainer in this process (idempotent). ``evaluation_key``
+    (``olive.config.evaluation_cache_key``): Olive's cached evaluations are kept per evaluator settings, not per
+    model alone."""
     from filelock import FileLock
     from olive.cache import OliveCache
     from olive.engine.engine import Engine
@@ -158,6 +161,11 @@ def install(sink: EventSink, checkpoint_root: Path, checkpoint_steps: int | None
                 raise
 
     original_cache_run = OliveCache.cache_run
+    if evaluation_key:
+        def get_evaluation_json_path(self, model_id):  # noqa: ANN001, ANN202
+            return self.dirs.evaluations / f"{model_id}-{evaluation_key}.json"
+
+        OliveCache.get_evaluation_json_path = get_evaluation_json_path
     _atomic("cache_model", lambda self, key: self.get_model_json_path(key))
     _atomic("cache_evaluation", lambda self, key: self.get_evaluation_json_path(key))
     OliveCache.cache_run = cache_run

@@ -111,7 +111,8 @@ def run(run_id: str) -> int:
         logging.getLogger("olive").addHandler(handler)
         install_trainer_callback(sink)
         install_memory_probe(sink)
-        olive_cache.install(sink, rdir / "checkpoints", spec.resources.checkpoint_steps)
+        olive_cache.install(sink, rdir / "checkpoints", spec.resources.checkpoint_steps,
+                            olive_config.evaluation_cache_key(config))
         sink.stage = "running"
         wf = olive_run(str(cfg_path))
         output_dir = olive_config.output_dir(config) or rdir / "output"

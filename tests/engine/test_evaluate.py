@@ -143,10 +143,12 @@ def test_intermediate_models_can_be_left_unmeasured(tmp_path):
     assert [t[2] for t in missing(cands, intermediates=False)] == ["m2" + NO_ADAPTER_SUFFIX]
 
 
-def test_every_measured_candidate_of_two_lab_runs_carries_its_own_evaluation(demo):
-    """Two lab runs on one model with one evaluation setting: every measured candidate, including the second run's
+def test_every_measured_candidate_carries_its_own_evaluation_and_olive_never_reuses_other_settings(demo):
+    """Lab runs on one model. Two with one evaluation setting: every measured candidate, including the second run's
     input model whose numbers Olive takes from its own cache, carries its evaluation (fingerprint and kept examples),
-    the base and the same folder with the LoRA adapter are two evaluations, and Compare calls them comparable."""
+    the base and the same folder with the LoRA adapter are two evaluations, and Compare calls them comparable. A third
+    with more examples: Olive measures again instead of handing back the first run's numbers (its cache keys a
+    model's evaluation by model id alone), and Compare says which setting differs."""
     from engine.runs import submit as service
     from engine.spec import recipes
     from engine.spec.schema import parse_spec
@@ -154,9 +156,11 @@ def test_every_measured_candidate_of_two_lab_runs_carries_its_own_evaluation(dem
     from .helpers import run_to_end
 
     runs = []
-    for steps in (3, 4):
-        d = recipes.lab_recipe(demo["model"], demo["dataset"], name=f"evaluations joined {steps}", max_steps=steps)
-        d["evaluation"] = {"enabled": True, "max_eval_samples": 4, "prompt_length": 32, "generation_length": 8,
+    for steps, samples in ((3, 4), (4, 4), (3, 5)):
+        # lora_r 4: no other test's LoRA, so neither reuses the other's cached pass
+        d = recipes.lab_recipe(demo["model"], demo["dataset"], name=f"evaluations joined {steps}/{samples}",
+                               max_steps=steps, lora_r=4)
+        d["evaluation"] = {"enabled": True, "max_eval_samples": samples, "prompt_length": 32, "generation_length": 8,
                            "repeats": 1, "metrics": [{"name": "rouge_l", "priority": 1}, {"name": "decode_tps", "priority": 2}]}
         done = run_to_end(service.submit(parse_spec(d))["id"], timeout=600)
         assert done["status"] == "succeeded", done["error_message"]
@@ -167,7 +171,13 @@ def test_every_measured_candidate_of_two_lab_runs_carries_its_own_evaluation(dem
         assert all(c["fingerprint_id"] and c["eval_key"] for c in measured), [(c["from_pass"], c["eval_key"]) for c in measured]
         assert len({c["eval_key"] for c in measured}) == len(measured)  # base and base + LoRA are not one evaluation
         assert Registry().get_evaluation(next(c["eval_key"] for c in measured if c["from_pass"] == "lora"))["adapter"]
-    first_input, second_input = (next(c for c in cands if c["from_pass"] == "input") for cands in runs)
-    assert second_input["eval_key"] == first_input["eval_key"] and second_input["path"] == demo["model"]
-    everything = runs[0] + runs[1]
-    assert comparability(everything, Registry().fingerprints()) == (True, "")
+        for c in measured:  # the numbers shown are the ones its evaluation measured
+            assert c["metrics"]["rouge_l"] == pytest.approx(Registry().get_evaluation(c["eval_key"])["metrics"]["rouge_l"])
+    first, second, third = (next(c for c in cands if c["from_pass"] == "input") for cands in runs)
+    assert second["eval_key"] == first["eval_key"] and second["path"] == demo["model"]
+    assert third["fingerprint_id"] != first["fingerprint_id"]
+    assert len(Registry().get_evaluation(third["eval_key"])["samples"]) == 5
+    fps = Registry().fingerprints()
+    assert comparability(runs[0] + runs[1], fps) == (True, "")
+    ok, why = comparability(runs[0] + runs[2], fps)
+    assert not ok and "eval_rows" in why  # 5 held-out examples against 4
