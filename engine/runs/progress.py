@@ -24,6 +24,7 @@ class EventSink:
         self.reg, self.run_id = reg, run_id
         self._buf: list[tuple[float, str, dict[str, Any]]] = []
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self.stage = "starting"
         self.progress = 0.0
         self.passes_done = 0
@@ -35,10 +36,14 @@ class EventSink:
             self._buf.append((now(), kind, data))
 
     def flush(self) -> None:
-        with self._lock:
-            buf, self._buf = self._buf, []
-        self.reg.add_events(self.run_id, buf)
-        self.reg.heartbeat(self.run_id, stage=self.stage, progress=round(self.progress, 4))
+        # one flush at a time, taken and written under one lock: the runner's last flush (before "succeeded") must
+        # not overtake a batch the heartbeat thread took and is still writing (relayed on Ray, it reached the head
+        # after the run's end, so a reader saw "succeeded" without the run's last events)
+        with self._flush_lock:
+            with self._lock:
+                buf, self._buf = self._buf, []
+            self.reg.add_events(self.run_id, buf)
+            self.reg.heartbeat(self.run_id, stage=self.stage, progress=round(self.progress, 4))
 
 
 class OliveLogHandler(logging.Handler):

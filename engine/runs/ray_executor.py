@@ -21,7 +21,11 @@ Selected with ``GROVE_EXECUTOR=ray`` (``engine.runs.executors.from_env``); ``GRO
   ``GROVE_HEARTBEAT_S`` (1 s), or whose actor Ray reports dead, fails its run with ``node_lost`` and the reason.
   A runner whose ``RunHost`` dies ends its own process group (engine/runs/relay.py).
 - Worker restart: the actors are detached, so runs go on; the next worker adopts each ``running`` run whose actor
-  is alive (``adopt``) and receives what the runner said meanwhile; runs without an actor are swept as usual.
+  is alive (``adopt``) and receives what the runner said meanwhile; runs without an actor are swept as usual. The
+  actor of a run that ended while no worker watched (a worker stopped between the end and the runner's exit) is
+  released by the next worker's sweep (``release_orphans``), or it would hold its node's CPUs and GPUs for good.
+- Ray Client (``ray://``): a connection the head fails while starting its per-client server is tried again
+  (``CLIENT_CONNECT_TRIES``).
 - Offline: ``RAY_USAGE_STATS_ENABLED=0``; the local head starts without the dashboard.
 """
 

@@ -143,8 +143,14 @@ def test_demo_recipe_on_the_second_node_is_recorded_on_the_head(cluster):
     assert sorted(" > ".join(c["pass_chain"]) for c in cands) == ["lora", "lora > modelbuilder", "lora > modelbuilder > extractadapters"]
     final = next(c for c in cands if c["is_output"])
     assert (Path(final["path"]) / "model.onnx").is_file()  # the output is in the shared GROVE_HOME
-    kinds = [e["kind"] for e in reg.events(run["id"])]
-    assert "train_step" in kinds and kinds.count("pass_finished") + kinds.count("pass_cached") == 3
+    def kinds() -> list[str]:
+        return [e["kind"] for e in reg.events(run["id"])]
+
+    try:
+        wait_for(lambda: kinds().count("pass_finished") + kinds().count("pass_cached") == 3, 10, w.tick, 0.2)
+    except AssertionError:
+        raise AssertionError((kinds(), Path(done["log_path"]).read_text()[-4000:])) from None
+    assert "train_step" in kinds(), kinds()
     assert done["exit_code"] == 0 and done["progress"] == 1.0
     wait_for(lambda: not w.active, 30, w.tick, 0.1)  # the worker saw the runner exit and removed its host actor
     wait_for(lambda: not _actor_exists("grove-run-" + run["id"]), 10, step=0.2)
