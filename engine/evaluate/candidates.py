@@ -18,6 +18,7 @@ from typing import Any, Optional
 from engine.evaluate.evaluator import eval_key, evaluate_cached
 from engine.evaluate.fingerprint import fingerprint, fingerprint_id
 from engine.olive import config as olive_config
+from engine.olive.footprint import evaluation_adapter
 from engine.runs.relay import open_registry
 from engine.spec.evaluation import EvalConfig
 
@@ -43,17 +44,11 @@ def missing(cands: list[dict[str, Any]], intermediates: bool = True) -> list[tup
         if not intermediates and not c.get("is_output"):
             continue
         if not c.get("metrics"):
-            adapter = c.get("adapter_path") if _pytorch(c) else ("adapter_weights" if _onnx_adapter(path) else None)
-            todo.append((c, adapter, c["model_id"]))
+            todo.append((c, evaluation_adapter(c.get("model_type"), path, c.get("adapter_path")), c["model_id"]))
         if not _pytorch(c) and _onnx_adapter(path):
             todo.append((c, None, c["model_id"] + NO_ADAPTER_SUFFIX))
     have = {c["model_id"] for c in cands if c.get("metrics")}
     return [t for t in todo if t[2] not in have]
-
-
-def _adapter_of(c: dict[str, Any]) -> Optional[str]:
-    """The adapter an evaluation of this candidate was keyed with (engine.evaluate.olive_metric.locate)."""
-    return c.get("adapter_path") if _pytorch(c) else ("adapter_weights" if _onnx_adapter(c["path"]) else None)
 
 
 def _join_cached(run_id: str, cands: list[dict[str, Any]], cfg: EvalConfig, reg: Any) -> None:
@@ -64,12 +59,11 @@ def _join_cached(run_id: str, cands: list[dict[str, Any]], cfg: EvalConfig, reg:
     for c in cands:
         if not c.get("metrics") or c.get("eval_key") or not c.get("path") or not Path(c["path"]).exists():
             continue
-        adapter = _adapter_of(c)
+        adapter = evaluation_adapter(c.get("model_type"), c["path"], c.get("adapter_path"))
         key = eval_key(c["path"], adapter, cfg)
         rec = reg.get_evaluation(key)
         if rec is None:
             continue
-        c.update(fingerprint_id=rec["fingerprint_id"], failed=rec["failed"] or {}, eval_key=key)
         reg.upsert_candidates(run_id, [{"model_id": c["model_id"], "created_at": c.get("created_at"),
                                         "fingerprint_id": rec["fingerprint_id"], "failed": rec["failed"] or {},
                                         "eval_key": key}])
@@ -96,7 +90,7 @@ def evaluate_run(run_id: str, reg: Any = None) -> int:
         row = {k: c[k] for k in ("model_id", "parent_model_id", "from_pass", "pass_chain", "pass_params", "path",
                                  "model_type", "size_bytes", "is_output") if k in c}
         row.update(model_id=model_id, metrics=res.metrics, failed=res.failed, fingerprint_id=fid, pareto=0,
-                   eval_key=eval_key(c["path"], adapter, cfg),
+                   eval_key=res.key,
                    adapter_path=c.get("adapter_path") if adapter else None)
         if model_id != c["model_id"]:  # the same files, measured with the adapter switched off
             row["from_pass"] = f"{c.get('from_pass') or ''} (adapter off)"

@@ -54,6 +54,7 @@ class EvalResult:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     reused: bool = False
+    key: Optional[str] = None  # the evaluation's registry key (evaluate_cached)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -446,9 +447,10 @@ def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] 
         reg.link_evaluation(run_id, model_path, key, adapter)
     if hit:
         r = EvalResult(**{k: hit[k] for k in ("model_path", "adapter", "form", "metrics", "failed", "samples", "fingerprint", "seconds")})
-        r.reused = True
+        r.reused, r.key = True, key
         return r
     r = evaluate_in_subprocess(model_path, cfg, adapter=adapter, timeout=timeout) if subprocess_ else evaluate(model_path, cfg, adapter=adapter)
+    r.key = key
     reg.save_evaluation(key, r.to_json(), fingerprint_id(r.fingerprint))
     if run_id:
         reg.link_evaluation(run_id, model_path, key, adapter)

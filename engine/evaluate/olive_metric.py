@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine.evaluate.evaluator import evaluate_cached
+from engine.olive.footprint import evaluation_adapter
 from engine.spec.evaluation import EvalConfig
 from engine.spec.metrics import METRICS
 
@@ -24,7 +25,7 @@ def locate(model: Any) -> tuple[str, Optional[str]]:
         return str(getattr(model, "model_path", None) or model.model_name_or_path), adapter_path
     path = Path(model.model_path)
     folder = path if path.is_dir() else path.parent
-    return str(folder), ("adapter_weights" if (folder / "adapter_weights.onnx_adapter").is_file() else None)
+    return str(folder), evaluation_adapter(type(model).__name__, folder, None)
 
 
 def worst(name: str) -> float:

@@ -9,10 +9,16 @@ from typing import Any, Optional
 
 from engine import machine
 
+ADAPTER_FILE = "adapter_weights.onnx_adapter"  # what ExtractAdapters writes beside an ONNX model
 
-def model_path_of(node: dict[str, Any]) -> Optional[str]:
-    cfg = (node.get("model_config_data") or {}).get("config") or {}
-    return cfg.get("model_path")
+
+def evaluation_adapter(model_type: Optional[str], folder: str | Path, adapter_path: Optional[str]) -> Optional[str]:
+    """The adapter an evaluation of a candidate is keyed with (as ``engine.evaluate.olive_metric.locate`` keys what
+    Olive hands it): a PyTorch model's PEFT folder; for an ONNX folder, ``adapter_weights`` when its adapter file is
+    there; else None."""
+    if (model_type or "").lower().startswith(("hf", "pytorch")):
+        return adapter_path or None
+    return "adapter_weights" if Path(folder, ADAPTER_FILE).is_file() else None
 
 
 def _metric_values(node: dict[str, Any]) -> tuple[dict[str, float], Optional[bool]]:
@@ -73,8 +79,8 @@ def candidates_from_footprint(fp: dict[str, Any], output_dir: Path, best_ids: se
 
 
 def _onnx_adapter(path: Optional[str]) -> Optional[str]:
-    if path and Path(path, "adapter_weights.onnx_adapter").is_file():
-        return str(Path(path, "adapter_weights.onnx_adapter"))
+    if path and Path(path, ADAPTER_FILE).is_file():
+        return str(Path(path, ADAPTER_FILE))
     return None
 
 

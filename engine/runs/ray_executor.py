@@ -462,6 +462,8 @@ class RayExecutor:
         """Kill the host actors of runs that ended more than ``older_than_s`` ago: a worker that stopped in the
         seconds between a run's end and its runner's exit never released that actor, and a detached actor would
         hold its CPUs and GPUs for good. Returns the run ids released (called from the worker's sweep)."""
+        from engine.runs.registry import ACTIVE
+
         if time.monotonic() - self._orphans_at < ORPHAN_EVERY_S:
             return []
         self._orphans_at = time.monotonic()
@@ -480,7 +482,7 @@ class RayExecutor:
                 run = self.reg.get_run(run_id)
             except Exception:  # noqa: BLE001 - a run this registry does not know (another Grove on the cluster)
                 continue
-            if run["status"] in ("queued", "running") or time.time() - (run.get("finished_at") or time.time()) < older_than_s:
+            if run["status"] in ACTIVE or time.time() - (run.get("finished_at") or time.time()) < older_than_s:
                 continue
             try:
                 actor = self.ray.get_actor(ACTOR_PREFIX + run_id, namespace=NAMESPACE)

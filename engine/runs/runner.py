@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 from engine import paths
 from engine.olive import config as olive_config
-from engine.olive.footprint import candidates_from_footprint, expected_files, final_model_ids
+from engine.olive.footprint import candidates_from_footprint, evaluation_adapter, expected_files, final_model_ids
 from engine.runs.progress import EventSink, OliveLogHandler, install_memory_probe, install_trainer_callback
 from engine.runs.registry import Registry
 from engine.runs.relay import open_registry
@@ -51,10 +51,7 @@ def attach_evaluations(cands: list[dict[str, Any]], run_id: str, reg: Registry) 
     for c in cands:
         p = Path(c["_eval_path"] or c["path"] or "")
         folder = p.parent if p.is_file() else p
-        if str(c.get("model_type") or "").lower().startswith(("hf", "pytorch")):
-            adapter = c.get("adapter_path") or ""
-        else:
-            adapter = "adapter_weights" if (folder / "adapter_weights.onnx_adapter").is_file() else ""
+        adapter = evaluation_adapter(c.get("model_type"), folder, c.get("adapter_path")) or ""
         rec = evals.get((str(folder), adapter)) if c["metrics"] else None
         if rec:
             c["fingerprint_id"] = rec["fingerprint_id"]
