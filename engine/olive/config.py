@@ -35,6 +35,7 @@ DEFAULT_LAYERS = 64
 TRAIN_DATA = "train_data"
 CALIB_DATA = "calib_data"
 SYSTEM = "local_system"
+CHAT_PRE_PROCESS = "grove_chat_pre_process"  # registered by engine/data/olive_chat.py
 EVALUATOR = "grove"  # the name of Grove's evaluator (and its one metric) in a workflow
 
 
@@ -107,8 +108,12 @@ def _data_configs(spec: RunSpec, train_path: Optional[Path]) -> list[dict[str, A
     if ds is None or train_path is None:
         return []
     pre: dict[str, Any] = {"max_seq_len": ds.max_seq_len}
+    chat: dict[str, Any] = {}
     if ds.chat_template:
-        pre.update({"chat_template": True, "message_col": "messages"})
+        # Grove's pre-processing (engine/data/olive_chat.py): the chat template's tokens, labels on the assistant
+        # turns only (Olive's own chat_template pre-processing trains on every token)
+        pre = {"type": CHAT_PRE_PROCESS, "params": {"max_seq_len": ds.max_seq_len, "message_col": "messages"}}
+        chat = {"user_script": str(Path(__file__).parent.parent / "data" / "olive_chat.py")}
     else:
         pre["text_template"] = ds.text_template
     configs = []
@@ -125,6 +130,7 @@ def _data_configs(spec: RunSpec, train_path: Optional[Path]) -> list[dict[str, A
         {
             "name": TRAIN_DATA,
             "type": "HuggingfaceContainer",
+            **chat,
             "load_dataset_config": {"data_name": "json", "data_files": str(train_path), "split": "train"},
             "pre_process_data_config": pre,
         }
