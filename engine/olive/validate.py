@@ -17,7 +17,7 @@ What it checks, without running Olive or writing anything:
 
 ``problems(spec)`` returns findings; ``refuse(spec)`` raises ``SpecError`` with every error in it;
 ``draft_findings(draft)`` is what the pre-flight adds to its own findings; ``load_spec`` wraps
-``engine.spec.schema.load_spec`` to offer ``{text}`` for a pre-templated dataset.
+``engine.spec.schema.load_spec`` to offer ``{text}`` for a pre-templated dataset and ``format:`` for conversations.
 """
 
 from __future__ import annotations
@@ -374,12 +374,12 @@ def load_spec(path: Union[str, Path]) -> RunSpec:
 
 
 def template_offer_message(dataset_path: str) -> Optional[str]:
-    """The offer for a pre-templated dataset, in words, or None (for the CLI and Model & data)."""
-    offer = data.template_offer(Path(dataset_path).expanduser())
-    if not offer:
-        return None
-    return (f"the rows of {dataset_path} hold one 'text' field, already templated: set text_template: '{offer}' "
-            "to train on the text as is")
+    """The setting a dataset's own shape calls for, in words, or None (for the CLI and Model & data): a
+    pre-templated 'text' column, or conversations (messages, ShareGPT, Alpaca) for the chat template."""
+    from engine.data import formats
+
+    fmt = data.detect_format(Path(dataset_path).expanduser())
+    return formats.offer(fmt, dataset_path) if fmt in ("text", *formats.CONVERSATION_FORMATS) else None
 
 
 def _template_offer_for(path: Union[str, Path], e: SpecError) -> Optional[str]:
