@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,137 @@ def test_assistant_tokens_alone_are_labelled(demo):
     assert "<|user|>" in tok.decode(masked)
     cut = chat.tokenize(tok, conv, max_len=10)
     assert len(cut["input_ids"]) == 10 and all(x == chat.IGNORE for x in cut["labels"])  # only the system turn fits
+
+
+def test_evaluation_asks_for_the_last_assistant_turn_given_the_turns_before(demo):
+    from transformers import AutoTokenizer
+
+    from engine.evaluate.evaluator import render
+    from engine.spec.evaluation import EvalConfig
+
+    tok = AutoTokenizer.from_pretrained(demo["model"], local_files_only=True)
+    conv = json.loads((DATASETS / "messages.jsonl").read_text().splitlines()[0])["messages"]
+    prefix, full, ref = render(EvalConfig(eval_path="", chat_template=True), {"messages": conv},
+                               lambda m, add_generation_prompt: tok.apply_chat_template(
+                                   m, tokenize=False, add_generation_prompt=add_generation_prompt))
+    assert ref == conv[-1]["content"]
+    assert conv[2]["content"] in prefix and conv[3]["content"] in prefix  # the first answer is context
+    assert prefix.endswith("<|assistant|>\n") and ref not in prefix and full.startswith(prefix)
+
+
+# -- relative paths: resolved once, at submit, against the spec file's folder ---------------------------------------
+README = Path(__file__).resolve().parent.parent.parent / "README.md"
+
+
+def _readme_spec() -> str:
+    text = README.read_text()
+    start = text.index("```yaml\nname: travel LoRA -> int4")
+    return text[start + len("```yaml\n"): text.index("```", start + 8)]
+
+
+def test_the_readme_spec_submits_from_another_directory(demo, tmp_path, python):
+    """The README's own spec, relative paths and all, saved in a project folder and submitted through the real CLI
+    from somewhere else: the run stores absolute paths, and its Olive config names them."""
+    import shutil
+    import subprocess
+
+    from engine.olive import catalog
+
+    proj, elsewhere, home = tmp_path / "proj", tmp_path / "elsewhere", tmp_path / "home"
+    for d in (proj / "runs" / "demo", elsewhere, home / "catalog"):
+        d.mkdir(parents=True)
+    shutil.copytree(demo["model"], proj / "runs" / "demo" / "model")
+    shutil.copyfile(demo["dataset"], proj / "runs" / "demo" / "travel_sample.jsonl")
+    (proj / "spec.yaml").write_text(_readme_spec())
+    (home / "catalog" / catalog.catalog_path().name).write_text(json.dumps(catalog.load()))
+    env = {**os.environ, "GROVE_HOME": str(home), "GROVE_ALLOWED_ROOTS": str(proj),
+           "PYTHONPATH": str(README.parent)}
+    r = subprocess.run([python, "-m", "engine.cli", "submit", "../proj/spec.yaml"], cwd=elsewhere, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("queued ")
+    from engine.runs.registry import Registry
+
+    reg = Registry(home / "grove.db")
+    run = reg.get_run(r.stdout.split()[1])
+    spec = json.loads(run["spec"])
+    assert spec["model"]["name"] == str(proj / "runs" / "demo" / "model")
+    assert spec["dataset"]["path"] == str(proj / "runs" / "demo" / "travel_sample.jsonl")
+    cfg = json.loads(run["olive_config"])
+    assert cfg["input_model"]["model_path"] == str((proj / "runs" / "demo" / "model").resolve())
+    # the same spec from the same place, but a path that is not there: named as the spec file's folder sees it
+    (proj / "spec.yaml").write_text(_readme_spec().replace("runs/demo/travel_sample.jsonl", "runs/demo/nope.jsonl"))
+    r = subprocess.run([python, "-m", "engine.cli", "submit", str(proj / "spec.yaml")], cwd=elsewhere, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and f"file not found: {proj / 'runs' / 'demo' / 'nope.jsonl'}" in r.stderr, r.stderr
+
+
+def test_the_python_api_resolves_against_the_current_directory(demo, tmp_path, monkeypatch):
+    from engine.runs import submit as service
+    from engine.spec import recipes
+    from engine.spec.schema import parse_spec
+
+    monkeypatch.chdir(DATASETS)
+    spec = parse_spec({**recipes.lab_recipe(demo["model"], "prompt_response.jsonl"), "name": "relative"})
+    resolved = service.resolve_paths(spec)
+    assert resolved.dataset.path == str(DATASETS / "prompt_response.jsonl")
+    assert resolved.model.name == demo["model"]  # absolute already: unchanged
+    hub = parse_spec({**recipes.lab_recipe("microsoft/Phi-3.5-mini-instruct", "d.jsonl")})
+    assert service.resolve_paths(hub, tmp_path).model.name == "microsoft/Phi-3.5-mini-instruct"  # a Hub id stays one
+
+
+# -- a real LoRA run on a conversation dataset: only the assistant tokens are trained --------------------------------
+@pytest.mark.slow
+def test_a_real_lora_run_trains_on_the_assistant_tokens_only(demo):
+    import torch
+    from olive.data.config import DataConfig
+    from olive.passes.pytorch.train_utils import get_training_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.olive import config as olive_config
+    from engine.runs import submit as service
+    from engine.runs.registry import Registry
+    from engine.spec.schema import parse_spec
+
+    from .helpers import run_to_end
+
+    spec = parse_spec({
+        "name": "messages LoRA", "model": {"name": demo["model"]},
+        "dataset": {"path": str(DATASETS / "messages.jsonl"), "format": "messages", "eval_split": 0.2, "max_seq_len": 256},
+        "passes": [{"type": "LoRA", "params": {"r": 4, "alpha": 8, "torch_dtype": "float32", "training_args": {
+            "max_steps": 3, "per_device_train_batch_size": 4, "logging_steps": 1, "gradient_checkpointing": False}}}],
+    })  # fmt: skip
+    run = run_to_end(service.submit(spec)["id"], timeout=900)
+    assert run["status"] == "succeeded", run["error_message"]
+    losses = [e["data"]["loss"] for e in Registry().events(run["id"], kinds=["train_step"]) if "loss" in e["data"]]
+    assert losses, "no training step was logged"
+
+    # the data Olive's LoRA pass trained on, loaded from the run's own config exactly as the pass loads it
+    cfg = json.loads(run["olive_config"])
+    dc = next(d for d in cfg["data_configs"] if d["name"] == olive_config.TRAIN_DATA)
+    assert dc["pre_process_data_config"]["type"] == olive_config.CHAT_PRE_PROCESS
+    dc["pre_process_data_config"]["params"]["model_name"] = demo["model"]  # Olive fills it from input_model
+    train = get_training_dataset(DataConfig(**dc))
+    tok = AutoTokenizer.from_pretrained(demo["model"], local_files_only=True)
+    prepared = [json.loads(x)["messages"] for x in Path(run["data_dir"], "train.jsonl").read_text().splitlines()]
+    assert len(train) == len(prepared) == 32
+    for sample, conv in zip(train, prepared, strict=True):
+        ids, labels = sample["input_ids"].tolist(), sample["labels"].tolist()
+        said = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != -100])
+        assert "<|user|>" not in said and "<|system|>" not in said
+        for m in conv:
+            assert (" ".join(m["content"].split()[:3]) in said) == (m["role"] == "assistant")
+
+    # and the loss of a training step counts exactly those tokens: the model's loss on these labels is the mean
+    # cross-entropy over the assistant positions alone, not over the whole conversation
+    model = AutoModelForCausalLM.from_pretrained(demo["model"], dtype=torch.float32).eval()
+    ids, labels = train[0]["input_ids"][None], train[0]["labels"][None]
+    with torch.no_grad():
+        out = model(input_ids=ids, labels=labels)
+        logp = torch.log_softmax(out.logits[0, :-1].float(), -1)
+        target = ids[0, 1:]
+        keep = labels[0, 1:] != -100
+        nll = -logp[torch.arange(len(target)), target]
+        assert torch.allclose(out.loss, nll[keep].mean(), atol=1e-4)
+        assert not torch.allclose(out.loss, nll.mean(), atol=1e-3)
+        assert keep.sum() < len(target) / 1.2  # the user and system turns are a real share of the text
