@@ -137,15 +137,13 @@ def _iter_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         while head and head.isspace():
             head = f.read(1)
         f.seek(0)
-        if head == "[":  # a JSON array file
+        if head == "[":  # a JSON array file: each item numbered by the line it starts on
+            text = f.read()
             try:
-                data = json.load(f)
+                data = json.loads(text)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path} line {e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
-            for i, row in enumerate(data, start=1):
-                if not isinstance(row, dict):
-                    raise DataError(f"{path} item {i}: expected an object with columns, got {type(row).__name__}")
-                yield i, row
+            yield from zip(_item_lines(text, len(data)), _objects(path, data), strict=True)
             return
         for i, line in enumerate(f, start=1):
             text = line.strip().strip("\ufeff")
@@ -158,6 +156,26 @@ def _iter_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(row, dict):
                 raise DataError(f"{path} line {i}: expected a JSON object, got {type(row).__name__}")
             yield i, row
+
+
+def _objects(path: Path, data: list[Any]) -> Iterator[dict[str, Any]]:
+    for i, row in enumerate(data, start=1):
+        if not isinstance(row, dict):
+            raise DataError(f"{path} item {i}: expected an object with columns, got {type(row).__name__}")
+        yield row
+
+
+def _item_lines(text: str, n: int) -> list[int]:
+    """The line each of the ``n`` items of a (valid) JSON array text starts on, as an editor shows it."""
+    dec, lines, at, line, counted = json.JSONDecoder(), [], text.index("[") + 1, 1, 0
+    for _ in range(n):
+        while text[at] in " \t\r\n,":
+            at += 1
+        line += text.count("\n", counted, at)
+        counted = at
+        lines.append(line)
+        _, at = dec.raw_decode(text, at)
+    return lines
 
 
 def read_rows(path: Path, *, what: str = "dataset") -> list[tuple[int, dict[str, Any]]]:

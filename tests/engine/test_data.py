@@ -370,3 +370,14 @@ def test_a_real_lora_run_trains_on_the_assistant_tokens_only(demo):
         assert torch.allclose(out.loss, nll[keep].mean(), atol=1e-4)
         assert not torch.allclose(out.loss, nll.mean(), atol=1e-3)
         assert keep.sum() < len(target) / 1.2  # the user and system turns are a real share of the text
+
+
+def test_a_json_array_names_the_line_an_item_starts_on(tmp_path):
+    good = {"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}
+    bad = {"conversations": [{"from": "human", "value": "Q"}, {"from": "narrator", "value": "A"}]}
+    p = tmp_path / "d.json"
+    p.write_text("[\n" + json.dumps(good, indent=1) + ",\n" + json.dumps(bad, indent=1) + "\n]")
+    start = 2 + len(json.dumps(good, indent=1).splitlines())
+    assert [ln for ln, _ in data.read_rows(p)] == [2, start]
+    with pytest.raises(DataError, match=rf"d.json line {start}: conversations\[1\] has the unknown from 'narrator'"):
+        data.load_local(DatasetSpec(path=str(p), chat_template=True))
