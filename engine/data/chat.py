@@ -67,7 +67,7 @@ def tokenize(tokenizer: Any, messages: list[dict[str, str]], max_len: int | None
     ids, offsets = _offsets_tokenize(tokenizer, full)
     if offsets is not None:
         # a token is trained when its characters overlap an assistant span
-        trained = [any(s < e and b < e_tok for s, e in spans) for b, e_tok in offsets]
+        trained = [any(s < e_tok and b < e for s, e in spans) for b, e_tok in offsets]
     else:  # tokenize piece by piece: trained and untrained pieces in order
         ids, trained, at = [], [], 0
         for s, e in [*spans, (len(full), len(full))]:
