@@ -218,12 +218,12 @@ def head_rows(path: Path, n: int = 50) -> list[dict[str, Any]]:
     return rows
 
 
-def detect_format(path: Path, ds: Optional[DatasetSpec] = None) -> Optional[str]:
+def detect_format(path: Path, ds: DatasetSpec | None = None) -> str | None:
     """The format (engine.data.formats) of the local file at ``path``, from its first rows; None when unknown."""
     return formats.detect(head_rows(path), ds)
 
 
-def template_offer(path: Path) -> Optional[str]:
+def template_offer(path: Path) -> str | None:
     """``'{text}'`` when the local file at ``path`` is pre-templated (see ``pretemplated_column``), else None.
     Never raises: a file that cannot be read offers nothing (its reading error comes with the checks)."""
     col = pretemplated_column(head_rows(path))

@@ -32,7 +32,7 @@ def env_fingerprint() -> dict[str, str]:
 
 def check_resources(spec: RunSpec, gpus_available: Optional[int] = None, where: str = "this machine has") -> None:
     if gpus_available is None and spec.resources.gpus and os.environ.get("GROVE_EXECUTOR", "").strip().lower() == "ray":
-        from engine.runs.ray_executor import max_gpus_per_node  # the cluster's largest node decides
+        from engine.runs.ray_cluster import max_gpus_per_node  # the cluster's largest node decides
 
         gpus_available, where = max_gpus_per_node(), "the largest node of the Ray cluster has"
     have = machine.gpus_short(spec.resources.gpus, gpus_available)
@@ -56,7 +56,7 @@ def _absolute(value: str, bases: list[Path]) -> str:
     return os.path.normpath(Path(hit).absolute() / p)  # '..' folded, symlinks kept (the roots check resolves them)
 
 
-def resolve_paths(spec: RunSpec, base: Optional[Any] = None) -> RunSpec:
+def resolve_paths(spec: RunSpec, base: Any = None) -> RunSpec:
     """``spec`` with every relative path made absolute, once, at submit: the model folder and the dataset files.
 
     ``base``: the folder (or folders, the first where the path exists wins) a relative path is read from: the spec
@@ -111,7 +111,7 @@ def olive_config_for(spec: RunSpec, output_dir: Path) -> tuple[dict[str, Any], s
 
 
 
-def olive_config_text(spec: RunSpec, *, base: Optional[Any] = None) -> str:
+def olive_config_text(spec: RunSpec, *, base: Any = None) -> str:
     """The Olive workflow config this spec would run with (local data is prepared, as at launch; relative paths are
     resolved as ``submit`` resolves them)."""
     cfg, _, _ = olive_config_for(resolve_paths(spec, base), paths.home() / "exports" / "output")
@@ -119,7 +119,7 @@ def olive_config_text(spec: RunSpec, *, base: Optional[Any] = None) -> str:
 
 
 def submit(spec: RunSpec, *, reg: Optional[Registry] = None, parent_run: Optional[str] = None,
-           gpus_available: Optional[int] = None, base: Optional[Any] = None) -> dict[str, Any]:
+           gpus_available: Optional[int] = None, base: Any = None) -> dict[str, Any]:
     """Check everything that can be checked before launch, then queue the run.
 
     Relative paths are resolved first, against ``base`` (``resolve_paths``), and the run stores them absolute.

@@ -77,7 +77,7 @@ class DatasetSpec(_Frozen):
     path: Optional[str] = Field(
         None, description="Local .jsonl, .json, .csv or .parquet file. A relative path is resolved once, at submit "
         "(against the spec file's folder for `grove submit`, the repository or GROVE_HOME in the UI), and stored absolute.")
-    format: Optional[Literal["messages", "sharegpt", "alpaca", "prompt_response", "text"]] = Field(
+    format: Literal["messages", "sharegpt", "alpaca", "prompt_response", "text"] | None = Field(
         None, description="How rows hold the conversation: messages (OpenAI/TRL role/content turns), sharegpt "
         "(conversations of from/value turns), alpaca (instruction/input/output), prompt_response, text (already "
         "rendered). Detected from the file when absent. messages, sharegpt and alpaca imply chat_template: true.")
