@@ -16,9 +16,10 @@ import hashlib
 import json
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from engine import paths
 from engine.data import formats
@@ -67,8 +68,7 @@ def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
-            for i, row in enumerate(table.to_pylist(), start=1):
-                yield i, row
+            yield from enumerate(table.to_pylist(), start=1)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} {_where_not_utf8(path)})") from None
     except OSError as e:
@@ -193,7 +193,7 @@ def template_fields(template: str) -> list[str]:
         raise DataError(f"text_template: {e}") from None
 
 
-def pretemplated_column(rows: list[dict[str, Any]]) -> Optional[str]:
+def pretemplated_column(rows: list[dict[str, Any]]) -> str | None:
     """The column of a dataset whose rows hold the training text already rendered (a single ``text`` field with the
     conversation templated), or None. Grove then offers ``text_template: '{text}'``: train on the text as is."""
     if not rows:
@@ -349,7 +349,7 @@ def dataset_key(ds: DatasetSpec) -> str:
     return h.hexdigest()[:16]
 
 
-def load_local(ds: DatasetSpec) -> tuple[list[dict[str, Any]], Optional[list[dict[str, Any]]]]:
+def load_local(ds: DatasetSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     assert ds.path
     src = Path(ds.path).expanduser()
     raw = read_rows(src)
