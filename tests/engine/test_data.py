@@ -317,7 +317,7 @@ def test_the_python_api_resolves_against_the_current_directory(demo, tmp_path, m
 
 # -- a real LoRA run on a conversation dataset: only the assistant tokens are trained --------------------------------
 @pytest.mark.slow
-def test_a_real_lora_run_trains_on_the_assistant_tokens_only(demo):
+def test_a_real_lora_run_trains_on_the_assistant_tokens_only(demo, grove_home, fresh_home, monkeypatch):
     import torch
     from olive.data.config import DataConfig
     from olive.passes.pytorch.train_utils import get_training_dataset
@@ -330,6 +330,8 @@ def test_a_real_lora_run_trains_on_the_assistant_tokens_only(demo):
 
     from .helpers import run_to_end
 
+    # a GROVE_HOME of its own (an empty Olive cache: the LoRA really trains), the session's demo model allowed
+    monkeypatch.setenv("GROVE_ALLOWED_ROOTS", str(grove_home))
     spec = parse_spec({
         "name": "messages LoRA", "model": {"name": demo["model"]},
         "dataset": {"path": str(DATASETS / "messages.jsonl"), "format": "messages", "eval_split": 0.2, "max_seq_len": 256},
@@ -369,7 +371,7 @@ def test_a_real_lora_run_trains_on_the_assistant_tokens_only(demo):
         nll = -logp[torch.arange(len(target)), target]
         assert torch.allclose(out.loss, nll[keep].mean(), atol=1e-4)
         assert not torch.allclose(out.loss, nll.mean(), atol=1e-3)
-        assert keep.sum() < len(target) / 1.2  # the user and system turns are a real share of the text
+        assert keep.sum() > 0 and (~keep).sum() >= 20  # the system and user turns, the role headers: not counted
 
 
 def test_a_json_array_names_the_line_an_item_starts_on(tmp_path):
