@@ -173,8 +173,9 @@ def run_builds(plan: list[tuple[str, str, str | None]], model_dir: str, adapter_
 
 # -- timing ---------------------------------------------------------------------------------------------------------
 def measure_runtime(version: str, path: str | None, builds: dict[str, dict], work: Path,
-                    a: argparse.Namespace) -> list[dict]:
-    """Every build this version is to time, in one process with this version's folder first on the path."""
+                    a: argparse.Namespace, own_only: bool = False) -> list[dict]:
+    """Every build this version is to time (``own_only``: only those by its own builder), in one process with this
+    version's folder first on the path."""
     cuda = a.ep == "cuda"
     graph = True if cuda else None
     variants = []
@@ -187,17 +188,18 @@ def measure_runtime(version: str, path: str | None, builds: dict[str, dict], wor
         variants.append({"label": label, "build": build, "dir": str(d), "graph": graph, "adapter": adapter,
                          "session": {}, "profile_tokens": 0})
 
-    add("stock", "stock", False)
-    add("grove_adapter", "adapter active", True)
-    add("grove_adapter", "adapter build, no adapter", False)
-    add("grove_merged", "merged", False)
+    if not own_only:
+        add("stock", "stock", False)
+        add("grove_adapter", "adapter active", True)
+        add("grove_adapter", "adapter build, no adapter", False)
+        add("grove_merged", "merged", False)
     if f"stock@{version}" in builds:
         add(f"stock@{version}", "stock, own builder", False)
     if f"grove_adapter@{version}" in builds:
         add(f"grove_adapter@{version}", "adapter active, own builder", True)
         add(f"grove_adapter@{version}", "adapter build, own builder, no adapter", False)
     spec = {"prompt": a.prompt, "new": a.new, "reps": a.reps, "variants": variants}
-    sp = work / "variants" / version / "spec.json"
+    sp = work / "variants" / version / ("spec-own.json" if own_only else "spec.json")
     sp.parent.mkdir(parents=True, exist_ok=True)
     sp.write_text(json.dumps(spec))
     t0 = time.perf_counter()
@@ -365,14 +367,15 @@ def main() -> int:
     res["setup_s"] = time.perf_counter() - t0
     save()
     plan: list[tuple[str, str, str | None]] = [(k, k, None) for k in KINDS]
+    own: list[tuple[str, str, str | None]] = []
     for v in [x for x in a.own_builds.split(",") if x]:
         r = runtimes.get(v)
         if r and "error" not in r and r["path"]:
-            plan += [(f"stock@{v}", "stock", r["path"]), (f"grove_adapter@{v}", "grove_adapter", r["path"])]
+            own += [(f"stock@{v}", "stock", r["path"]), (f"grove_adapter@{v}", "grove_adapter", r["path"])]
     t0 = time.perf_counter()
     res["builds"] = run_builds(plan, res["model"]["path"], res["adapter"]["path"], a.ep, work, a.parallel)
-    for name, b in res["builds"].items():
-        b["builder"] = name.split("@")[1] if "@" in name else og.__version__
+    for b in res["builds"].values():
+        b["builder"] = og.__version__
     res["builds_wall_s"] = time.perf_counter() - t0
     if "error" not in res["builds"].get("stock", {"error": 1}):
         res["stock_bytes_per_token"] = dec.weights_read_per_token(Path(res["builds"]["stock"]["dir"]))
@@ -388,6 +391,18 @@ def main() -> int:
         except Exception:
             r["measure_error"] = traceback.format_exc()[-2000:]
         save()
+    if own:  # each version's own builder last: the table above is complete without them
+        built = run_builds(own, res["model"]["path"], res["adapter"]["path"], a.ep, work, a.parallel)
+        for name, b in built.items():
+            b["builder"] = name.split("@")[1]
+        res["builds"].update(built)
+        save()
+        for v in sorted({n.split("@")[1] for n, _, _ in own}):
+            try:
+                res["decode"] += measure_runtime(v, runtimes[v]["path"], res["builds"], work, a, own_only=True)
+            except Exception:
+                runtimes[v]["measure_error"] = traceback.format_exc()[-2000:]
+            save()
     if not a.keep:
         shutil.rmtree(work / "builds", ignore_errors=True)
         shutil.rmtree(work / "variants", ignore_errors=True)
