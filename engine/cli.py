@@ -53,17 +53,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def training_line(events: list[dict[str, Any]]) -> Optional[str]:
-    """The loss line of a run that trains. A short run logs no step loss (fewer steps than logging_steps): the
-    Trainer's closing log still carries ``train_loss``, the mean over the run, so that is shown instead."""
-    steps = [e["data"] for e in events if "loss" in e["data"]]
-    if steps:
-        return (f"{len(steps)} log points, loss {steps[0]['loss']:.3f} -> {steps[-1]['loss']:.3f} "
-                f"at step {steps[-1].get('step', '?')}")
-    final = [e["data"] for e in events if "train_loss" in e["data"]]
-    if final:
-        d = final[-1]
-        return f"mean training loss {d['train_loss']:.3f} over {d.get('step', '?')} steps (no step was logged)"
-    return None
+    """The loss line of a run that trains (engine.views.runs.training_summary: one point per step across resumes, a
+    true mean over the steps logged; a short run that logged no step shows the Trainer's mean over its steps)."""
+    from engine.views.runs import training_summary
+
+    return training_summary([{"kind": e.get("kind", "train_step"), **e} for e in events])
 
 
 LOG_LOSS = re.compile(r"""['"](train_loss|loss)['"]:\s*([0-9.eE+-]+)""")
@@ -115,7 +109,9 @@ def cmd_show(args: argparse.Namespace) -> int:
                 print(f"  {d.get('name'):24} finished in {d.get('seconds', 0):.1f}s")
             elif e["kind"] == "pass_cached":
                 print(f"  {str(d.get('name')):24} reused from cache ({d.get('model_id')})")
-    line = training_line(reg.events(run["id"], kinds=["train_step"])) or training_line_from_log(Path(run["log_path"]))
+    line = training_line(reg.events(run["id"], kinds=["train_step", "resumed"]))
+    if line is None and not reg.resumed_from(run["id"]):  # a resumed run's log holds the Trainer's wrong mean
+        line = training_line_from_log(Path(run["log_path"]))
     if line:
         print(f"\ntraining   {line}")
     cands = reg.candidates(run["id"])
