@@ -683,6 +683,11 @@ def chat_candidates() -> list[dict[str, Any]]:
     return _chat_candidates(home())
 
 
+def candidate_label(cand: dict[str, Any]) -> str:
+    """How every page names a candidate: its build in words, its run's name and short id, its number."""
+    return label_views.label(cand)
+
+
 def chat_best(cands: list[dict[str, Any]], exclude: tuple[int, ...] = ()) -> tuple[int, str]:
     """(index in ``cands`` of the candidate Chat opens on, why in words): Olive's best, else the Pareto point, with the
     best quality (engine.views.labels.best); ``exclude``: candidate ids taken by the other side of A/B."""

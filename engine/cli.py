@@ -25,7 +25,8 @@ from typing import Any, Optional
 
 from engine import paths
 from engine.errors import GroveError
-from engine.views.format import human_size
+from engine.views.format import human_size, metric
+from engine.views.labels import build
 
 
 def _fmt_time(ts: Optional[float]) -> str:
@@ -117,13 +118,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     cands = reg.candidates(run["id"])
     if cands:
         print("\ncandidates  (* = Olive's best, copied to the output folder; P = Pareto frontier; goals: yes/no)")
-        print(f"  {'MODEL':10} {'CHAIN':40} {'SIZE':>10} {'':3} {'GOALS':5}  METRICS")
+        print(f"  {'MODEL':10} {'CANDIDATE':22} {'CHAIN':40} {'SIZE':>10} {'':3} {'GOALS':5}  METRICS")
         for c in cands:
-            metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in (c["metrics"] or {}).items())
-            chain = " > ".join(c["pass_chain"]) or "(input model)"
+            metrics = ", ".join(f"{k}={metric(k, v)}" for k, v in (c["metrics"] or {}).items())
+            chain = f"{build(c)[:22]:22} " + (" > ".join(c["pass_chain"]) or "(input model)")
             flags = ("*" if c["is_output"] else "") + ("P" if c["pareto"] else "")
             goals = {None: "-", 1: "yes", 0: "no"}[c.get("goals_met")]
-            print(f"  {c['model_id']:10} {chain[:40]:40} {human_size(c['size_bytes'], empty='-'):>10} {flags:3} {goals:5}  {metrics or '-'}")
+            print(f"  {c['model_id']:10} {chain[:63]:63} {human_size(c['size_bytes'], empty='-'):>10} {flags:3} {goals:5}  {metrics or '-'}")
             for m, why in (c.get("failed") or {}).items():
                 print(f"  {'':10} {m} FAILED: {why[:200]}")
             if c["is_output"]:

@@ -29,7 +29,7 @@ def choice(side: str, taken: tuple[int, ...] = ()) -> tuple[dict[str, Any], str]
         format_func=lambda i: by_id[i]["label"],
         key=f"chat_cand_{side}",
     )
-    if cid == ids[default] and why:
+    if cid == ids[default] and why and not taken:  # side B opens on the next best: no claim to be the best
         st.caption(why)
     adapters = by_id[cid]["adapters"]
     ad = st.selectbox(
