@@ -49,8 +49,8 @@ def build(cand: dict[str, Any]) -> str:
     quant = next((word for key, word in QUANTIZERS if any(key in p for p in chain)), None)
     mtype = str(cand.get("model_type") or "").lower()
     adapter = str(cand.get("adapter_path") or "")
-    pytorch = mtype.startswith(("hf", "pytorch")) if mtype else not (
-        any("builder" in p or "onnx" in p or "extractadapters" in p for p in chain))
+    pytorch = mtype.startswith(("hf", "pytorch")) if mtype else not (adapter.endswith(".onnx_adapter") or any(
+        "builder" in p or "onnx" in p or "extractadapters" in p for p in chain))
     if pytorch:
         base = f"{quant} 4-bit PyTorch" if quant and quant != "bnb 4-bit" else "PyTorch"
         if not chain:
