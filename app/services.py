@@ -692,7 +692,7 @@ def chat_best(cands: list[dict[str, Any]], exclude: tuple[int, ...] = ()) -> tup
     """(index in ``cands`` of the candidate Chat opens on, why in words): Olive's best, else the Pareto point, with the
     best quality (engine.views.labels.best); ``exclude``: candidate ids taken by the other side of A/B."""
     pool = [c for c in cands if c["id"] not in exclude] or cands
-    i, why = label_views.best(pool)
+    i, why = label_views.best(pool, registry().run_specs(sorted({c["run_id"] for c in pool})))
     return (cands.index(pool[i]) if i is not None else 0), why
 
 

@@ -8,6 +8,7 @@ quality), with the reason in words. Pure functions over registry rows; nothing h
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -87,18 +88,32 @@ def _measured(c: dict[str, Any], metric: str) -> float | None:
     return float(v)
 
 
-def quality_metric(cands: list[dict[str, Any]]) -> str | None:
-    """The quality metric to rank by: the first of QUALITY (ROUGE-L, exact match, loss…) that the candidates have."""
-    return next((m for m in QUALITY if any(_measured(c, m) is not None for c in cands)), None)
+def quality_metric(cands: list[dict[str, Any]], specs: dict[str, str] | None = None) -> str | None:
+    """The quality metric to rank by: the one the runs rank by (the quality metric of highest priority in their specs'
+    evaluation, most runs' choice), else the first of QUALITY (ROUGE-L, exact match, loss…) that was measured."""
+    votes: dict[str, int] = {}
+    for text in (specs or {}).values():
+        try:
+            ms = (json.loads(text or "{}").get("evaluation") or {}).get("metrics") or []
+        except ValueError:
+            continue
+        ranked = sorted((m for m in ms if isinstance(m, dict) and m.get("name") in QUALITY),
+                        key=lambda m: m.get("priority") or 99)
+        if ranked:
+            votes[ranked[0]["name"]] = votes.get(ranked[0]["name"], 0) + 1
+    for m in sorted(votes, key=lambda m: -votes[m]) + list(QUALITY):
+        if any(_measured(c, m) is not None for c in cands):
+            return m
+    return None
 
 
-def best(cands: list[dict[str, Any]]) -> tuple[int | None, str]:
+def best(cands: list[dict[str, Any]], specs: dict[str, str] | None = None) -> tuple[int | None, str]:
     """(index in ``cands`` of the candidate to open, why in words): Olive's best (the output of its run) when one was
-    measured, else a Pareto point, else any measured one, the one with the best quality among them; the first one
-    when none was measured."""
+    measured, else a Pareto point, else any measured one, the one with the best quality among them (quality_metric;
+    ``specs``: the runs' spec JSON by run id); the first one when none was measured."""
     if not cands:
         return None, ""
-    metric = quality_metric(cands)
+    metric = quality_metric(cands, specs)
     if metric is None:
         return 0, "No candidate has been measured yet: the first one is open."
     sign = 1 if METRICS[metric]["higher_is_better"] else -1

@@ -62,6 +62,11 @@ def test_the_candidate_opened_is_olives_best_with_the_best_quality_and_says_why(
     no_outputs = [{**c, "is_output": 0, "pareto": int(c["id"] in (2, 4))} for c in cands]
     i, why = labels.best(no_outputs)
     assert no_outputs[i]["id"] == 2 and "Pareto front" in why
+    # ranked by the quality metric the runs rank by (their specs' priorities), else the first of QUALITY measured
+    scored = [{**c, "metrics": {**c["metrics"], "rouge_l": 0.5 if c["id"] == 3 else 0.1}} for c in cands]
+    assert scored[labels.best(scored)[0]]["id"] == 3
+    spec = json.dumps({"evaluation": {"metrics": [{"name": "decode_tps", "priority": 1}, {"name": "loss", "priority": 2}]}})
+    assert scored[labels.best(scored, {"r1-aaaa": spec, "r2-bbbb": spec})[0]]["id"] == 7
     i, why = labels.best([{**c, "metrics": {}} for c in cands])
     assert i == 0 and "No candidate has been measured" in why
 
