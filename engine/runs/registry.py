@@ -572,8 +572,10 @@ class Registry:
                        "fingerprint_id", "model_id", "model_type", "precision")
     # the build's precision (ModelBuilder's ``precision`` parameter) for the candidate's label, read in SQL: the pass
     # parameters themselves are not read for Compare's table
-    _PRECISION = ("(select j.value from json_tree(c.pass_params) j where j.key = 'precision' and j.type = 'text'"
-                  " limit 1)")
+    # (ModelBuilder's own name first: json_extract is cheap; any other pass's ``precision`` only when the text has one)
+    _PRECISION = ("coalesce(json_extract(c.pass_params, '$.modelbuilder.precision'), case when instr(c.pass_params,"
+                  " '\"precision\"') then (select j.value from json_tree(c.pass_params) j where j.key = 'precision'"
+                  " and j.type = 'text' limit 1) end)")
 
     def compare_columns(self, run_ids: list[str]) -> dict[str, list[Any]]:
         """Compare's candidates of the given runs as columns (one list per name in COMPARE_COLUMNS; ``run``: the

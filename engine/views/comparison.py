@@ -156,17 +156,16 @@ def _builds(cols: dict[str, list[Any]], chains: list[list[str]], chain_code: np.
         return None
     from engine.views import labels
 
-    seen: dict[tuple[Any, ...], str] = {}
-    out = []
-    for k, code in enumerate(chain_code):
-        mid, adapter, prec = cols["model_id"][k] or "", cols["adapter_path"][k] or "", cols["precision"][k]
-        key = (int(code), cols["model_type"][k], adapter.endswith(".onnx_adapter"), bool(adapter),
-               prec if isinstance(prec, str) else labels._precision(prec), mid.endswith(labels.NO_ADAPTER_SUFFIX))
-        if key not in seen:
-            seen[key] = labels.build({"pass_chain": chains[code], "model_type": key[1], "precision": key[4],
-                                      "adapter_path": adapter, "model_id": mid})
-        out.append(seen[key])
-    return out
+    suffix = labels.NO_ADAPTER_SUFFIX
+    keys = [(code, mtype, adapter or "", prec if isinstance(prec, str) or prec is None else labels._precision(prec),
+             bool(mid) and mid.endswith(suffix))
+            for code, mtype, adapter, prec, mid in zip(chain_code.tolist(), cols["model_type"], cols["adapter_path"],
+                                                       cols["precision"], cols["model_id"], strict=True)]
+    codes, distinct = _codes([(c, t, a.endswith(".onnx_adapter"), bool(a), p, off) for c, t, a, p, off in keys])
+    words = [labels.build({"pass_chain": chains[c], "model_type": t, "precision": p,
+                           "adapter_path": "x.onnx_adapter" if onnx else "x" if a else None,
+                           "model_id": suffix if off else ""}) for c, t, onnx, a, p, off in distinct]
+    return [words[k] for k in codes.tolist()]
 
 
 # -- what the page computes from it ---------------------------------------------------------------------------------
