@@ -43,6 +43,7 @@ class EventSink:
         self._measure_base = 0  # evaluations done when the measuring started
         self._eval_pass = ""  # the stage an evaluation interrupted (Olive evaluates between passes)
         self._last_event = 0  # the last eval_* event absorbed
+        self._absorb_lock = threading.Lock()
         self.olive_errors: list[BaseException] = []  # exceptions Olive logged and swallowed (it may still exit 0)
 
     def update(self) -> None:
@@ -54,12 +55,13 @@ class EventSink:
     def absorb(self) -> None:
         """Read the evaluations' events written since the last call (by the evaluator's own processes) into the
         stage and the progress."""
-        events = self.reg.events(self.run_id, kinds=list(EVAL_EVENTS), after_id=self._last_event)
-        for e in events:
-            self._last_event = max(self._last_event, int(e["id"]))
-            self.on_eval_event(e["kind"], e["data"])
-        if events:
-            self.update()
+        with self._absorb_lock:  # the heartbeat and the runner's last call: each event counted once
+            events = self.reg.events(self.run_id, kinds=list(EVAL_EVENTS), after_id=self._last_event)
+            for e in events:
+                self._last_event = max(self._last_event, int(e["id"]))
+                self.on_eval_event(e["kind"], e["data"])
+            if events:
+                self.update()
 
     def on_eval_event(self, kind: str, d: dict[str, Any]) -> None:
         if kind == "measure_started":
