@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine import machine
-from engine.evaluate.backends import Genai, Hf, form_of
 from engine.evaluate import progress as eval_progress
+from engine.evaluate.backends import Genai, Hf, form_of
 from engine.evaluate.fingerprint import fingerprint, fingerprint_id
 from engine.evaluate.scores import normalize, rouge_l
 from engine.spec.evaluation import EvalConfig
@@ -445,7 +445,7 @@ def eval_key(model_path: str, adapter: Optional[str], cfg: EvalConfig) -> str:
 
 def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None, reg: Any = None,
                     subprocess_: bool = True, timeout: float = 3600, run_id: Optional[str] = None,
-                    label: Optional[str] = None) -> EvalResult:
+                    label: str | None = None) -> EvalResult:
     """Evaluate once per model + adapter + fingerprint; later calls read the registry. With ``run_id``, the
     evaluation is linked to that run's model folder, which is how the run's candidates find it."""
     from engine.runs.relay import open_registry
