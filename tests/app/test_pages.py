@@ -481,8 +481,8 @@ def test_live_view_names_the_measuring_stage_and_keeps_a_resumed_curve(ui_home):
     ]
     r = add_run(ui_home, "now", "running", events=events)
     Registry().update_run(r["id"], stage="measuring 3 candidates (2 of 3): 2 of 40 answers", progress=0.7)
-    at = AppTest.from_function(_live_script, args=(r["id"],))
-    at.run(timeout=60)
+    at = AppTest.from_function(_live_script, args=(r["id"],), default_timeout=UI_TIMEOUT)
+    at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert "measuring 3 candidates (2 of 3): 2 of 40 answers" in at.get("progress")[0].proto.text
     f = frames(at)
