@@ -488,6 +488,36 @@ def test_live_view_of_a_running_run_with_a_cache_hit(ui_home):
     assert at.get("progress") and "running: pass lora" in at.get("progress")[0].proto.text
 
 
+def test_live_view_names_the_measuring_stage_and_keeps_a_resumed_curve(ui_home):
+    """Issue 20: the evaluations after the workflow are stages of their own (with answers counted), and a training
+    resumed from its step-4 checkpoint keeps the points before the crash and reports a true mean."""
+    events = [
+        (0, "pass_started", {"name": "lora", "type": "LoRA"}),
+        *[(1 + s, "train_step", {"step": s, "max_steps": 8, "loss": 3.0}) for s in range(1, 7)],  # killed at 6
+        (10, "resumed", {"step": 4, "checkpoint": "checkpoint-4"}),
+        *[(10 + s, "train_step", {"step": s, "max_steps": 8, "loss": 2.0}) for s in range(5, 9)],
+        (19, "pass_finished", {"name": "lora", "type": "LoRA", "seconds": 19.0}),
+        (30, "measure_started", {"candidates": 3}),
+        (31, "eval_started", {"model": "/c/lora/models", "label": "lora"}),
+        (40, "eval_finished", {"model": "/c/lora/models", "seconds": 9.0}),
+        (41, "eval_started", {"model": "/c/int4/models", "label": "lora > modelbuilder"}),
+        (42, "eval_progress", {"model": "/c/int4/models", "phase": "answers", "done": 2, "total": 40}),
+    ]
+    r = add_run(ui_home, "now", "running", events=events)
+    Registry().update_run(r["id"], stage="measuring 3 candidates (2 of 3): 2 of 40 answers", progress=0.7)
+    at = AppTest.from_function(_live_script, args=(r["id"],), default_timeout=UI_TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "measuring 3 candidates (2 of 3): 2 of 40 answers" in at.get("progress")[0].proto.text
+    f = frames(at)
+    assert "✓ measured" in f and "lora > modelbuilder: 2 of 40 answers" in f and "about 1 more candidate(s)" in f
+    captions = [shown(c.value) for c in at.caption]
+    assert any("Training resumed from step 4" in c for c in captions)
+    assert any("8 log points" in c and "mean 2.500 over steps 1-8; resumed from step 4" in c for c in captions), captions
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert fig["data"][0]["x"] == list(range(1, 9))  # one point per step: the curve before the crash stays
+
+
 # -- no heavy imports in the UI process ------------------------------------------------------------------------
 def test_pages_never_import_olive_torch_or_transformers(ui_home):
     script = f"""
