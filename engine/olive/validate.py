@@ -4,7 +4,8 @@ same words.
 
 What it checks, without running Olive or writing anything:
 
-- each pass type exists in this Olive (the catalog, ``engine.olive.catalog``), with a close name offered;
+- each pass type exists in this Olive (the catalog, ``engine.olive.catalog``), read as Olive reads it (without
+  regard to case, a dotted type by its last part), with a close name offered;
 - each parameter exists for its pass, has the type the catalog gives, is one of its choices, and lies in the
   range Olive (or the trainer under it) would accept (``RANGES``, Grove's table: Olive's metadata has no ranges);
   a LoRA-style pass's ``training_args`` are checked field by field against transformers.TrainingArguments;
@@ -31,7 +32,7 @@ from typing import Any, Optional, Union
 from engine import paths
 from engine.data import prepare as data
 from engine.errors import DataError, SpecError
-from engine.spec.passes import GROVE_FILLED
+from engine.spec.passes import GROVE_FILLED, canonical_pass_type
 from engine.spec.schema import RunSpec, parse_spec
 from engine.spec.schema import load_spec as _load_spec
 
@@ -154,7 +155,7 @@ def _code_in(v: Any) -> bool:
 
 
 def _pass_problems(i: int, p: dict[str, Any], catalog: dict[str, Any], allow_code: bool) -> list[Finding]:
-    t = str(p.get("type") or "")
+    t = canonical_pass_type(str(p.get("type") or ""), catalog)  # as Olive resolves it: without regard to case
     meta = catalog.get(t)
     if meta is None:
         return [_f("error", f"passes.{i}.type", f"'{t}' is not a pass of this Olive{_close(t, list(catalog))}",

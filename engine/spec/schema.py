@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.errors import SpecError
 
 SPEC_VERSION = 1
+NO_PASSES = "passes: "  # a model-level error that belongs to the 'passes' field (see _problems)
 PASS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
@@ -129,6 +130,14 @@ class PassSpec(_Frozen):
         default_factory=dict, description="Searchable parameters: {parameter: [candidate values]}."
     )
 
+    @field_validator("type")
+    @classmethod
+    def _olive_spelling(cls, v: str) -> str:
+        """Olive reads pass types without regard to case (``gptq`` is Gptq): stored as the catalog spells them."""
+        from engine.spec.passes import canonical_pass_type
+
+        return canonical_pass_type(v)
+
     @field_validator("name")
     @classmethod
     def _name_ok(cls, v: Optional[str]) -> Optional[str]:
@@ -159,10 +168,13 @@ class PassSpec(_Frozen):
 
 
 class TargetSpec(_Frozen):
+    """Where the candidates run: this Grove runs onnxruntime(-genai) on the CPU and on NVIDIA GPUs (CUDA, TensorRT);
+    other execution providers (QNN, OpenVINO, DirectML, VitisAI, NvTensorRTRTX...) are refused in those words."""
+
     device: Literal["cpu", "gpu"] = "cpu"
-    execution_provider: Literal[
-        "CPUExecutionProvider", "CUDAExecutionProvider", "DmlExecutionProvider", "TensorrtExecutionProvider"
-    ] = "CPUExecutionProvider"
+    execution_provider: Literal["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"] = (
+        "CPUExecutionProvider"
+    )
     precision: Literal["fp32", "fp16", "bf16", "int8", "int4"] = "int4"
 
     @model_validator(mode="after")
@@ -251,7 +263,11 @@ class RunSpec(_Frozen):
     name: str = Field("run", min_length=1, max_length=120)
     model: ModelSpec
     dataset: Optional[DatasetSpec] = None
-    passes: list[PassSpec] = Field(min_length=1)
+    passes: list[PassSpec] = Field(
+        default_factory=list,
+        description="Olive passes in order; none: a baseline run that measures the input model as it is "
+        "(evaluation must be enabled).",
+    )
     target: TargetSpec = Field(default_factory=TargetSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     search: Optional[SearchSpec] = None
@@ -264,6 +280,12 @@ class RunSpec(_Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSpec:
+        if not self.passes and not self.evaluation.enabled:
+            raise ValueError(f"{NO_PASSES}the workflow has no passes: add passes, or enable evaluation to measure the "
+                             "input model as it is (a baseline run)")
+        if not self.passes and not self.evaluation.evaluate_input_model:
+            raise ValueError(f"{NO_PASSES}a run with no passes measures the input model: keep "
+                             "evaluation.evaluate_input_model on")
         keys = [p.key for p in self.passes]
         dup = sorted({k for k in keys if keys.count(k) > 1})
         if dup:
@@ -289,6 +311,40 @@ class RunSpec(_Frozen):
 
 def _loc(err: dict[str, Any]) -> str:
     return ".".join(str(x) for x in err.get("loc", ()))
+
+
+_PREFIXES = (("Value error, ", ""), ("Assertion failed, ", ""), ("Input should be ", "must be "),
+             ("List should have ", "needs "), ("String should have ", "needs "), ("Dictionary should have ", "needs "))
+
+
+def grove_words(err: dict[str, Any]) -> tuple[str, str]:
+    """``(field path, message)`` for one pydantic error, in Grove's words: never "Input should be ...",
+    "Value error, ..." or "List should have at least 1 item after validation"."""
+    where, kind, ctx = _loc(err), err.get("type", ""), err.get("ctx") or {}
+    given = err.get("input")
+    if kind == "missing":
+        return where, "is required"
+    if kind == "extra_forbidden":
+        return where, f"'{where.rsplit('.', 1)[-1]}' is not a setting here (check its spelling)"
+    if kind == "literal_error":
+        if where.endswith("execution_provider"):
+            from engine.spec.passes import GROVE_TARGETS_TEXT
+
+            return where, f"{given!r} is not a target this Grove runs; it runs {GROVE_TARGETS_TEXT}"
+        return where, f"{given!r} is not one of {ctx.get('expected', '')}"
+    if kind == "too_short" and ctx.get("min_length") == 1:
+        return where, "needs at least one entry"
+    msg = str(err.get("msg", ""))
+    for old, new in _PREFIXES:
+        if msg.startswith(old):
+            msg = new + msg[len(old):]
+    msg = msg.replace(" after validation, not 0", "").replace("a valid ", "a ")
+    if kind in ("int_parsing", "float_parsing", "bool_parsing", "int_type", "float_type", "bool_type",
+                "string_type", "dict_type", "list_type", "int_from_float") and given is not None:
+        msg = f"{msg}, not {given!r}"
+    if not where and msg.startswith(NO_PASSES):
+        return "passes", msg[len(NO_PASSES):]
+    return where, msg
 
 
 def yaml_error_location(e: yaml.YAMLError) -> tuple[str, str]:
@@ -319,7 +375,7 @@ def parse_spec(data: Union[dict[str, Any], str], *, source: str = "") -> RunSpec
     try:
         return RunSpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError([(_loc(err), err["msg"]) for err in e.errors()], source=source) from None
+        raise SpecError([grove_words(err) for err in e.errors()], source=source) from None
 
 
 def load_spec(path: Union[str, Path]) -> RunSpec:
