@@ -4,6 +4,9 @@ The config it writes runs unchanged with ``olive run --config <file>`` on a mach
 every path in it is absolute, the data it names is the prepared, content-addressed copy under ``runs/data``,
 and every Grove-specific choice is spelled out as an ordinary Olive option.
 
+A spec with no passes (a baseline run) becomes a workflow of the input model and Grove's evaluator: Olive measures
+the input model as it is (``evaluate_input_model``), as ``olive run`` does for the baseline recipes.
+
 Choices made here on the user's behalf, each for a reason recorded in ../shared/NOTES-olive.md:
 - one fixed ``workflow_id`` and one ``cache_dir`` for all runs, so identical passes are reused across runs;
 - an int4 ModelBuilder that follows a LoRA-style pass keeps the LoRA A/B MatMuls out of int4
@@ -200,7 +203,8 @@ def build(
     if spec.evaluation.enabled and eval_path is not None:
         config["evaluators"] = {EVALUATOR: evaluator(spec, eval_path, data_key)}
         config["evaluator"] = EVALUATOR
-        config["evaluate_input_model"] = spec.evaluation.evaluate_input_model
+        # no passes (a baseline run): Olive evaluates the input model and stops; the spec keeps this on
+        config["evaluate_input_model"] = spec.evaluation.evaluate_input_model or not spec.passes
     if spec.search is not None:
         s = spec.search
         sampler_config: dict[str, Any] = {"seed": s.seed}

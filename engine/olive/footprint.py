@@ -78,6 +78,26 @@ def candidates_from_footprint(fp: dict[str, Any], output_dir: Path, best_ids: se
     return out
 
 
+INPUT_METRICS = "input_model_metrics.json"  # where Olive writes the input model's evaluation (engine.py)
+
+
+def baseline_candidates(output_dir: Path, input_model: dict[str, Any]) -> list[dict[str, Any]]:
+    """The one candidate of a workflow with no passes: the input model, measured. Olive evaluates it, writes
+    ``input_model_metrics.json`` and returns before it saves a footprint; [] when that file is not there."""
+    p = output_dir / INPUT_METRICS
+    if not p.is_file():
+        return []
+    node = {"metrics": {"value": json.loads(p.read_text())}}
+    path = (input_model.get("config") or {}).get("model_path")
+    metrics, _ = _metric_values(node)
+    size = machine.dir_size(Path(path)) if path and Path(path).is_dir() else 0
+    return [{
+        "model_id": "input", "adapter_path": None, "parent_model_id": None, "from_pass": "input", "pass_chain": [],
+        "pass_params": {}, "path": path, "model_type": input_model.get("type"), "size_bytes": size,
+        "metrics": metrics, "goals_met": None, "is_output": 1, "pareto": 1, "_eval_path": path,
+    }]
+
+
 def _onnx_adapter(path: Optional[str]) -> Optional[str]:
     if path and Path(path, ADAPTER_FILE).is_file():
         return str(Path(path, ADAPTER_FILE))

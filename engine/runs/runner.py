@@ -6,7 +6,8 @@ The worker starts it in a new process group with stdout/stderr sent to ``runs/<i
 - reports progress as registry events: a handler on the ``olive`` logger turns Olive's log lines into
   pass started/finished/cached events, and a ``transformers.TrainerCallback`` (added to every Trainer Olive builds)
   reports training step, loss and learning rate; a heartbeat thread writes them in batches;
-- reads Olive's footprint into candidates (every model the run produced, with its parent and parameters);
+- reads Olive's footprint into candidates (every model the run produced, with its parent and parameters); a
+  workflow with no passes (a baseline run) has one candidate, the input model, with Olive's evaluation of it;
 - checks that the promised files exist (Olive often exits 0 when a pass failed);
 - ends the run: succeeded, failed (error type, message) or cancelled (SIGTERM/SIGINT become KeyboardInterrupt,
   so Olive unwinds and removes its temp folders).
@@ -30,7 +31,14 @@ from typing import Any, Optional
 
 from engine import paths
 from engine.olive import config as olive_config
-from engine.olive.footprint import candidates_from_footprint, evaluation_adapter, expected_files, final_model_ids
+from engine.olive.footprint import (
+    INPUT_METRICS,
+    baseline_candidates,
+    candidates_from_footprint,
+    evaluation_adapter,
+    expected_files,
+    final_model_ids,
+)
 from engine.runs.progress import EventSink, OliveLogHandler, install_memory_probe, install_trainer_callback
 from engine.runs.registry import Registry
 from engine.runs.relay import open_registry
@@ -115,9 +123,14 @@ def run(run_id: str) -> int:
         output_dir = olive_config.output_dir(config) or rdir / "output"
         fp_path = output_dir / "footprint.json"
         fp = json.loads(fp_path.read_text()) if fp_path.exists() else {}
-        best = wf.get_best_candidate() if wf is not None and wf.has_output_model() else None
-        best_ids = {best.model_id} if best is not None else final_model_ids(output_dir / "output_footprint.json")
-        cands = candidates_from_footprint(fp, output_dir, best_ids, olive_config.input_model(config))
+        baseline = not config.get("passes")  # no passes: Olive measures the input model, the run's one candidate
+        if baseline:
+            cands = baseline_candidates(output_dir, olive_config.input_model(config))
+            best_ids = {c["model_id"] for c in cands}
+        else:
+            best = wf.get_best_candidate() if wf is not None and wf.has_output_model() else None
+            best_ids = {best.model_id} if best is not None else final_model_ids(output_dir / "output_footprint.json")
+            cands = candidates_from_footprint(fp, output_dir, best_ids, olive_config.input_model(config))
         attach_evaluations(cands, run_id, reg)
         for c in cands:
             del c["_eval_path"]
@@ -126,11 +139,12 @@ def run(run_id: str) -> int:
             cause = sink.olive_errors[0] if sink.olive_errors else None
             raise OutputMissing(
                 "Olive finished without the promised output "
-                + (f"(missing in {output_dir}: {', '.join(missing)})" if missing else "(no output model)")
+                + (f"(missing in {output_dir}: {', '.join(missing)})" if missing else
+                   f"(no {INPUT_METRICS}: the input model was not measured)" if baseline else "(no output model)")
                 + (f"; a pass failed with {type(cause).__name__}: {cause}" if cause else "; see the log for the pass that failed")
             ) from cause
         reg.upsert_candidates(run_id, cands)
-        if olive_config.grove_eval_config(config):
+        if olive_config.grove_eval_config(config) and not baseline:
             _measure_the_rest(run_id, sink)
         sink.progress = 1.0
         sink.stage = "succeeded"
