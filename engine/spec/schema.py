@@ -317,6 +317,14 @@ _PREFIXES = (("Value error, ", ""), ("Assertion failed, ", ""), ("Input should b
              ("List should have ", "needs "), ("String should have ", "needs "), ("Dictionary should have ", "needs "))
 
 
+_TYPE_WORDS = {
+    "bool_parsing": "true or false", "bool_type": "true or false", "int_parsing": "a whole number",
+    "int_type": "a whole number", "int_from_float": "a whole number", "float_parsing": "a number",
+    "float_type": "a number", "string_type": "text", "dict_type": "a mapping", "list_type": "a list",
+    "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+
+
 def grove_words(err: dict[str, Any]) -> tuple[str, str]:
     """``(field path, message)`` for one pydantic error, in Grove's words: never "Input should be ...",
     "Value error, ..." or "List should have at least 1 item after validation"."""
@@ -334,14 +342,15 @@ def grove_words(err: dict[str, Any]) -> tuple[str, str]:
         return where, f"{given!r} is not one of {ctx.get('expected', '')}"
     if kind == "too_short" and ctx.get("min_length") == 1:
         return where, "needs at least one entry"
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return where, "must not be empty"
+    if kind in _TYPE_WORDS:
+        return where, f"must be {_TYPE_WORDS[kind]}, not {given!r}"
     msg = str(err.get("msg", ""))
     for old, new in _PREFIXES:
         if msg.startswith(old):
             msg = new + msg[len(old):]
-    msg = msg.replace(" after validation, not 0", "").replace("a valid ", "a ")
-    if kind in ("int_parsing", "float_parsing", "bool_parsing", "int_type", "float_type", "bool_type",
-                "string_type", "dict_type", "list_type", "int_from_float") and given is not None:
-        msg = f"{msg}, not {given!r}"
+    msg = re.sub(r" after validation, not \d+$", "", msg)
     if not where and msg.startswith(NO_PASSES):
         return "passes", msg[len(NO_PASSES):]
     return where, msg

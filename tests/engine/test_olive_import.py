@@ -223,6 +223,12 @@ def test_no_pass_spec_is_a_baseline_run_and_pydantic_never_speaks(demo):
                     "Extra inputs are not permitted", "after validation"):
             assert pyd not in words, (pyd, words)
     with pytest.raises(SpecError) as e:
+        parse_spec({"model": "m", "passes": [{"type": "LoRA"}], "resources": {"gpus": 1.5},
+                    "evaluation": {"enabled": "maybe"}})
+    assert sorted(e.value.problems) == [("evaluation.enabled", "must be true or false, not 'maybe'"),
+                                        ("model", "must be a mapping, not 'm'"),
+                                        ("resources.gpus", "must be a whole number, not 1.5")]
+    with pytest.raises(SpecError) as e:
         parse_spec(bad[0])
     assert e.value.problems == [("target.execution_provider", "'QNNExecutionProvider' is not a target this Grove "
                                  "runs; it runs CPU (CPUExecutionProvider) and NVIDIA GPUs (CUDAExecutionProvider, "
