@@ -53,6 +53,8 @@ def cuda_int4_builder_options(has_adapter: bool) -> dict[str, Any]:
       merged build 276 -> 444, adapter build without adapter 216 -> 411);
     - with an adapter, ``grove_fuse_lora_qkv`` (engine.olive.compat G2): the fused qkv projection is kept, with one
       LoRA A/B pair, instead of three projections and three pairs (adapter on 51 -> 68 tok/s, off 370 -> 411).
+      genai 0.15.2's builder (the GPU set's, docs/gpu.md) has no such path: there the option is ignored and the qkv
+      projection is split (bench/gpu_adapters.py, one H100: adapter on 270 tok/s, off 371, stock 457).
     Not set, measured no better: ``fuse_mlp_gate_up`` (the merged build with it, 444 tok/s, against the stock build
     without it, 455), the fpA_intB kernel (``ep.cuda.fpa_intb_gemm``: 346 against 455). ``int4_block_size`` stays at
     genai's 32 (128 decodes 9 % faster, 497 tok/s, with four times coarser scales: a quality choice left to the user).
