@@ -22,14 +22,14 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import paths
 from engine.errors import GroveError
 from engine.views.format import human_size
 
 
-def _fmt_time(ts: Optional[float]) -> str:
+def _fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
@@ -53,7 +53,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def training_line(events: list[dict[str, Any]]) -> Optional[str]:
+def training_line(events: list[dict[str, Any]]) -> str | None:
     """The loss line of a run that trains. A short run logs no step loss (fewer steps than logging_steps): the
     Trainer's closing log still carries ``train_loss``, the mean over the run, so that is shown instead."""
     steps = [e["data"] for e in events if "loss" in e["data"]]
@@ -70,7 +70,7 @@ def training_line(events: list[dict[str, Any]]) -> Optional[str]:
 LOG_LOSS = re.compile(r"""['"](train_loss|loss)['"]:\s*([0-9.eE+-]+)""")
 
 
-def training_line_from_log(log: Path) -> Optional[str]:
+def training_line_from_log(log: Path) -> str | None:
     """The loss line from the Trainer's printed logs (``{'loss': 2.1, ...}``) when no event carried it."""
     try:
         text = log.read_text(encoding="utf-8", errors="replace")
@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

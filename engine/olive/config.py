@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import paths
 from engine.spec.passes import ADAPTER_PASSES, CALIBRATED_PASSES
@@ -74,7 +74,7 @@ def search_parameter(values: list[Any]) -> dict[str, Any]:
 
 def model_layers(spec: RunSpec) -> int:
     """Number of decoder layers, read from the model's config.json without importing transformers."""
-    cfg: Optional[Path] = None
+    cfg: Path | None = None
     if spec.model.is_local:
         cfg = spec.model.path / "config.json"
     else:
@@ -107,7 +107,7 @@ def _input_model(spec: RunSpec) -> dict[str, Any]:
     return cfg
 
 
-def _data_configs(spec: RunSpec, train_path: Optional[Path]) -> list[dict[str, Any]]:
+def _data_configs(spec: RunSpec, train_path: Path | None) -> list[dict[str, Any]]:
     ds = spec.dataset
     if ds is None or train_path is None:
         return []
@@ -165,10 +165,10 @@ def build(
     spec: RunSpec,
     *,
     output_dir: Path,
-    train_path: Optional[Path] = None,
-    eval_path: Optional[Path] = None,
+    train_path: Path | None = None,
+    eval_path: Path | None = None,
     data_key: str = "",
-    searchable: Optional[dict[str, list[str]]] = None,
+    searchable: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """The Olive workflow config for ``spec``.
 
@@ -281,7 +281,7 @@ def parse(config: str | dict[str, Any] | None) -> dict[str, Any]:
     return out if isinstance(out, dict) else {}
 
 
-def output_dir(config: str | dict[str, Any] | None) -> Optional[Path]:
+def output_dir(config: str | dict[str, Any] | None) -> Path | None:
     """Where the workflow writes its output (None when the config names none)."""
     p = parse(config).get("output_dir")
     return Path(p) if p else None
@@ -294,7 +294,7 @@ def input_model(config: str | dict[str, Any] | None) -> dict[str, Any]:
     return {"type": m.get("type"), "config": {"model_path": m.get("model_path")}} if m else {}
 
 
-def evaluation_cache_key(config: str | dict[str, Any] | None) -> Optional[str]:
+def evaluation_cache_key(config: str | dict[str, Any] | None) -> str | None:
     """A short hash of the workflow's evaluators (None when it evaluates nothing). Olive caches a model's
     evaluation by model id alone, so in Grove's shared cache a run measuring a model with other settings (more
     examples, other metrics or goals) would get the numbers of the run before; the runner files Olive's evaluations
@@ -310,7 +310,7 @@ def planned_passes(config: str | dict[str, Any] | None) -> list[str]:
     return list(parse(config).get("passes") or {})
 
 
-def grove_eval_config(config: str | dict[str, Any] | None) -> Optional[dict[str, Any]]:
+def grove_eval_config(config: str | dict[str, Any] | None) -> dict[str, Any] | None:
     """The keyword arguments of Grove's evaluator in the workflow (None when it does not evaluate)."""
     ev = (parse(config).get("evaluators") or {}).get(EVALUATOR)
     if not ev:

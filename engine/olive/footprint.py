@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import machine
 
 ADAPTER_FILE = "adapter_weights.onnx_adapter"  # what ExtractAdapters writes beside an ONNX model
 
 
-def evaluation_adapter(model_type: Optional[str], folder: str | Path, adapter_path: Optional[str]) -> Optional[str]:
+def evaluation_adapter(model_type: str | None, folder: str | Path, adapter_path: str | None) -> str | None:
     """The adapter an evaluation of a candidate is keyed with (as ``engine.evaluate.olive_metric.locate`` keys what
     Olive hands it): a PyTorch model's PEFT folder; for an ONNX folder, ``adapter_weights`` when its adapter file is
     there; else None."""
@@ -21,7 +21,7 @@ def evaluation_adapter(model_type: Optional[str], folder: str | Path, adapter_pa
     return "adapter_weights" if Path(folder, ADAPTER_FILE).is_file() else None
 
 
-def _metric_values(node: dict[str, Any]) -> tuple[dict[str, float], Optional[bool]]:
+def _metric_values(node: dict[str, Any]) -> tuple[dict[str, float], bool | None]:
     """Grove metric values of a footprint node (Olive names them 'grove-<metric>'), and whether goals were met."""
     m = node.get("metrics") or {}
     values = {}
@@ -32,7 +32,7 @@ def _metric_values(node: dict[str, Any]) -> tuple[dict[str, float], Optional[boo
 
 
 def candidates_from_footprint(fp: dict[str, Any], output_dir: Path, best_ids: set[str],
-                              input_model: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+                              input_model: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every model the workflow produced (and the input model when it was evaluated), with its pass chain.
     ``input_model`` (``config.input_model``) describes the input model, which Olive's footprint leaves blank."""
     out = []
@@ -98,7 +98,7 @@ def baseline_candidates(output_dir: Path, input_model: dict[str, Any]) -> list[d
     }]
 
 
-def _onnx_adapter(path: Optional[str]) -> Optional[str]:
+def _onnx_adapter(path: str | None) -> str | None:
     if path and Path(path, ADAPTER_FILE).is_file():
         return str(Path(path, ADAPTER_FILE))
     return None

@@ -27,7 +27,7 @@ import difflib
 import json
 import re
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from engine import paths
 from engine.data import prepare as data
@@ -40,7 +40,7 @@ Finding = dict[str, str]  # {"level": "error"|"warning"|"info", "where": field p
 
 # Values Olive or the trainer would refuse (or that make no sense), by parameter name; Olive's metadata has types,
 # not ranges. (lower, lower inclusive, upper, upper inclusive, allowed exceptions)
-RANGES: dict[str, tuple[Optional[float], bool, Optional[float], bool, tuple[Any, ...]]] = {
+RANGES: dict[str, tuple[float | None, bool, float | None, bool, tuple[Any, ...]]] = {
     "r": (0, False, None, False, ()),
     "alpha": (0, False, None, False, ()),
     "lora_dropout": (0, True, 1, False, ()),
@@ -87,7 +87,7 @@ def _split_union(inner: str) -> list[str]:
     return out + [cur.strip()] if cur.strip() else out
 
 
-def _type_error(v: Any, t: str) -> Optional[str]:
+def _type_error(v: Any, t: str) -> str | None:
     """Why ``v`` is not of catalog type ``t`` (``int``, ``Optional[float]``, ``list[str]``...), or None. Types this
     cannot judge (Olive classes) pass."""
     t = t.strip()
@@ -116,7 +116,7 @@ def _type_error(v: Any, t: str) -> Optional[str]:
     return None
 
 
-def _range_error(name: str, v: Any) -> Optional[str]:
+def _range_error(name: str, v: Any) -> str | None:
     rng = RANGES.get(name)
     if rng is None or not isinstance(v, (int, float)) or isinstance(v, bool):
         return None
@@ -131,7 +131,7 @@ def _range_error(name: str, v: Any) -> Optional[str]:
     return None
 
 
-def value_error(name: str, v: Any, meta: dict[str, Any]) -> Optional[str]:
+def value_error(name: str, v: Any, meta: dict[str, Any]) -> str | None:
     """Why Olive would refuse ``v`` for parameter ``name`` with catalog metadata ``meta``, or None."""
     if v == "DEFAULT_VALUE" or v is None and not meta.get("required"):
         return None
@@ -279,7 +279,7 @@ def _dataset_problems(spec: RunSpec) -> list[Finding]:
 
 
 # -- entry points ----------------------------------------------------------------------------------------------------
-def _catalog() -> Optional[dict[str, Any]]:
+def _catalog() -> dict[str, Any] | None:
     from engine.olive import catalog
 
     try:
@@ -288,7 +288,7 @@ def _catalog() -> Optional[dict[str, Any]]:
         return None
 
 
-def problems(spec: RunSpec, *, catalog: Optional[dict[str, Any]] = None, files: bool = True) -> list[Finding]:
+def problems(spec: RunSpec, *, catalog: dict[str, Any] | None = None, files: bool = True) -> list[Finding]:
     """Every finding for a parsed spec. ``catalog``: ``engine.olive.catalog.load()["passes"]`` (loaded when None).
     ``files``: check the model folder and dataset files too (off for an imported draft still being edited)."""
     catalog = _catalog() if catalog is None else catalog
@@ -302,7 +302,7 @@ def problems(spec: RunSpec, *, catalog: Optional[dict[str, Any]] = None, files: 
     return out
 
 
-def refuse(spec: RunSpec, *, catalog: Optional[dict[str, Any]] = None, source: str = "") -> list[Finding]:
+def refuse(spec: RunSpec, *, catalog: dict[str, Any] | None = None, source: str = "") -> list[Finding]:
     """Raise ``SpecError`` with every error ``problems`` finds (field path, message and fix); return the rest."""
     found = problems(spec, catalog=catalog)
     errors = [(f["where"], f["message"] + (f"; {f['fix']}" if f["fix"] else "")) for f in found
@@ -312,7 +312,7 @@ def refuse(spec: RunSpec, *, catalog: Optional[dict[str, Any]] = None, source: s
     return found
 
 
-def draft_findings(draft: dict[str, Any], catalog: Optional[dict[str, Any]]) -> list[Finding]:
+def draft_findings(draft: dict[str, Any], catalog: dict[str, Any] | None) -> list[Finding]:
     """For the pre-flight (engine.views.preflight.check): what this module finds that the pre-flight does not check
     itself. A draft that does not parse yields nothing here (the pre-flight reports the spec's own errors)."""
     from engine.spec import drafts
@@ -328,7 +328,7 @@ def draft_findings(draft: dict[str, Any], catalog: Optional[dict[str, Any]]) -> 
     return [f for f in found if not any(s in f["message"] for s in covered)]
 
 
-def load_spec(path: Union[str, Path]) -> RunSpec:
+def load_spec(path: str | Path) -> RunSpec:
     """``engine.spec.schema.load_spec``, and when the dataset has no template but its rows hold the conversation
     already rendered in a ``text`` column, say so and offer ``text_template: '{text}'``."""
     try:
@@ -341,7 +341,7 @@ def load_spec(path: Union[str, Path]) -> RunSpec:
         raise
 
 
-def template_offer_message(dataset_path: str) -> Optional[str]:
+def template_offer_message(dataset_path: str) -> str | None:
     """The offer for a pre-templated dataset, in words, or None (for the CLI and Model & data)."""
     offer = data.template_offer(Path(dataset_path).expanduser())
     if not offer:
@@ -350,7 +350,7 @@ def template_offer_message(dataset_path: str) -> Optional[str]:
             "to train on the text as is")
 
 
-def _template_offer_for(path: Union[str, Path], e: SpecError) -> Optional[str]:
+def _template_offer_for(path: str | Path, e: SpecError) -> str | None:
     if not any("text_template" in msg for _, msg in e.problems):
         return None
     try:

@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import paths
 from engine.olive import config as olive_config
@@ -219,7 +219,7 @@ def classify(e: BaseException) -> tuple[str, str]:
 def _is_disk_full(e: BaseException) -> bool:
     """ENOSPC (no space), EDQUOT (quota) or EFBIG (a file-size limit), wherever in the chain of causes it is."""
     seen = 0
-    cur: Optional[BaseException] = e
+    cur: BaseException | None = e
     while cur is not None and seen < 10:
         if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             return True
@@ -243,7 +243,7 @@ def _prepare_data(row: dict[str, Any]) -> Any:
     return spec
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m engine.runs.runner RUN_ID", file=sys.stderr)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -56,7 +56,7 @@ class ModelSpec(_Frozen):
 
     name: str = Field(description="Hugging Face model id, or path to a local model folder.", min_length=1)
     trust_remote_code: bool = Field(False, description="Run the model repository's own Python code. Off unless asked.")
-    revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit); ignored for folders.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit); ignored for folders.")
 
     @property
     def is_local(self) -> bool:
@@ -71,15 +71,15 @@ class ModelSpec(_Frozen):
 class DatasetSpec(_Frozen):
     """Training data: a local JSONL/CSV/Parquet file, or a Hugging Face dataset name + split."""
 
-    path: Optional[str] = Field(None, description="Local .jsonl, .json, .csv or .parquet file.")
-    hf_name: Optional[str] = Field(None, description="Hugging Face dataset name (instead of path).")
-    hf_subset: Optional[str] = Field(None, description="Hugging Face dataset configuration name.")
+    path: str | None = Field(None, description="Local .jsonl, .json, .csv or .parquet file.")
+    hf_name: str | None = Field(None, description="Hugging Face dataset name (instead of path).")
+    hf_subset: str | None = Field(None, description="Hugging Face dataset configuration name.")
     hf_split: str = Field("train", description="Hugging Face split to read.")
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="Rename dataset columns before templating: {dataset column: name used in the template}.",
     )
-    text_template: Optional[str] = Field(
+    text_template: str | None = Field(
         None, description="Python format string over columns, e.g. '<|user|>\\n{prompt}<|end|>\\n...'."
     )
     chat_template: bool = Field(
@@ -87,13 +87,13 @@ class DatasetSpec(_Frozen):
     )
     prompt_column: str = Field("prompt", description="Column holding the user turn (chat template).")
     response_column: str = Field("response", description="Column holding the assistant turn (chat template).")
-    system_prompt: Optional[str] = Field(None, description="System message for the chat template.")
-    eval_split: Optional[float] = Field(
+    system_prompt: str | None = Field(None, description="System message for the chat template.")
+    eval_split: float | None = Field(
         0.1, gt=0, lt=0.9, description="Fraction of rows held out for evaluation (ignored when eval_path is set)."
     )
-    eval_path: Optional[str] = Field(None, description="A separate evaluation file, same format as path.")
+    eval_path: str | None = Field(None, description="A separate evaluation file, same format as path.")
     split_seed: int = Field(0, description="Seed of the deterministic train/eval split.")
-    max_samples: Optional[int] = Field(None, gt=0, description="Use at most this many training rows.")
+    max_samples: int | None = Field(None, gt=0, description="Use at most this many training rows.")
     max_seq_len: int = Field(512, ge=8, le=131072, description="Training sequence length in tokens.")
 
     @model_validator(mode="after")
@@ -108,7 +108,7 @@ class DatasetSpec(_Frozen):
 
     @field_validator("text_template")
     @classmethod
-    def _plain_template(cls, v: Optional[str]) -> Optional[str]:
+    def _plain_template(cls, v: str | None) -> str | None:
         if v:
             plain_fields(v)
         return v
@@ -124,7 +124,7 @@ class PassSpec(_Frozen):
     """One Olive pass: its type from Olive's catalog, fixed parameters, and searchable ones."""
 
     type: str = Field(description="Olive pass type, e.g. LoRA, ModelBuilder, ExtractAdapters.", min_length=1)
-    name: Optional[str] = Field(None, description="Unique name in this workflow; defaults to the type in lower case.")
+    name: str | None = Field(None, description="Unique name in this workflow; defaults to the type in lower case.")
     params: dict[str, Any] = Field(default_factory=dict, description="Fixed parameter values.")
     search: dict[str, list[Any]] = Field(
         default_factory=dict, description="Searchable parameters: {parameter: [candidate values]}."
@@ -140,7 +140,7 @@ class PassSpec(_Frozen):
 
     @field_validator("name")
     @classmethod
-    def _name_ok(cls, v: Optional[str]) -> Optional[str]:
+    def _name_ok(cls, v: str | None) -> str | None:
         if v is not None and not PASS_NAME.match(v):
             raise ValueError("letters, digits, '_' and '-' only, starting with a letter")
         return v
@@ -194,7 +194,7 @@ class GoalSpec(_Frozen):
 class MetricSpec(_Frozen):
     name: str = Field(description="Metric name as the evaluator reports it, e.g. rouge_l, perplexity, decode_tps.")
     priority: int = Field(1, ge=1, description="1 ranks first; metrics with equal priority are not allowed.")
-    goal: Optional[GoalSpec] = None
+    goal: GoalSpec | None = None
 
 
 # Olive's valid ranges for percent goals, by (goal type, higher_is_better) (olive/evaluator/metric.py)
@@ -245,15 +245,15 @@ class EvaluationSpec(_Frozen):
 class SearchSpec(_Frozen):
     sampler: Literal["sequential", "random", "tpe"] = "sequential"
     execution_order: Literal["joint", "pass-by-pass"] = "joint"
-    max_samples: Optional[int] = Field(None, gt=0)
-    max_time_s: Optional[int] = Field(None, gt=0)
+    max_samples: int | None = Field(None, gt=0)
+    max_time_s: int | None = Field(None, gt=0)
     stop_when_goals_met: bool = False
     seed: int = 0
 
 
 class ResourcesSpec(_Frozen):
     gpus: int = Field(0, ge=0, le=64, description="GPUs the run needs; 0 runs on the CPU.")
-    checkpoint_steps: Optional[int] = Field(
+    checkpoint_steps: int | None = Field(
         None, gt=0, description="Save a training checkpoint every N steps, so a run whose runner died resumes from it; "
         "empty: every fifth of max_steps, at most 200 (a 100-step run loses at most 20 % of its steps).")
 
@@ -262,7 +262,7 @@ class RunSpec(_Frozen):
     version: Literal[1] = SPEC_VERSION
     name: str = Field("run", min_length=1, max_length=120)
     model: ModelSpec
-    dataset: Optional[DatasetSpec] = None
+    dataset: DatasetSpec | None = None
     passes: list[PassSpec] = Field(
         default_factory=list,
         description="Olive passes in order; none: a baseline run that measures the input model as it is "
@@ -270,7 +270,7 @@ class RunSpec(_Frozen):
     )
     target: TargetSpec = Field(default_factory=TargetSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    search: Optional[SearchSpec] = None
+    search: SearchSpec | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     allow_user_code: bool = Field(
         False,
@@ -369,7 +369,7 @@ def yaml_error_location(e: yaml.YAMLError) -> tuple[str, str]:
     return where, str(problem or e)
 
 
-def parse_spec(data: Union[dict[str, Any], str], *, source: str = "") -> RunSpec:
+def parse_spec(data: dict[str, Any] | str, *, source: str = "") -> RunSpec:
     """Validate a dict (or JSON/YAML text) into a RunSpec; raise SpecError naming each bad field."""
     if isinstance(data, str):
         try:
@@ -387,7 +387,7 @@ def parse_spec(data: Union[dict[str, Any], str], *, source: str = "") -> RunSpec
         raise SpecError([grove_words(err) for err in e.errors()], source=source) from None
 
 
-def load_spec(path: Union[str, Path]) -> RunSpec:
+def load_spec(path: str | Path) -> RunSpec:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")

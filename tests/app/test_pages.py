@@ -554,7 +554,7 @@ def test_preflight_shows_the_chat_template_round_trip_and_refuses_a_mismatch(ui_
 def test_workflow_launches_a_baseline_run_and_imports_another_targets_config_as_a_cpu_version(ui_home):
     """The Baseline recipe: no passes, evaluation on, launched as any run; an Olive config for QNN is refused in one
     sentence, then imported as a CPU version with its QNN-only passes named as dropped."""
-    at = AppTest.from_file(MAIN)
+    at = AppTest.from_file(MAIN, default_timeout=UI_TIMEOUT)
     at.run(timeout=120)
     at.switch_page(PAGES["model_data"]).run(timeout=120)
     by_label(at.selectbox, "Dataset file").set_value(str(ui_home / "demo" / "travel_sample.jsonl")).run(timeout=120)
