@@ -33,7 +33,7 @@ from engine.runs import submit as service
 from engine.runs.registry import ACTIVE, STATUSES, Registry
 from engine.spec import drafts, recipes
 from engine.spec import metrics as metrics_mod
-from engine.spec.passes import GPU_ONLY
+from engine.spec.passes import GPU_ONLY, canonical_pass_type
 from engine.spec.schema import DatasetSpec, parse_spec
 from engine.views import candidates as cand_views
 from engine.views import charts, estimate, preflight
@@ -308,6 +308,11 @@ def catalog_passes() -> dict[str, Any] | None:
     return c["passes"] if c else None
 
 
+def pass_type(ptype: str, passes: dict[str, Any] | None) -> str:
+    """A pass type as Olive reads it (``gptq`` is Gptq): the catalog's spelling, for the forms."""
+    return canonical_pass_type(ptype, passes)
+
+
 # -- models and data ----------------------------------------------------------------------------------------------
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _inputs(h: str) -> dict[str, list[str]]:
@@ -494,10 +499,11 @@ def draft_olive_config(draft: dict[str, Any]) -> str:
     return service.olive_config_text(parse_spec(drafts.to_spec_dict(draft)), base=service.ui_bases())
 
 
-def import_olive(text: str, allow_code: bool = False) -> tuple[dict[str, Any], list[str]]:
+def import_olive(text: str, allow_code: bool = False, target: str | None = None) -> tuple[dict[str, Any], list[str]]:
     """An Olive config as a draft, with a note per mapping or dropped field. Code (user_script, script_dir,
-    trust_remote_code) is imported only with ``allow_code``; otherwise the import is refused and says why."""
-    return olive_import.import_text(text, catalog_passes(), allow_code=allow_code)
+    trust_remote_code) is imported only with ``allow_code``; otherwise the import is refused and says why.
+    ``target`` ("cpu" or "cuda"): import a config for another target as a CPU or CUDA version of it."""
+    return olive_import.import_text(text, catalog_passes(), allow_code=allow_code, target=target)
 
 
 def spec_json(draft: dict[str, Any]) -> str:

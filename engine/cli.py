@@ -4,6 +4,7 @@
     grove up --ray              the same, with runs executed on a Ray cluster (docs/ray.md)
     grove demo [--no-submit]    build the embedded demo model (once) and queue the demo recipe
     grove submit SPEC.yaml      check a spec and queue it
+    grove import CONFIG.json    an Olive workflow config as a run spec (--target cpu|cuda, -o spec.yaml)
     grove ls                    list runs
     grove show RUN              one run: status, stages, candidates, log tail
     grove cancel RUN            cancel a queued or running run
@@ -21,7 +22,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import paths
 from engine.errors import GroveError
@@ -29,7 +30,7 @@ from engine.views.format import human_size, metric
 from engine.views.labels import build
 
 
-def _fmt_time(ts: Optional[float]) -> str:
+def _fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
@@ -53,7 +54,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def training_line(events: list[dict[str, Any]]) -> Optional[str]:
+def training_line(events: list[dict[str, Any]]) -> str | None:
     """The loss line of a run that trains (engine.views.runs.training_summary: one point per step across resumes, a
     true mean over the steps logged; a short run that logged no step shows the Trainer's mean over its steps)."""
     from engine.views.runs import training_summary
@@ -64,7 +65,7 @@ def training_line(events: list[dict[str, Any]]) -> Optional[str]:
 LOG_LOSS = re.compile(r"""['"](train_loss|loss)['"]:\s*([0-9.eE+-]+)""")
 
 
-def training_line_from_log(log: Path) -> Optional[str]:
+def training_line_from_log(log: Path) -> str | None:
     """The loss line from the Trainer's printed logs (``{'loss': 2.1, ...}``) when no event carried it."""
     try:
         text = log.read_text(encoding="utf-8", errors="replace")
@@ -143,6 +144,35 @@ def cmd_submit(args: argparse.Namespace) -> int:
     # relative paths in the spec are read from the spec file's folder, wherever grove runs from
     run = service.submit(load_spec(args.spec), base=Path(args.spec).expanduser().absolute().parent)
     print(f"queued {run['id']}  ({run['name']})")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """An Olive workflow config as a Grove run spec (YAML), with a line per mapping or dropped part."""
+    import yaml
+
+    from engine.olive import catalog, importer
+    from engine.spec.drafts import to_spec_dict
+
+    src = Path(args.config)
+    try:
+        text = src.read_text(encoding="utf-8")
+    except OSError as e:
+        raise GroveError(f"cannot read {src}: {e.strerror}") from None
+    draft, notes = importer.import_text(text, catalog.load()["passes"], allow_code=args.allow_code,
+                                        target=args.target)
+    out = yaml.safe_dump(to_spec_dict(draft), sort_keys=False, allow_unicode=True)
+    if args.output:
+        Path(args.output).write_text(out, encoding="utf-8")
+    else:
+        print(out)
+    for n in notes:
+        print(f"  {n}", file=sys.stderr)
+    todo = [n for n in notes if n.startswith(("to fill in", "to fix"))]
+    where = args.output or "the spec above"
+    print(f"{'wrote ' + args.output if args.output else 'imported'}: "
+          + (f"{len(todo)} thing(s) to fill in before `grove submit {where}`" if todo else
+             f"ready: grove submit {where}"), file=sys.stderr)
     return 0
 
 
@@ -276,6 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="check a run spec (YAML/JSON) and queue it")
     p.add_argument("spec")
     p.set_defaults(fn=cmd_submit)
+    p = sub.add_parser("import", help="turn an Olive workflow config (JSON/YAML) into a Grove run spec")
+    p.add_argument("config")
+    p.add_argument("-o", "--output", help="write the spec here (YAML) instead of printing it")
+    p.add_argument("--target", choices=["cpu", "cuda"],
+                   help="import a config for another target (QNN, OpenVINO...) as a CPU or CUDA version of it")
+    p.add_argument("--allow-code", action="store_true",
+                   help="keep user_script/script_dir/trust_remote_code from the config (only for code you trust)")
+    p.set_defaults(fn=cmd_import)
     p = sub.add_parser("ls", help="list runs")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(fn=cmd_ls)
@@ -301,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -603,3 +603,39 @@ def test_preflight_shows_the_chat_template_round_trip_and_refuses_a_mismatch(ui_
     assert re.search(r"they differ at character \d+", t)  # the round trip's own finding, shown above its three renderings
     assert any("mismatch" in e.label for e in at.expander)
     assert by_label(at.button, "Launch").disabled
+
+
+def test_workflow_launches_a_baseline_run_and_imports_another_targets_config_as_a_cpu_version(ui_home):
+    """The Baseline recipe: no passes, evaluation on, launched as any run; an Olive config for QNN is refused in one
+    sentence, then imported as a CPU version with its QNN-only passes named as dropped."""
+    at = AppTest.from_file(MAIN, default_timeout=UI_TIMEOUT)
+    at.run(timeout=120)
+    at.switch_page(PAGES["model_data"]).run(timeout=120)
+    by_label(at.selectbox, "Dataset file").set_value(str(ui_home / "demo" / "travel_sample.jsonl")).run(timeout=120)
+    at.switch_page(PAGES["workflow"]).run(timeout=120)
+    by_label(at.selectbox, "Recipe").set_value("baseline").run(timeout=120)
+    by_label(at.button, "Apply recipe").click().run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    d = at.session_state["draft"]
+    assert d["passes"] == [] and d["evaluation"]["enabled"] and d["evaluation"]["metrics"]
+    t = text(at)
+    assert "No passes: a baseline run that measures the model as it is" in t and "has no passes" not in t
+    launch = by_label(at.button, "Launch")
+    assert not launch.disabled, t
+    launch.click().run(timeout=120)
+    runs = Registry().list_runs()
+    assert len(runs) == 1 and runs[0]["status"] == "queued"
+    assert json.loads(Registry().get_run(runs[0]["id"])["spec"])["passes"] == []
+
+    qnn = (REPO / "tests" / "inputs" / "olive" / "qnn_npu.json").read_bytes()
+    at.switch_page(PAGES["workflow"]).run(timeout=120)
+    at.get("file_uploader")[0].upload("qnn.json", qnn, "application/json").run(timeout=120)
+    by_label(at.button, "Import into the form").click().run(timeout=120)
+    assert "this config targets QNNExecutionProvider on 'npu'; this Grove runs CPU" in text(at)
+    by_label(at.radio, "Target").set_value("cpu").run(timeout=120)
+    by_label(at.button, "Import into the form").click().run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    d = at.session_state["draft"]
+    assert [p["type"] for p in d["passes"]] == ["QuaRot", "GptqModel", "ModelBuilder"]
+    assert d["target"]["execution_provider"] == "CPUExecutionProvider"
+    assert "(StaticLLM) dropped: it exists for another target" in text(at)

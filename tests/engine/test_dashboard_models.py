@@ -142,7 +142,8 @@ def test_drafts_recipes_and_olive_config(fresh_home, tmp_path):
     }
     for key in recipes.PRESETS:
         spec = parse_spec(drafts.to_spec_dict(drafts.apply_recipe(d, key)))
-        assert spec.passes
+        # the baseline measures the model as it is: no passes, evaluation on; every other preset changes it
+        assert bool(spec.passes) == (key != "baseline") and (spec.passes or spec.evaluation.enabled)
     lab = drafts.apply_recipe(d, "lab")
     assert [p["type"] for p in lab["passes"]] == ["LoRA", "ModelBuilder", "ExtractAdapters"]
     assert lab["dataset"]["max_seq_len"] == 128 and d["dataset"]["max_seq_len"] == 512  # the draft is not mutated
