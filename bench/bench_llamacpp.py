@@ -8,7 +8,7 @@ warm-up, median of --reps repetitions:
 Measured: time to first token (prompt processing + first token) and decode tokens/s, and the process CPU time of
 each (with --threads 1 these are a load-independent comparison on a busy machine); beside them, the held-out
 quality of each on the demo's eval split (mean loss on response tokens and ROUGE-L of greedy answers, defined as
-in engine/evaluate.py) so speed is never read without quality.
+in engine/evaluate/) so speed is never read without quality.
 
 llama-cpp-python is never one of Grove's requirements: it lives in a benchmark-only virtual environment,
 bench/.venv-llamacpp (git-ignored), made by ``--setup`` (compiles llama.cpp: 10+ minutes on 2 cores). This script
@@ -87,8 +87,8 @@ def prompt_ids(tok: Any) -> list[int]:
 
 
 def eval_rows(n: int) -> list[dict[str, Any]]:
-    """The demo's held-out split (engine.data: 10 % of the travel sample, seed 0), first n rows."""
-    from engine.data import split_rows
+    """The demo's held-out split (engine.data.prepare.split_rows: 10 % of the travel sample, seed 0), first n rows."""
+    from engine.data.prepare import split_rows
 
     rows = [
         json.loads(ln) for ln in (REPO / "engine/assets/travel_sample.jsonl").read_text().splitlines() if ln.strip()
@@ -169,7 +169,7 @@ def genai_quality(folder: Path, data: list[tuple[list[int], list[int], str]]) ->
     import numpy as np
     import onnxruntime_genai as og
 
-    from engine.evaluate import rouge_l
+    from engine.evaluate.scores import rouge_l
 
     model = og.Model(str(folder))
     tok = og.Tokenizer(model)
@@ -233,7 +233,7 @@ def llama_worker(args: argparse.Namespace) -> int:
     }
     if job.get("data"):
         sys.path.insert(0, str(REPO))
-        from engine.evaluate import rouge_l  # stdlib-only at import
+        from engine.evaluate.scores import rouge_l  # stdlib-only at import
 
         q = Llama(
             model_path=job["gguf"],
