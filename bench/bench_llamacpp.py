@@ -200,6 +200,9 @@ def genai_quality(folder: Path, data: list[tuple[list[int], list[int], str]]) ->
 
 # -- llama.cpp (runs in the benchmark-only venv) -------------------------------------------------------------------
 def llama_worker(args: argparse.Namespace) -> int:
+    import faulthandler
+
+    faulthandler.enable()  # a crash in llama.cpp prints where Python was
     from llama_cpp import Llama
 
     job = json.loads(Path(args.llama_worker).read_text())
@@ -263,12 +266,26 @@ def llama_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+# llama.cpp compiles its CPU backend with -march=native. On a CPU with AMX (Intel Sapphire Rapids and later, such as
+# the development VM) that also compiles ggml's AMX backend, which repacks Q4_0/Q4_1/Q8_0 weights into AMX tiles;
+# with this Q4_1 model its matmul (ggml_backend_amx_mul_mat) crashed the worker with SIGSEGV on the first eval,
+# after a clean load (as in llama.cpp issue 20824). The AMX instructions are switched off, everything else stays
+# native; the multimodal library (LLAVA_BUILD) is not built: the benchmark does not use it.
+BUILD_ENV = {
+    "CFLAGS": "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+    "CXXFLAGS": "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+    "CMAKE_ARGS": "-DLLAVA_BUILD=OFF",
+}
+
+
 def setup_venv() -> None:
     py = LLAMA_VENV / "bin" / "python"
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(LLAMA_VENV)], check=True)
-    print(f"building {LLAMA_PIN} from source into {LLAMA_VENV} (10+ minutes on 2 cores) ...", flush=True)
-    subprocess.run([str(py), "-m", "pip", "install", "--no-binary", "llama-cpp-python", LLAMA_PIN, "numpy"], check=True)
+    print(f"building {LLAMA_PIN} from source into {LLAMA_VENV} (10+ minutes on 2 idle cores) ...", flush=True)
+    # --no-cache-dir: pip would otherwise reuse a wheel it built earlier from the same source with other flags
+    subprocess.run([str(py), "-m", "pip", "install", "--no-cache-dir", "--force-reinstall", "--no-binary",
+                    "llama-cpp-python", LLAMA_PIN, "numpy"], check=True, env={**os.environ, **BUILD_ENV})
 
 
 def run_llama(gguf: Path, ids: list[int], data: list[Any], reps: int, threads: int, work: Path) -> dict[str, Any]:
@@ -280,7 +297,11 @@ def run_llama(gguf: Path, ids: list[int], data: list[Any], reps: int, threads: i
     job.write_text(
         json.dumps({"gguf": str(gguf), "ids": ids, "data": data, "reps": reps, "threads": threads, "out": str(out)})
     )
-    subprocess.run([str(py), __file__, "--llama-worker", str(job)], check=True)
+    p = subprocess.run([str(py), __file__, "--llama-worker", str(job)], check=False)
+    if p.returncode != 0:
+        why = f"signal {-p.returncode}" if p.returncode < 0 else f"exit code {p.returncode}"
+        raise SystemExit(f"the llama.cpp worker ({py}) ended with {why}; its traceback, if any, is above. "
+                         "A build from before the AMX fix crashes this way: run again with --setup")
     return json.loads(out.read_text())
 
 
