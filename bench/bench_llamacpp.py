@@ -271,11 +271,11 @@ def llama_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-# llama.cpp compiles its CPU backend with -march=native. On a CPU with AMX (Intel Sapphire Rapids and later, such as
-# the development VM) that also compiles ggml's AMX backend, which repacks Q4_0/Q4_1/Q8_0 weights into AMX tiles;
-# with this Q4_1 model its matmul (ggml_backend_amx_mul_mat) crashed the worker with SIGSEGV on the first eval,
-# after a clean load (as in llama.cpp issue 20824). The AMX instructions are switched off, everything else stays
-# native; the multimodal library (LLAVA_BUILD) is not built: the benchmark does not use it.
+# llama.cpp compiles its CPU backend with -march=native; on a CPU with AMX (the development VM is a Sapphire Rapids
+# Xeon) that also compiles ggml's AMX backend (llama.cpp issue 20824: a machine-dependent SIGSEGV in
+# ggml_backend_amx_mul_mat on the first eval). Suspected, NOT confirmed, as the cause of the worker's SIGSEGV seen in
+# issue 20: on 2026-12-06 neither this build nor one with AMX loaded and evaluated the Q4_1 model with a crash (the
+# AMX buffer type was not used). AMX stays off as a precaution; the multimodal library (LLAVA_BUILD) is not built.
 BUILD_ENV = {
     "CFLAGS": "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
     "CXXFLAGS": "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
@@ -306,7 +306,7 @@ def run_llama(gguf: Path, ids: list[int], data: list[Any], reps: int, threads: i
     if p.returncode != 0:
         why = f"signal {-p.returncode}" if p.returncode < 0 else f"exit code {p.returncode}"
         raise SystemExit(f"the llama.cpp worker ({py}) ended with {why}; its traceback, if any, is above. "
-                         "A build from before the AMX fix crashes this way: run again with --setup")
+                         "Rebuild with --setup (never from pip's wheel cache) and report the traceback")
     return json.loads(out.read_text())
 
 
