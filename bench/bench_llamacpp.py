@@ -8,13 +8,13 @@ warm-up, median of --reps repetitions:
 Measured: time to first token (prompt processing + first token) and decode tokens/s, and the process CPU time of
 each (with --threads 1 these are a load-independent comparison on a busy machine); beside them, the held-out
 quality of each on the demo's eval split (mean loss on response tokens and ROUGE-L of greedy answers, defined as
-in engine/evaluate.py) so speed is never read without quality.
+in engine/evaluate/) so speed is never read without quality.
 
 llama-cpp-python is never one of Grove's requirements: it lives in a benchmark-only virtual environment,
 bench/.venv-llamacpp (git-ignored), made by ``--setup`` (compiles llama.cpp: 10+ minutes on 2 cores). This script
 runs the llama.cpp half in that environment's interpreter (``--llama-worker``) and reads back its JSON.
 
-Usage: python bench/bench_llamacpp.py [--setup] [--reps 5] [--threads 2] [--settings b32a4,b32a0,...]
+Usage: python bench/bench_llamacpp.py [--setup] [--reps 5] [--threads 2] [--settings b32a4,b32a4rtn8,...]
        [--eval-rows 40] [--out bench/results/llamacpp.json]
 """
 
@@ -38,14 +38,19 @@ LLAMA_PIN = "llama-cpp-python==0.3.36"
 PROMPT_TOKENS = 169
 NEW_TOKENS = 128
 ANSWER_TOKENS = 48  # as engine.evaluate's EvalConfig.answer_tokens
-# int4 settings: key -> ModelBuilder extra options
+# int4 settings: key -> ModelBuilder extra options. Plain `int4_algo_config=k_quant` is left out: onnxruntime-genai
+# 0.14.1's builder quantizes /lm_head/MatMul to int8 under every k_quant method (make_int4_algo_config sets it
+# outside the `!= "k_quant"` branch), so k_quant is k_quant_last; and on a model with tied embeddings (SmolLM2) it
+# turns shared_embeddings on and points the embedding's GatherBlockQuantized at the int4 name
+# (lm_head.MatMul.weight_Q4G32) while the quantizer wrote lm_head.MatMul.weight_Q8G32: onnxruntime refuses the graph
+# ("... is not a graph input, initializer, or output of a previous node"). b32a4kq8 (k_quant_last, shared
+# embeddings) measures that same quantization in a graph that loads.
 SETTINGS = {
     "b32a4": {"int4_block_size": 32, "int4_accuracy_level": 4},  # ModelBuilder's CPU default
     "b32a1": {"int4_block_size": 32, "int4_accuracy_level": 1},  # fp32 activations
     "b32a4asym": {"int4_block_size": 32, "int4_accuracy_level": 4, "int4_is_symmetric": False},
     "b128a4": {"int4_block_size": 128, "int4_accuracy_level": 4},
     "b16a4": {"int4_block_size": 16, "int4_accuracy_level": 4},
-    "b32a4kq": {"int4_block_size": 32, "int4_accuracy_level": 4, "int4_algo_config": "k_quant"},
     "b32a4rtn8": {
         "int4_block_size": 32,
         "int4_accuracy_level": 4,
@@ -87,8 +92,8 @@ def prompt_ids(tok: Any) -> list[int]:
 
 
 def eval_rows(n: int) -> list[dict[str, Any]]:
-    """The demo's held-out split (engine.data: 10 % of the travel sample, seed 0), first n rows."""
-    from engine.data import split_rows
+    """The demo's held-out split (engine.data.prepare.split_rows: 10 % of the travel sample, seed 0), first n rows."""
+    from engine.data.prepare import split_rows
 
     rows = [
         json.loads(ln) for ln in (REPO / "engine/assets/travel_sample.jsonl").read_text().splitlines() if ln.strip()
@@ -169,7 +174,7 @@ def genai_quality(folder: Path, data: list[tuple[list[int], list[int], str]]) ->
     import numpy as np
     import onnxruntime_genai as og
 
-    from engine.evaluate import rouge_l
+    from engine.evaluate.scores import rouge_l
 
     model = og.Model(str(folder))
     tok = og.Tokenizer(model)
@@ -200,6 +205,9 @@ def genai_quality(folder: Path, data: list[tuple[list[int], list[int], str]]) ->
 
 # -- llama.cpp (runs in the benchmark-only venv) -------------------------------------------------------------------
 def llama_worker(args: argparse.Namespace) -> int:
+    import faulthandler
+
+    faulthandler.enable()  # a crash in llama.cpp prints where Python was
     from llama_cpp import Llama
 
     job = json.loads(Path(args.llama_worker).read_text())
@@ -233,7 +241,7 @@ def llama_worker(args: argparse.Namespace) -> int:
     }
     if job.get("data"):
         sys.path.insert(0, str(REPO))
-        from engine.evaluate import rouge_l  # stdlib-only at import
+        from engine.evaluate.scores import rouge_l  # stdlib-only at import
 
         q = Llama(
             model_path=job["gguf"],
@@ -263,12 +271,26 @@ def llama_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+# llama.cpp compiles its CPU backend with -march=native; on a CPU with AMX (the development VM is a Sapphire Rapids
+# Xeon) that also compiles ggml's AMX backend (llama.cpp issue 20824: a machine-dependent SIGSEGV in
+# ggml_backend_amx_mul_mat on the first eval). Suspected, NOT confirmed, as the cause of the worker's SIGSEGV seen in
+# issue 20: on 2026-12-06 neither this build nor one with AMX loaded and evaluated the Q4_1 model with a crash (the
+# AMX buffer type was not used). AMX stays off as a precaution; the multimodal library (LLAVA_BUILD) is not built.
+BUILD_ENV = {
+    "CFLAGS": "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+    "CXXFLAGS": "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+    "CMAKE_ARGS": "-DLLAVA_BUILD=OFF",
+}
+
+
 def setup_venv() -> None:
     py = LLAMA_VENV / "bin" / "python"
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(LLAMA_VENV)], check=True)
-    print(f"building {LLAMA_PIN} from source into {LLAMA_VENV} (10+ minutes on 2 cores) ...", flush=True)
-    subprocess.run([str(py), "-m", "pip", "install", "--no-binary", "llama-cpp-python", LLAMA_PIN, "numpy"], check=True)
+    print(f"building {LLAMA_PIN} from source into {LLAMA_VENV} (10+ minutes on 2 idle cores) ...", flush=True)
+    # --no-cache-dir: pip would otherwise reuse a wheel it built earlier from the same source with other flags
+    subprocess.run([str(py), "-m", "pip", "install", "--no-cache-dir", "--force-reinstall", "--no-binary",
+                    "llama-cpp-python", LLAMA_PIN, "numpy"], check=True, env={**os.environ, **BUILD_ENV})
 
 
 def run_llama(gguf: Path, ids: list[int], data: list[Any], reps: int, threads: int, work: Path) -> dict[str, Any]:
@@ -280,7 +302,11 @@ def run_llama(gguf: Path, ids: list[int], data: list[Any], reps: int, threads: i
     job.write_text(
         json.dumps({"gguf": str(gguf), "ids": ids, "data": data, "reps": reps, "threads": threads, "out": str(out)})
     )
-    subprocess.run([str(py), __file__, "--llama-worker", str(job)], check=True)
+    p = subprocess.run([str(py), __file__, "--llama-worker", str(job)], check=False)
+    if p.returncode != 0:
+        why = f"signal {-p.returncode}" if p.returncode < 0 else f"exit code {p.returncode}"
+        raise SystemExit(f"the llama.cpp worker ({py}) ended with {why}; its traceback, if any, is above. "
+                         "Rebuild with --setup (never from pip's wheel cache) and report the traceback")
     return json.loads(out.read_text())
 
 
@@ -300,6 +326,10 @@ def main() -> int:
     a = ap.parse_args()
     if a.llama_worker:
         return llama_worker(a)
+    unknown = [k for k in a.settings.split(",") if k not in SETTINGS]
+    if unknown:
+        ap.error(f"--settings: unknown {', '.join(unknown)}; known: {', '.join(SETTINGS)}"
+                 + (" (b32a4kq was dropped: see the comment above SETTINGS)" if "b32a4kq" in unknown else ""))
     if a.setup:
         setup_venv()
 

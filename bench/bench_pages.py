@@ -1,6 +1,7 @@
 """Server-side render time of the Home, Runs and Workflow pages with 1,000 runs and 10,000 candidates.
 
     python bench/bench_pages.py [--runs 1000] [--candidates 10000] [--repeats 15] [--only compare] [--home DIR]
+    python bench/bench_pages.py --quick   (seconds: a small registry, to check that it works)
 
 Compare opens on every measured run at once (all candidates in its table, Pareto sweep, chart sample). Its cold
 render clears cache_data and cache_resource; Plotly's first figure in a process (its validators, ~0.2-0.3 s) is
@@ -152,7 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="pages to time (home, runs, workflow, compare); default: all")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "pages.json"))
     ap.add_argument("--home", help="GROVE_HOME to build the registry in and keep (reused when it has one)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a check that the benchmark works, in seconds: 30 runs, 300 candidates, 2 warm renders of "
+                         "Home, Runs and Compare (the Workflow page needs Olive's catalog: about 10 s more)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.runs, args.candidates, args.repeats = 30, 300, 2
+        args.only = args.only or ["home", "runs", "compare"]
 
     from engine.views import charts
 

@@ -1,5 +1,5 @@
 """Benchmark: the demo recipe on SmolLM2-135M-Instruct (engine/models/smollm.py), stage by stage, every candidate
-measured by engine/evaluate.py on the same held-out split.
+measured by Grove's evaluator (engine/evaluate/evaluator.py) on the same held-out split.
 
 Two runs through the real engine (service.submit -> worker -> runner -> Olive), the second reusing the first's
 LoRA from Olive's cache:
@@ -68,15 +68,15 @@ def recipe(model: str, a: argparse.Namespace, merged: bool) -> dict[str, Any]:
 
 
 def run_spec(spec_dict: dict[str, Any]) -> dict[str, Any]:
-    from engine.registry import Registry
-    from engine.worker import LocalExecutor, Slots, Worker
-
-    from engine import service
-    from engine.spec import parse_spec
+    from engine.runs import submit as service
+    from engine.runs.executors import LocalExecutor
+    from engine.runs.registry import Registry
+    from engine.runs.worker import Slots, Worker
+    from engine.spec.schema import parse_spec
 
     reg = Registry()
     run = service.submit(parse_spec(spec_dict))
-    w = Worker(reg, LocalExecutor("engine.runner"), Slots(cpu=1, gpus=[]))
+    w = Worker(reg, LocalExecutor("engine.runs.runner"), Slots(cpu=1, gpus=[]))
     w.start()
     t0 = time.perf_counter()
     while reg.get_run(run["id"])["status"] not in ("succeeded", "failed", "cancelled"):
@@ -141,8 +141,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "bench/results/smollm_demo.json"))
     a = ap.parse_args()
 
-    from engine.evaluate import EvalConfig, evaluate_in_subprocess
+    from engine.evaluate.evaluator import evaluate_in_subprocess
     from engine.models import smollm, tokens
+    from engine.spec.evaluation import EvalConfig
 
     t0 = time.perf_counter()
     model = str(smollm.ensure_model())

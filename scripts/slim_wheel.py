@@ -30,6 +30,9 @@ def slim(src: str, dst: str, drop: tuple[str, ...]) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print(f"usage: {(__doc__ or '').strip()}")
+        sys.exit(0)
     if len(sys.argv) < 4:
         sys.exit(__doc__)
     left_out = slim(sys.argv[1], sys.argv[2], tuple(sys.argv[3:]))
