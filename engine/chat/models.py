@@ -41,6 +41,7 @@ from engine.chat.adapters import (
 )
 from engine.chat.text import ChatError, Message, build_messages
 from engine.errors import GroveError, ModelError
+from engine.runs import devices
 from engine.evaluate.backends import GENAI, HF, Genai, Hf, form_of, genai_model_file
 
 WEIGHT_SUFFIXES = (".onnx", ".data", ".onnx_adapter", ".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -228,7 +229,8 @@ class ChatModel:
     ) -> Iterator[str]:
         stats = ChatStats(self.backend, adapter or NO_ADAPTER, self.device)
         try:
-            yield from self._run(stats, msgs, adapter, sampling, prefill)
+            with devices.chatting(self.device, f"chat with {self.path.name}"):  # never during a speed measurement
+                yield from self._run(stats, msgs, adapter, sampling, prefill)
         finally:  # after the backend's own clean-up: timings are complete, stop_reason set
             st.stats = stats
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -55,6 +56,8 @@ class EvalResult:
     seconds: float = 0.0
     reused: bool = False
     key: Optional[str] = None  # the evaluation's registry key (evaluate_cached)
+    conditions: dict[str, Any] = field(default_factory=dict)  # what the speed figures were measured under
+    pending: dict[str, Any] = field(default_factory=dict)  # speed deferred: {"device", "reason", "metrics"}
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +93,7 @@ class GenaiBackend(Genai):
     def __init__(self, folder: Path, adapter: Optional[str], cfg: EvalConfig) -> None:
         # the CPU keeps the providers of the folder's genai_config.json
         super().__init__(folder, device="cuda" if cfg.execution_provider == "CUDAExecutionProvider" else None)
+        self.folder = folder
         self.adapter = adapter
         if adapter:
             files = {p.stem: p for p in folder.glob("*.onnx_adapter")}
@@ -279,12 +283,27 @@ def _chat_renderer(folder: Path) -> Any:
     return render
 
 
-def evaluate(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None) -> EvalResult:
-    """Evaluate one model in this process. ``adapter``: a PEFT folder (HF) or an adapter name/stem (genai)."""
+def load_backend(folder: Path, form: str, adapter: Optional[str], cfg: EvalConfig) -> Any:
+    return GenaiBackend(folder, adapter, cfg) if form == "onnxruntime-genai" else HfBackend(folder, adapter, cfg)
+
+
+def evaluate(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None, reg: Any = None) -> EvalResult:
+    """Evaluate one model in this process. ``adapter``: a PEFT folder (HF) or an adapter name/stem (genai).
+
+    Loading and the quality metrics run as an ``eval`` activity on the device, alongside other Grove work; the
+    speed metrics (and GPU memory, which other processes' allocations change) only under an exclusive claim of the
+    device (engine/runs/devices.py). When the device cannot be had alone (a run's passes use it), the speed
+    metrics are left out and ``res.pending`` says why: ``evaluate_cached`` queues them for later."""
+    from engine.runs import devices
+    from engine.runs.relay import open_registry
+
     t0 = time.perf_counter()
     folder = Path(model_path)
     form = detect_form(folder)
     res = EvalResult(str(folder), adapter, form, fingerprint=fingerprint(cfg))
+    reg = reg or open_registry()
+    run_id = os.environ.get("GROVE_RUN_ID") or None
+    device = devices.for_eval(cfg.device)
     machine.reset_peak_rss()
     use_gpu = cfg.device == "gpu"
     gpu_before = machine.gpu_used_mb() if use_gpu else None
@@ -295,27 +314,70 @@ def evaluate(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None)
             torch.cuda.reset_peak_memory_stats()
         except Exception:
             pass
-    backend: Any = GenaiBackend(folder, adapter, cfg) if form == "onnxruntime-genai" else HfBackend(folder, adapter, cfg)
-    size = machine.dir_size(folder)
-    if form == "transformers" and adapter:
-        size += machine.dir_size(Path(adapter))
-    res.metrics["size_mb"] = size / 1e6
-    rows = load_rows(cfg)
-    chat_render = _chat_renderer(folder) if cfg.chat_template else None
-    if form == "onnxruntime-genai":
-        # a candidate whose tokenizer onnxruntime-genai reads differently from transformers scores garbage: say why
-        from engine.models.tokens import check_tokens
+    with devices.using(reg, [device], "eval", run_id=run_id, label=f"quality of {folder.name}"):
+        backend: Any = load_backend(folder, form, adapter, cfg)
+        size = machine.dir_size(folder)
+        if form == "transformers" and adapter:
+            size += machine.dir_size(Path(adapter))
+        res.metrics["size_mb"] = size / 1e6
+        rows = load_rows(cfg)
+        chat_render = _chat_renderer(folder) if cfg.chat_template else None
+        if form == "onnxruntime-genai":
+            # a candidate whose tokenizer onnxruntime-genai reads differently from transformers scores garbage: say why
+            from engine.models.tokens import check_tokens
 
-        tc = check_tokens(folder, og_model=backend.model)
-        if not tc.ok and not tc.error:
-            res.failed.update({m: tc.message() for m in QUALITY})
-            rows = []
-    if rows:
-        _measure(res, "quality", QUALITY, lambda: _quality(backend, cfg, rows, chat_render, res))
-    _measure(res, "speed", SPEED, lambda: _speed(backend, cfg, load_rows(cfg), chat_render, res))
-    _measure(res, "memory", ("peak_memory_mb",), lambda: res.metrics.__setitem__("peak_memory_mb", _peak_memory_mb(use_gpu, gpu_before)))
+            tc = check_tokens(folder, og_model=backend.model)
+            if not tc.ok and not tc.error:
+                res.failed.update({m: tc.message() for m in QUALITY})
+                rows = []
+        if rows:
+            _measure(res, "quality", QUALITY, lambda: _quality(backend, cfg, rows, chat_render, res))
+    timed_part(res, backend, cfg, chat_render, reg, device, run_id=run_id, gpu_before=gpu_before)
+    if not use_gpu:  # the process's own peak RSS: no other process changes it
+        _measure(res, "memory", ("peak_memory_mb",), lambda: res.metrics.__setitem__("peak_memory_mb", _peak_memory_mb(False, None)))
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def timed_metrics(cfg: EvalConfig) -> list[str]:
+    """The metrics measured under the device's exclusive claim."""
+    return [*SPEED, *(["peak_memory_mb"] if cfg.device == "gpu" else [])]
+
+
+def timed_part(res: EvalResult, backend: Any, cfg: EvalConfig, chat_render: Any, reg: Any, device: str, *,
+               run_id: Optional[str] = None, gpu_before: Optional[float] = None, defer_for_runs: bool = True,
+               wait_s: Optional[float] = None) -> bool:
+    """The speed metrics (and GPU memory) with ``device`` to itself; the claim is held only for them. Records the
+    conditions in ``res.conditions``; False (and ``res.pending``) when the device could not be had alone."""
+    from engine.runs import devices
+
+    with devices.exclusive(reg, device, run_id=run_id, label=f"speed of {Path(res.model_path).name}",
+                           defer_for_runs=defer_for_runs, wait_s=wait_s) as claim:
+        if not claim.granted:
+            res.pending = {"device": device, "reason": claim.why, "metrics": timed_metrics(cfg)}
+            return False
+        _measure(res, "speed", SPEED, lambda: _speed(backend, cfg, load_rows(cfg), chat_render, res))
+        if cfg.device == "gpu":
+            _measure(res, "memory", ("peak_memory_mb",),
+                     lambda: res.metrics.__setitem__("peak_memory_mb", _peak_memory_mb(True, gpu_before)))
+        res.conditions = claim.conditions(reg, threads_of(backend))
+    res.pending = {}
+    return True
+
+
+def threads_of(backend: Any) -> Optional[int]:
+    """Threads the timed generation used: torch's intra-op threads (PyTorch), or onnxruntime's from the folder's
+    genai_config.json (its default: one per core)."""
+    torch = getattr(backend, "torch", None)
+    if torch is not None:
+        return int(torch.get_num_threads())
+    folder = getattr(backend, "folder", None) or getattr(backend, "path", None)
+    try:
+        gc = json.loads(Path(folder, "genai_config.json").read_text()) if folder else {}
+        n = ((gc.get("model") or {}).get("decoder") or {}).get("session_options", {}).get("intra_op_num_threads")
+        return int(n) if n else os.cpu_count()
+    except (OSError, ValueError, TypeError):
+        return os.cpu_count()
 
 
 def _measure(res: EvalResult, what: str, names: tuple[str, ...], fn: Any) -> None:
@@ -447,10 +509,16 @@ def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] 
         reg.link_evaluation(run_id, model_path, key, adapter)
     if hit:
         r = EvalResult(**{k: hit[k] for k in ("model_path", "adapter", "form", "metrics", "failed", "samples", "fingerprint", "seconds")})
-        r.reused, r.key = True, key
+        r.reused, r.key, r.conditions = True, key, hit.get("speed_conditions") or {}
         return r
-    r = evaluate_in_subprocess(model_path, cfg, adapter=adapter, timeout=timeout) if subprocess_ else evaluate(model_path, cfg, adapter=adapter)
+    r = evaluate_in_subprocess(model_path, cfg, adapter=adapter, timeout=timeout) if subprocess_ else evaluate(model_path, cfg, adapter=adapter, reg=reg)
     r.key = key
+    if r.pending:  # queued before the evaluation is saved: no reader sees it unmeasured and not pending
+        from engine.runs.devices import host_of
+
+        reg.queue_speed(key, model_path=str(model_path), adapter=adapter, config=asdict(cfg), device=r.pending["device"],
+                        host=host_of(r.pending["device"]), metrics=r.pending["metrics"], reason=r.pending["reason"],
+                        run_id=run_id)
     reg.save_evaluation(key, r.to_json(), fingerprint_id(r.fingerprint))
     if run_id:
         reg.link_evaluation(run_id, model_path, key, adapter)

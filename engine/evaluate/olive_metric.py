@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from engine.evaluate.evaluator import evaluate_cached
 from engine.olive.footprint import evaluation_adapter
+from engine.runs import devices
 from engine.spec.evaluation import EvalConfig
 from engine.spec.metrics import METRICS
 
@@ -35,6 +36,8 @@ def worst(name: str) -> float:
 def evaluate(model: Any, device: Any = None, execution_providers: Any = None, config: Optional[dict] = None) -> dict[str, float]:
     cfg = EvalConfig(**(config or {}))
     folder, adapter = locate(model)
-    res = evaluate_cached(folder, cfg, adapter=adapter, run_id=os.environ.get(RUN_ID_ENV))
-    # a failed metric gets the worst value: it can never meet a goal or win a comparison
+    with devices.run_paused():  # the runner only waits for its evaluation: the device is the evaluation's meanwhile
+        res = evaluate_cached(folder, cfg, adapter=adapter, run_id=os.environ.get(RUN_ID_ENV))
+    # a failed metric gets the worst value: it can never meet a goal or win a comparison (a speed metric deferred until
+    # the device is free too, for Olive's own goals; the run's candidates leave it out: "speed pending")
     return {m: float(res.metrics[m]) if m in res.metrics and m not in res.failed else worst(m) for m in METRICS}

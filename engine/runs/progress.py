@@ -8,6 +8,7 @@ import re
 import threading
 from typing import Any, Optional
 
+from engine.runs import devices
 from engine.runs.registry import Registry, now
 
 PASS_START = re.compile(r"^Running pass (?P<name>[^:]+):(?P<type>\S+)")
@@ -43,7 +44,7 @@ class EventSink:
             with self._lock:
                 buf, self._buf = self._buf, []
             self.reg.add_events(self.run_id, buf)
-            self.reg.heartbeat(self.run_id, stage=self.stage, progress=round(self.progress, 4))
+            self.reg.heartbeat(self.run_id, stage=devices.stage_with_note(self.stage), progress=round(self.progress, 4))
 
 
 class OliveLogHandler(logging.Handler):

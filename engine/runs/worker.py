@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from engine import machine
+from engine import machine, paths
 from engine.errors import RunStateError
-from engine.runs import reuse
+from engine.runs import devices, reuse
 from engine.runs.executors import Executor, LocalHandle, from_env, pid_is_runner
 from engine.runs.logs import log_tail
 from engine.runs.registry import Registry
@@ -156,6 +156,7 @@ class Worker:
         self.reusing: dict[str, threading.Thread] = {}
         self.no_reuse: set[str] = set()
         self.failed_ticks = 0
+        self.measuring: Optional[tuple[str, Any]] = None  # (eval key, process) of a deferred speed measurement
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -174,7 +175,8 @@ class Worker:
             while not self._stop:
                 if not self._retry(self.tick, once=True):
                     continue
-                if until_idle and not self.active and not self.reusing and not self.reg.list_runs(status=["queued"], limit=1):
+                if (until_idle and not self.active and not self.reusing and not self.measuring
+                        and not self.reg.list_runs(status=["queued"], limit=1) and not self.pending_here()):
                     break
                 if timeout and time.monotonic() - t0 > timeout:
                     break
@@ -212,6 +214,51 @@ class Worker:
             self.reg.worker_beat(self.id, self.slots.describe())
             self._last_beat = time.monotonic()
             self.sweep()
+            self.measure_pending()
+
+    # -- deferred speed measurements ------------------------------------------------------------------------------
+    def pending_here(self) -> list[dict[str, Any]]:
+        """Speed measurements deferred on this host's devices (a worker measures only its own host's)."""
+        return self.reg.pending_speed(host=machine.hostname())
+
+    def measure_pending(self) -> None:
+        """One deferred speed measurement at a time, started when its device has no Grove activity at all and no
+        run of this worker is on it (engine/evaluate/speed.py, a fresh interpreter); it claims the device itself."""
+        if self.measuring is not None:
+            key, p = self.measuring
+            if p.poll() is None:
+                return
+            self.measuring = None
+            if p.returncode != 0:
+                log.warning("deferred speed measurement %s exited with %s", key, p.returncode)
+        pending = self.pending_here()
+        if not pending:
+            return
+        mine = {d for a in self.active.values() for d in devices.of_gpus(a.gpus)} if self._places_runs() else set()
+        busy = {r["device"] for r in self.reg.device_activities(live=True)} | mine
+        for p in pending:
+            if p["device"] in busy:
+                continue
+            import subprocess
+
+            logf = open(paths.home() / "speed-measurements.log", "ab", buffering=0)  # noqa: SIM115 - the child owns it
+            env = paths.olive_env()
+            kind = p["device"].split("@", 1)[0]
+            env["CUDA_VISIBLE_DEVICES"] = kind[3:] if kind.startswith("gpu") else ""
+            try:
+                proc = subprocess.Popen([sys.executable, "-m", "engine.evaluate.speed", p["key"]], env=env,
+                                        stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            finally:
+                logf.close()
+            self.measuring = (p["key"], proc)
+            log.info("measuring the deferred speed of %s on %s (pid %s)", p["model_path"], p["device"], proc.pid)
+            return
+
+    def _places_runs(self) -> bool:
+        """Whether this worker decides which device a run uses (the local executor; Ray places runs itself, and its
+        runners wait at start while their node's device is held: engine.runs.devices.RunActivity)."""
+        return getattr(self.ex, "slots", None) is None
 
     # -- recovery ----------------------------------------------------------------------------------------
     def live_worker_ids(self) -> set[str]:
@@ -343,9 +390,15 @@ class Worker:
 
     # -- claiming ----------------------------------------------------------------------------------------
     def claim_all(self) -> None:
+        # a device a speed measurement holds takes no new run until the measurement ends (it holds it for seconds)
+        held = self.reg.held_devices() if self._places_runs() else {}
+
+        def fits(r: dict[str, Any]) -> Optional[list[int]]:
+            gpus = self.slots.fit(r["gpus_wanted"] or 0)
+            return None if gpus is None or any(d in held for d in devices.of_gpus(gpus)) else gpus
+
         while True:
-            run = self.reg.claim_fair(self.id, lambda r: self.slots.fit(r["gpus_wanted"] or 0),
-                                      lambda r: self.slots.could_fit(r["gpus_wanted"] or 0))
+            run = self.reg.claim_fair(self.id, fits, lambda r: self.slots.could_fit(r["gpus_wanted"] or 0))
             if run is None:
                 return
             gpus = json.loads(run["gpus"] or "[]")
