@@ -41,8 +41,8 @@ from engine.chat.adapters import (
 )
 from engine.chat.text import ChatError, Message, build_messages
 from engine.errors import GroveError, ModelError
-from engine.runs import devices
 from engine.evaluate.backends import GENAI, HF, Genai, Hf, form_of, genai_model_file
+from engine.runs import devices
 
 WEIGHT_SUFFIXES = (".onnx", ".data", ".onnx_adapter", ".safetensors", ".bin", ".pt", ".pth", ".gguf")
 

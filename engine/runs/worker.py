@@ -24,6 +24,9 @@
 - Reusing a finished twin's output (hard links, or a copy across filesystems) happens in a thread, off the tick.
 - A tick that fails (a locked or full registry) is logged, recorded as a ``worker_error`` notice when possible,
   and retried with back-off: the loop never dies of it.
+- Devices (engine/runs/devices.py): no run starts on a device a speed measurement holds (its exclusive claim in
+  the registry); speed measurements deferred while a run's passes used the device ("speed pending") are run here,
+  one at a time, when their device on this host has no Grove activity (``python -m engine.evaluate.speed KEY``).
 - Launch sits behind a small executor seam (``Executor``): a Ray or Slurm executor can replace the local one.
 """
 
