@@ -460,10 +460,12 @@ class Registry:
         """The evaluations a run's workflow asked for, by (model folder, adapter or "")."""
         with self.db() as db:
             rows = db.query(
-                "select l.model_path as folder, l.adapter, e.key, e.fingerprint_id, e.failed, p.metrics as pending "
+                "select l.model_path as folder, l.adapter, e.key, e.fingerprint_id, e.failed, e.metrics, "
+                "p.metrics as pending "
                 "from run_evaluations l join evaluations e on e.key = l.key left join speed_pending p "
                 "on p.key = l.key and p.status in ('pending', 'running') where l.run_id = ?", [run_id])
             return {(r["folder"], r["adapter"] or ""): {**r, "failed": json.loads(r["failed"] or "null"),
+                                                         "metrics": json.loads(r["metrics"] or "{}"),
                                                          "pending": json.loads(r["pending"] or "[]")} for r in rows}
 
     def fingerprints(self, ids: Optional[list[str]] = None) -> dict[str, dict[str, Any]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -58,7 +59,15 @@ def attach_evaluations(cands: list[dict[str, Any]], run_id: str, reg: Registry) 
             c["fingerprint_id"] = rec["fingerprint_id"]
             c["failed"] = rec["failed"] or {}
             c["eval_key"] = rec["key"]
-            for m in rec.get("pending") or []:  # deferred until the device is free: "speed pending", not a number
+            # a metric deferred until the device is free is "speed pending", not Olive's worst value; one measured
+            # since (a deferred measurement that already ran) is the evaluation's number
+            for m, v in list(c["metrics"].items()):
+                if isinstance(v, (int, float)) and math.isinf(v) and m not in c["failed"]:
+                    if m in (rec.get("metrics") or {}) and m not in (rec.get("pending") or []):
+                        c["metrics"][m] = rec["metrics"][m]
+                    else:
+                        c["metrics"].pop(m)
+            for m in rec.get("pending") or []:
                 c["metrics"].pop(m, None)
 
 
