@@ -801,11 +801,15 @@ class Registry:
             db["device_activity"].update(activity_id, {"heartbeat_at": now(), **fields})
 
     def end_activity(self, activity_id: int, info: Optional[dict[str, Any]] = None) -> None:
+        """The activity is over (one already swept as stale keeps the end it was given: its last heartbeat)."""
         with self.tx() as db:
-            upd: dict[str, Any] = {"ended_at": now(), "heartbeat_at": now()}
+            t = now()
+            db.conn.execute("update device_activity set ended_at = ?, heartbeat_at = ? where id = ? and ended_at is null",
+                            [t, t, activity_id])
             if info is not None:
-                upd["info"] = json.dumps(info, default=str)
-            db["device_activity"].update(activity_id, upd)
+                old = json.loads(next(db.query("select info from device_activity where id = ?", [activity_id]))["info"]
+                                 or "{}")
+                db["device_activity"].update(activity_id, {"info": json.dumps({**old, **info}, default=str)})
 
     def device_activities(self, device: Optional[str] = None, *, since: float = 0.0, until: Optional[float] = None,
                           live: bool = False) -> list[dict[str, Any]]:
