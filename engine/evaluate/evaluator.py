@@ -283,11 +283,11 @@ def _chat_renderer(folder: Path) -> Any:
     return render
 
 
-def load_backend(folder: Path, form: str, adapter: Optional[str], cfg: EvalConfig) -> Any:
+def load_backend(folder: Path, form: str, adapter: str | None, cfg: EvalConfig) -> Any:
     return GenaiBackend(folder, adapter, cfg) if form == "onnxruntime-genai" else HfBackend(folder, adapter, cfg)
 
 
-def evaluate(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None, reg: Any = None) -> EvalResult:
+def evaluate(model_path: str, cfg: EvalConfig, *, adapter: str | None = None, reg: Any = None) -> EvalResult:
     """Evaluate one model in this process. ``adapter``: a PEFT folder (HF) or an adapter name/stem (genai).
 
     Loading and the quality metrics run as an ``eval`` activity on the device, alongside other Grove work; the
@@ -345,8 +345,8 @@ def timed_metrics(cfg: EvalConfig) -> list[str]:
 
 
 def timed_part(res: EvalResult, backend: Any, cfg: EvalConfig, chat_render: Any, reg: Any, device: str, *,
-               run_id: Optional[str] = None, gpu_before: Optional[float] = None, defer_for_runs: bool = True,
-               wait_s: Optional[float] = None) -> bool:
+               run_id: str | None = None, gpu_before: float | None = None, defer_for_runs: bool = True,
+               wait_s: float | None = None) -> bool:
     """The speed metrics (and GPU memory) with ``device`` to itself; the claim is held only for them. Records the
     conditions in ``res.conditions``; False (and ``res.pending``) when the device could not be had alone."""
     from engine.runs import devices
@@ -365,7 +365,7 @@ def timed_part(res: EvalResult, backend: Any, cfg: EvalConfig, chat_render: Any,
     return True
 
 
-def threads_of(backend: Any) -> Optional[int]:
+def threads_of(backend: Any) -> int | None:
     """Threads the timed generation used: torch's intra-op threads (PyTorch), or onnxruntime's from the folder's
     genai_config.json (its default: one per core)."""
     torch = getattr(backend, "torch", None)

@@ -734,7 +734,7 @@ class Registry:
     # -- devices: who uses which device, exclusive claims for speed measurements (engine/runs/devices.py) -----------
     ACTIVITY_STALE_S = 10.0  # an activity not heart-beaten for this long is over (its process died)
 
-    def _sweep_activity(self, db: sqlite_utils.Database, device: Optional[str] = None) -> None:
+    def _sweep_activity(self, db: sqlite_utils.Database, device: str | None = None) -> None:
         """Inside a transaction: activities whose holder stopped beating end at their last heartbeat."""
         sql = "update device_activity set ended_at = heartbeat_at, info = json_set(coalesce(info, '{}'), '$.stale', 1) " \
               "where ended_at is null and heartbeat_at < ?"
@@ -750,7 +750,7 @@ class Registry:
                              [device]))
 
     @staticmethod
-    def _blockers(rows: list[dict[str, Any]], run_id: Optional[str]) -> list[dict[str, Any]]:
+    def _blockers(rows: list[dict[str, Any]], run_id: str | None) -> list[dict[str, Any]]:
         """The live activities that keep a device from being had alone by ``run_id``'s measurement: every one but
         that run's own, those waiting for the device themselves, and the runner of a run whose evaluation is under
         way (it only waits for its evaluator, which has a row of its own)."""
@@ -764,7 +764,7 @@ class Registry:
             out.append(r)
         return out
 
-    def begin_activity(self, device: str, kind: str, *, run_id: Optional[str] = None, label: str = "",
+    def begin_activity(self, device: str, kind: str, *, run_id: str | None = None, label: str = "",
                        host: str = "", pid: int = 0, phase: str = "busy") -> dict[str, Any]:
         """Record that ``kind`` work (``run``, ``eval``, ``chat``) starts on ``device``: ``{"id": row id}``, or
         ``{"id": None, "held_by": claim}`` while another run's speed measurement holds the device (try again)."""
@@ -779,8 +779,8 @@ class Registry:
                                                 "started_at": t, "heartbeat_at": t}).last_pk
         return {"id": int(rid)}
 
-    def claim_device(self, device: str, *, run_id: Optional[str] = None, label: str = "", host: str = "",
-                     pid: int = 0, info: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    def claim_device(self, device: str, *, run_id: str | None = None, label: str = "", host: str = "",
+                     pid: int = 0, info: dict[str, Any] | None = None) -> dict[str, Any]:
         """Take ``device`` exclusively for a speed measurement, in one transaction: ``{"id": row id}`` when no other
         Grove activity is using it, else ``{"id": None, "blockers": [...]}`` (nothing is recorded)."""
         with self.tx() as db:
@@ -800,7 +800,7 @@ class Registry:
         with self.tx() as db:
             db["device_activity"].update(activity_id, {"heartbeat_at": now(), **fields})
 
-    def end_activity(self, activity_id: int, info: Optional[dict[str, Any]] = None) -> None:
+    def end_activity(self, activity_id: int, info: dict[str, Any] | None = None) -> None:
         """The activity is over (one already swept as stale keeps the end it was given: its last heartbeat)."""
         with self.tx() as db:
             t = now()
@@ -811,7 +811,7 @@ class Registry:
                                  or "{}")
                 db["device_activity"].update(activity_id, {"info": json.dumps({**old, **info}, default=str)})
 
-    def device_activities(self, device: Optional[str] = None, *, since: float = 0.0, until: Optional[float] = None,
+    def device_activities(self, device: str | None = None, *, since: float = 0.0, until: float | None = None,
                           live: bool = False) -> list[dict[str, Any]]:
         """Activities (newest last) on ``device`` (all devices when None) that were going on at some time after
         ``since`` (and started before ``until``); ``live``: only those not ended. ``info`` decoded."""
@@ -836,8 +836,8 @@ class Registry:
         return {r["device"]: r for r in self.device_activities(live=True) if r["exclusive"]}
 
     # -- speed measurements waiting for their device -------------------------------------------------------------
-    def queue_speed(self, key: str, *, model_path: str, adapter: Optional[str], config: dict[str, Any], device: str,
-                    host: str, metrics: list[str], reason: str, run_id: Optional[str] = None) -> None:
+    def queue_speed(self, key: str, *, model_path: str, adapter: str | None, config: dict[str, Any], device: str,
+                    host: str, metrics: list[str], reason: str, run_id: str | None = None) -> None:
         """Defer the speed measurement of evaluation ``key`` until ``device`` is free (a worker on ``host`` runs it)."""
         with self.tx() as db:
             db["speed_pending"].upsert({"key": key, "model_path": model_path, "adapter": adapter,
@@ -845,7 +845,7 @@ class Registry:
                                         "metrics": json.dumps(metrics), "reason": reason, "status": "pending",
                                         "created_at": now(), "done_at": None}, pk="key")
 
-    def pending_speed(self, *, host: Optional[str] = None, key: Optional[str] = None,
+    def pending_speed(self, *, host: str | None = None, key: str | None = None,
                       statuses: tuple[str, ...] = ("pending",)) -> list[dict[str, Any]]:
         """Deferred speed measurements, oldest first (``config``, ``metrics`` decoded)."""
         sql = f"select * from speed_pending where status in ({','.join('?' * len(statuses))})"
@@ -861,7 +861,7 @@ class Registry:
             r["metrics"] = json.loads(r["metrics"] or "[]")
         return rows
 
-    def mark_speed(self, key: str, status: str, reason: Optional[str] = None) -> None:
+    def mark_speed(self, key: str, status: str, reason: str | None = None) -> None:
         """``running`` (a worker took it), ``pending`` again (the device was not free after all: one more try
         counted) or ``failed``."""
         with self.tx() as db:
@@ -878,7 +878,7 @@ class Registry:
             db["speed_pending"].update(key, upd)
 
     def finish_speed(self, key: str, metrics: dict[str, float], failed: dict[str, str],
-                     conditions: Optional[dict[str, Any]]) -> int:
+                     conditions: dict[str, Any] | None) -> int:
         """A deferred speed measurement done: its numbers join the evaluation and every candidate measured by it,
         in one transaction. Returns how many candidates got them."""
         with self.tx() as db:

@@ -159,7 +159,7 @@ class Worker:
         self.reusing: dict[str, threading.Thread] = {}
         self.no_reuse: set[str] = set()
         self.failed_ticks = 0
-        self.measuring: Optional[tuple[str, Any]] = None  # (eval key, process) of a deferred speed measurement
+        self.measuring: tuple[str, Any] | None = None  # (eval key, process) of a deferred speed measurement
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -396,7 +396,7 @@ class Worker:
         # a device a speed measurement holds takes no new run until the measurement ends (it holds it for seconds)
         held = self.reg.held_devices() if self._places_runs() else {}
 
-        def fits(r: dict[str, Any]) -> Optional[list[int]]:
+        def fits(r: dict[str, Any]) -> list[int] | None:
             gpus = self.slots.fit(r["gpus_wanted"] or 0)
             return None if gpus is None or any(d in held for d in devices.of_gpus(gpus)) else gpus
 
