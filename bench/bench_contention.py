@@ -203,7 +203,7 @@ def main() -> int:
     quick = args.quick and not args.real
     base = Path(args.base or tempfile.mkdtemp(prefix="grove-bench-contention-"))
     src, model_rel, dataset = prepare_model(base, quick)
-    from engine.runs import ray_executor as rx
+    from engine.runs import ray_cluster as rx
 
     setups = [s for s in args.setups.split(",") if s]
     head = None
