@@ -130,9 +130,10 @@ def test_compare_says_when_speed_figures_were_measured_under_different_condition
 
 @pytest.mark.slow
 def test_two_real_runs_at_once_never_record_a_contended_speed(demo, monkeypatch):
-    """Two lab runs on the tiny model with two CPU slots: one trains while the other measures. Every speed figure
-    was measured under a claim whose interval overlaps no other Grove activity on the CPU, measurements that met a
-    training run were deferred and then measured by the worker, and every figure records its conditions."""
+    """Two lab runs on the tiny model with two CPU slots, one with a much longer LoRA: the short one measures its
+    candidates while the long one trains. Every speed figure was measured under a claim whose interval overlaps no
+    other Grove activity on the CPU, the measurements that met the training run were deferred ("speed pending") and
+    then measured by the worker, and every figure records its conditions."""
     from engine.runs import submit as service
     from engine.spec import recipes
     from engine.spec.schema import parse_spec
@@ -140,7 +141,7 @@ def test_two_real_runs_at_once_never_record_a_contended_speed(demo, monkeypatch)
     monkeypatch.setenv("GROVE_SPEED_WAIT_S", "120")
     reg = Registry()
     runs = []
-    for steps in (5, 7):
+    for steps in (3, 40):
         d = recipes.lab_recipe(demo["model"], demo["dataset"], name=f"speed claims {steps}", max_steps=steps, lora_r=2)
         d["evaluation"] = {"enabled": True, "max_eval_samples": 3, "prompt_length": 32, "generation_length": 8,
                            "repeats": 1, "metrics": [{"name": "rouge_l", "priority": 1}, {"name": "decode_tps", "priority": 2}]}
@@ -166,6 +167,9 @@ def test_two_real_runs_at_once_never_record_a_contended_speed(demo, monkeypatch)
     assert runs_overlapped, "the two runs never ran at once: nothing was tested"
     assert not contended(reg), [(m["label"], o["kind"], o["label"]) for m, o in contended(reg)]
     assert not reg.pending_speed(statuses=("pending", "running")), reg.pending_speed(statuses=("pending", "running"))
+    deferred = reg.pending_speed(statuses=("done",))
+    assert deferred, "no measurement met the other run's training: nothing was deferred"
+    assert all("busy with run of run" in p["reason"] for p in deferred), [p["reason"] for p in deferred]
     speed = [c for r in runs for c in reg.candidates(r) if "decode_tps" in c["metrics"]]
     assert len(speed) >= 6
     states = reg.speed_state([c["id"] for c in speed])
