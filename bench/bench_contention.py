@@ -116,9 +116,11 @@ def one(setup: str, home: Path, model: str, dataset: str, quick: bool) -> dict:
                    and o["started_at"] < (m["ended_at"] or 1e18) and m["started_at"] < (o["ended_at"] or 1e18))
     for c in cands:  # the same candidate, alone: nothing else of Grove runs now
         c["alone"] = alone(c["path"], c["adapter"], c["config"])
-    return {"setup": setup, "wall_s": round(wall, 1), "runs_s": round(runs_done, 1), "load_before": round(load0, 2),
+    result = {"setup": setup, "wall_s": round(wall, 1), "runs_s": round(runs_done, 1), "load_before": round(load0, 2),
             "load_after": round(os.getloadavg()[0], 2), "deferred": len(deferred), "contended_claims": overlaps,
             "candidates": cands}
+    (home / "result.json").write_text(json.dumps(result, indent=2))  # each set-up's own, as soon as it is done
+    return result
 
 
 def _eval_config(olive_config: str) -> dict:
