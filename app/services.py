@@ -19,6 +19,7 @@ import streamlit as st
 
 from engine import machine as machine_mod
 from engine import paths
+from engine.data import formats as data_formats
 from engine.data import inspect as dataview
 from engine.data.prepare import template_fields
 from engine.errors import DataError, GroveError
@@ -172,7 +173,7 @@ def failure_hint(error_type: str | None) -> str | None:
 def submit_draft(draft: dict[str, Any]) -> dict[str, Any]:
     """Validate and queue the draft; raises GroveError (SpecError, DataError, ...) with a user-facing message."""
     spec = parse_spec(drafts.to_spec_dict(draft))
-    r = service.submit(spec, reg=registry(), gpus_available=gpus_available())
+    r = service.submit(spec, reg=registry(), gpus_available=gpus_available(), base=service.ui_bases())
     clear()
     return r
 
@@ -413,6 +414,25 @@ def _split(ds_json: str, mtime: float) -> dict[str, Any]:
     return dataview.split_stats(DatasetSpec.model_validate_json(ds_json))
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def _format(path: str, mtime: float) -> str | None:
+    return dataview.format_of(path)
+
+
+def dataset_format(path: str | None) -> str | None:
+    """The format the local file's rows have (messages, sharegpt, alpaca, prompt_response, text), or None."""
+    return _format(path, _mtime(path)) if path else None
+
+
+FORMAT_WORDS = data_formats.DESCRIBE
+CONVERSATION_FORMATS = data_formats.CONVERSATION_FORMATS
+
+
+def path_bases() -> list[str]:
+    """Where a relative path typed on the pages is read from, in order (engine.runs.submit.ui_bases)."""
+    return [str(p) for p in service.ui_bases()]
+
+
 def split_stats(ds: dict[str, Any]) -> dict[str, Any]:
     spec = DatasetSpec.model_validate({k: v for k, v in ds.items() if v is not None and not k.startswith("_")})
     return _split(spec.model_dump_json(), _mtime(spec.path or ""))
@@ -472,7 +492,7 @@ def template_round_trip(draft: dict[str, Any]) -> dict[str, Any] | None:
 
 def draft_olive_config(draft: dict[str, Any]) -> str:
     """The Olive config the draft would run with (raises GroveError when the draft is not valid yet)."""
-    return service.olive_config_text(parse_spec(drafts.to_spec_dict(draft)))
+    return service.olive_config_text(parse_spec(drafts.to_spec_dict(draft)), base=service.ui_bases())
 
 
 def import_olive(text: str, allow_code: bool = False) -> tuple[dict[str, Any], list[str]]:

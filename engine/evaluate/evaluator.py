@@ -73,16 +73,22 @@ def load_rows(cfg: EvalConfig) -> list[dict[str, Any]]:
 
 
 def render(cfg: EvalConfig, row: dict[str, Any], chat_render: Any = None) -> tuple[str, str, str]:
-    """(prompt prefix, full text, reference response) for one row."""
+    """(prompt prefix, full text, reference response) for one row; a conversation (``messages``) is scored on its
+    last assistant turn, given the turns before it."""
     if cfg.text_template:
         ref = str(row[cfg.response_column]) if cfg.response_column in row else ""
         full = cfg.text_template.format(**row)
         marked = cfg.text_template.format(**{**row, cfg.response_column: SENTINEL})
         prefix = marked.split(SENTINEL, 1)[0]
         return prefix, full, ref
-    msgs = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
-    msgs.append({"role": "user", "content": str(row[cfg.prompt_column])})
-    ref = str(row[cfg.response_column])
+    if isinstance(row.get("messages"), list):  # a prepared conversation: its last assistant turn, given the turns before
+        turns = row["messages"]
+        last = max(i for i, m in enumerate(turns) if m["role"] == "assistant")
+        msgs, ref = list(turns[:last]), str(turns[last]["content"])
+    else:
+        msgs = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+        msgs.append({"role": "user", "content": str(row[cfg.prompt_column])})
+        ref = str(row[cfg.response_column])
     prefix = chat_render(msgs, add_generation_prompt=True)
     full = chat_render([*msgs, {"role": "assistant", "content": ref}], add_generation_prompt=False)
     return prefix, full, ref

@@ -170,6 +170,30 @@ def test_free_template_and_column_mapping(ui_home, tmp_path):
     assert any("missing" in shown(e.value) for e in at.error)
 
 
+def test_a_conversation_dataset_is_offered_its_format_and_shows_the_trained_turns(ui_home):
+    import html
+    import shutil
+
+    data = ui_home / "chat" / "messages.jsonl"
+    data.parent.mkdir()
+    shutil.copyfile(REPO / "tests" / "inputs" / "datasets" / "messages.jsonl", data)
+    conv = json.loads(data.read_text().splitlines()[0])["messages"]
+    at = open_page("model_data")
+    assert "A relative path typed here is read from" in text(at)
+    by_label(at.selectbox, "Dataset file").set_value(str(data)).run(timeout=120)
+    assert any("OpenAI/TRL 'messages' format" in shown(i.value) for i in at.info)
+    by_label(at.button, "Use format: messages").click().run(timeout=120)
+    assert not at.exception
+    ds = at.session_state["draft"]["dataset"]
+    assert ds["format"] == "messages" and ds["chat_template"] is True and not ds.get("text_template")
+    assert "Only the assistant turns are trained" in text(at)
+    marked = next(m.value for m in at.markdown if "<mark" in m.value)
+    trained = "".join(re.findall(r"<mark[^>]*>(.*?)</mark>", marked, re.S))
+    assert html.escape(conv[2]["content"]) in trained and html.escape(conv[4]["content"]) in trained
+    assert html.escape(conv[1]["content"]) not in trained and html.escape(conv[1]["content"]) in marked
+    assert "Value error" not in text(at)
+
+
 def test_dataset_upload_is_saved_under_grove_home(ui_home):
     at = open_page("model_data")
     at.radio[1].set_value("Upload a file").run()
