@@ -33,13 +33,14 @@ from engine.runs import submit as service
 from engine.runs.registry import ACTIVE, STATUSES, Registry
 from engine.spec import drafts, recipes
 from engine.spec import metrics as metrics_mod
-from engine.spec.passes import GPU_ONLY
+from engine.spec.passes import GPU_ONLY, canonical_pass_type
 from engine.spec.schema import DatasetSpec, parse_spec
 from engine.views import candidates as cand_views
 from engine.views import charts, estimate, preflight
 from engine.views import comparison as comparison_view
 from engine.views import dataset as dataset_view
 from engine.views import format as fmt
+from engine.views import labels as label_views
 from engine.views import lineage as lineage_view
 from engine.views import report as report_view
 from engine.views import runs as views
@@ -102,10 +103,12 @@ def _live(h: str, run_id: str) -> dict[str, Any]:
 
     reg = registry()
     r = reg.get_run(run_id)
+    training = reg.events(run_id, kinds=["train_step", "resumed"])
     return {
         "run": r,
         "timeline": views.timeline(reg, r),
-        "curve": views.train_curve(reg, run_id),
+        "curve": views.loss_points(training),
+        "training": views.training_summary(training),
         "log_tail": log_tail(Path(r["log_path"] or "/nonexistent"), 40),
         "logs": views.recent_logs(reg, run_id),
         "failure_tail": views.failure_tail(reg, run_id) if r["status"] == "failed" else "",
@@ -113,7 +116,8 @@ def _live(h: str, run_id: str) -> dict[str, Any]:
 
 
 def live(run_id: str) -> dict[str, Any]:
-    """A run with its timeline, training curve, log tail and notable log events."""
+    """A run with its timeline, training curve (one point per step across resumes) and its summary line, log tail
+    and notable log events."""
     return _live(home(), run_id)
 
 
@@ -309,6 +313,11 @@ def catalog_passes() -> dict[str, Any] | None:
     return c["passes"] if c else None
 
 
+def pass_type(ptype: str, passes: dict[str, Any] | None) -> str:
+    """A pass type as Olive reads it (``gptq`` is Gptq): the catalog's spelling, for the forms."""
+    return canonical_pass_type(ptype, passes)
+
+
 # -- models and data ----------------------------------------------------------------------------------------------
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _inputs(h: str) -> dict[str, list[str]]:
@@ -495,10 +504,11 @@ def draft_olive_config(draft: dict[str, Any]) -> str:
     return service.olive_config_text(parse_spec(drafts.to_spec_dict(draft)), base=service.ui_bases())
 
 
-def import_olive(text: str, allow_code: bool = False) -> tuple[dict[str, Any], list[str]]:
+def import_olive(text: str, allow_code: bool = False, target: str | None = None) -> tuple[dict[str, Any], list[str]]:
     """An Olive config as a draft, with a note per mapping or dropped field. Code (user_script, script_dir,
-    trust_remote_code) is imported only with ``allow_code``; otherwise the import is refused and says why."""
-    return olive_import.import_text(text, catalog_passes(), allow_code=allow_code)
+    trust_remote_code) is imported only with ``allow_code``; otherwise the import is refused and says why.
+    ``target`` ("cpu" or "cuda"): import a config for another target as a CPU or CUDA version of it."""
+    return olive_import.import_text(text, catalog_passes(), allow_code=allow_code, target=target)
 
 
 def spec_json(draft: dict[str, Any]) -> str:
@@ -532,7 +542,7 @@ def _key(run_ids: list[str]) -> str:
 @st.cache_resource(ttl=TTL, show_spinner=False, max_entries=8)
 def _comparison(h: str, ids: str) -> comparison_view.Comparison:
     run_ids = ids.split(_SEP)
-    names = {r["id"]: r["name"] for r in measured_runs()}
+    names = {r["id"]: label_views.run_label(r["name"], r["id"]) for r in measured_runs()}
     return comparison_view.Comparison.read(registry(), run_ids, names)
 
 
@@ -599,6 +609,24 @@ def _compare_table(h: str, ids: str, x: str | None, y: str | None) -> Any:
     return comparison_view.table(cmp, front, met, decided)
 
 
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=16)
+def _unmeasured(h: str, ids: str) -> list[dict[str, Any]]:
+    run_ids = ids.split(_SEP)
+    cmp = comparison(run_ids)
+    mids = [m for m, ok in zip(cmp.model_ids or [], cmp.measured(), strict=False) if m and not ok]
+    return cand_views.not_measured(cmp, registry().run_specs(run_ids), registry().measured_twins(mids))
+
+
+def compare_unmeasured(run_ids: list[str]) -> list[dict[str, Any]]:
+    """The candidates of the runs that have no number, each with why ("not measured (same as #3 … in run …)")."""
+    return _unmeasured(home(), _key(run_ids))
+
+
+def metric_format(name: str) -> str:
+    """The printf format of a metric's table column, with its unit (``%.1f tok/s``)."""
+    return fmt.metric_format(name)
+
+
 def compare_table(run_ids: list[str], x: str | None, y: str | None) -> Any:
     """Compare's table (one row per candidate, in ``comparison(run_ids)``'s order), Pareto of x and y. Read-only."""
     return _compare_table(home(), _key(run_ids), x, y)
@@ -624,7 +652,7 @@ def compare_figure(run_ids: list[str], x: str, y: str, max_points: int) -> tuple
 
 def compare_candidates(ids: list[int]) -> dict[int, dict[str, Any]]:
     """Whole candidate rows by id (pass parameters, failed metrics, paths) with ``run_name``: the ones opened."""
-    names = {r["id"]: r["name"] for r in measured_runs()}
+    names = {r["id"]: r["name"] for r in registry().list_runs(limit=100000)} if ids else {}
     out = registry().candidates_by_id([int(i) for i in ids])
     for c in out.values():
         c["run_name"] = names.get(c["run_id"], c["run_id"])
@@ -645,7 +673,7 @@ def candidate_evaluations(ids: list[int]) -> dict[int, dict[str, Any]]:
 def _lineage(h: str, run_ids: tuple[str, ...]) -> tuple[str, list[dict[str, Any]]]:
     reg = registry()
     cands = reg.candidates_of_runs(list(run_ids))
-    names = {r["id"]: r["name"] for r in measured_runs()}
+    names = {r["id"]: label_views.run_label(r["name"], r["id"]) for r in measured_runs()}
     names = {c["run_id"]: names.get(c["run_id"], c["run_id"]) for c in cands}
     events = {r: reg.events(r, kinds=["pass_finished", "pass_cached"]) for r in run_ids}
     reused = lineage_view.reuses(cands, events, names)
@@ -664,7 +692,9 @@ def report_html(run_ids: list[str]) -> str:
 
 @st.cache_data(ttl=LIVE_TTL, show_spinner=False)
 def _leaderboard(h: str) -> list[dict[str, Any]]:
-    return compare.leaderboard(cand_views.vote_rows(registry().ab_votes()))
+    board = compare.leaderboard(cand_views.vote_rows(registry().ab_votes()))
+    ids = [int(h[1:]) for h in (str(r["contestant"]).partition(" · ")[0] for r in board) if h[1:].isdigit()]
+    return cand_views.name_contestants(board, compare_candidates(ids))
 
 
 def leaderboard() -> list[dict[str, Any]]:
@@ -694,6 +724,19 @@ def chat_candidates() -> list[dict[str, Any]]:
     """Candidates chat can load: ONNX outputs (onnxruntime-genai folders) and LoRA candidates (HF + PEFT), with
     ``kind``, ``label`` and the adapters expected (``"none"`` = the base model)."""
     return _chat_candidates(home())
+
+
+def candidate_label(cand: dict[str, Any]) -> str:
+    """How every page names a candidate: its build in words, its run's name and short id, its number."""
+    return label_views.label(cand)
+
+
+def chat_best(cands: list[dict[str, Any]], exclude: tuple[int, ...] = ()) -> tuple[int, str]:
+    """(index in ``cands`` of the candidate Chat opens on, why in words): Olive's best, else the Pareto point, with the
+    best quality (engine.views.labels.best); ``exclude``: candidate ids taken by the other side of A/B."""
+    pool = [c for c in cands if c["id"] not in exclude] or cands
+    i, why = label_views.best(pool, registry().run_specs(sorted({c["run_id"] for c in pool})))
+    return (cands.index(pool[i]) if i is not None else 0), why
 
 
 def chat_adapter_name(path: str) -> str:

@@ -4,6 +4,7 @@
     grove up --ray              the same, with runs executed on a Ray cluster (docs/ray.md)
     grove demo [--no-submit]    build the embedded demo model (once) and queue the demo recipe
     grove submit SPEC.yaml      check a spec and queue it
+    grove import CONFIG.json    an Olive workflow config as a run spec (--target cpu|cuda, -o spec.yaml)
     grove ls                    list runs
     grove show RUN              one run: status, stages, candidates, log tail
     grove cancel RUN            cancel a queued or running run
@@ -21,14 +22,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import paths
 from engine.errors import GroveError
-from engine.views.format import human_size
+from engine.views.format import human_size, metric
+from engine.views.labels import build
 
 
-def _fmt_time(ts: Optional[float]) -> str:
+def _fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
@@ -52,24 +54,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def training_line(events: list[dict[str, Any]]) -> Optional[str]:
-    """The loss line of a run that trains. A short run logs no step loss (fewer steps than logging_steps): the
-    Trainer's closing log still carries ``train_loss``, the mean over the run, so that is shown instead."""
-    steps = [e["data"] for e in events if "loss" in e["data"]]
-    if steps:
-        return (f"{len(steps)} log points, loss {steps[0]['loss']:.3f} -> {steps[-1]['loss']:.3f} "
-                f"at step {steps[-1].get('step', '?')}")
-    final = [e["data"] for e in events if "train_loss" in e["data"]]
-    if final:
-        d = final[-1]
-        return f"mean training loss {d['train_loss']:.3f} over {d.get('step', '?')} steps (no step was logged)"
-    return None
+def training_line(events: list[dict[str, Any]]) -> str | None:
+    """The loss line of a run that trains (engine.views.runs.training_summary: one point per step across resumes, a
+    true mean over the steps logged; a short run that logged no step shows the Trainer's mean over its steps)."""
+    from engine.views.runs import training_summary
+
+    return training_summary([{"kind": e.get("kind", "train_step"), **e} for e in events])
 
 
 LOG_LOSS = re.compile(r"""['"](train_loss|loss)['"]:\s*([0-9.eE+-]+)""")
 
 
-def training_line_from_log(log: Path) -> Optional[str]:
+def training_line_from_log(log: Path) -> str | None:
     """The loss line from the Trainer's printed logs (``{'loss': 2.1, ...}``) when no event carried it."""
     try:
         text = log.read_text(encoding="utf-8", errors="replace")
@@ -115,19 +111,21 @@ def cmd_show(args: argparse.Namespace) -> int:
                 print(f"  {d.get('name'):24} finished in {d.get('seconds', 0):.1f}s")
             elif e["kind"] == "pass_cached":
                 print(f"  {str(d.get('name')):24} reused from cache ({d.get('model_id')})")
-    line = training_line(reg.events(run["id"], kinds=["train_step"])) or training_line_from_log(Path(run["log_path"]))
+    line = training_line(reg.events(run["id"], kinds=["train_step", "resumed"]))
+    if line is None and not reg.resumed_from(run["id"]):  # a resumed run's log holds the Trainer's wrong mean
+        line = training_line_from_log(Path(run["log_path"]))
     if line:
         print(f"\ntraining   {line}")
     cands = reg.candidates(run["id"])
     if cands:
         print("\ncandidates  (* = Olive's best, copied to the output folder; P = Pareto frontier; goals: yes/no)")
-        print(f"  {'MODEL':10} {'CHAIN':40} {'SIZE':>10} {'':3} {'GOALS':5}  METRICS")
+        print(f"  {'MODEL':10} {'CANDIDATE':22} {'CHAIN':40} {'SIZE':>10} {'':3} {'GOALS':5}  METRICS")
         for c in cands:
-            metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in (c["metrics"] or {}).items())
-            chain = " > ".join(c["pass_chain"]) or "(input model)"
+            metrics = ", ".join(f"{k}={metric(k, v)}" for k, v in (c["metrics"] or {}).items())
+            chain = f"{build(c)[:22]:22} " + (" > ".join(c["pass_chain"]) or "(input model)")
             flags = ("*" if c["is_output"] else "") + ("P" if c["pareto"] else "")
             goals = {None: "-", 1: "yes", 0: "no"}[c.get("goals_met")]
-            print(f"  {c['model_id']:10} {chain[:40]:40} {human_size(c['size_bytes'], empty='-'):>10} {flags:3} {goals:5}  {metrics or '-'}")
+            print(f"  {c['model_id']:10} {chain[:63]:63} {human_size(c['size_bytes'], empty='-'):>10} {flags:3} {goals:5}  {metrics or '-'}")
             for m, why in (c.get("failed") or {}).items():
                 print(f"  {'':10} {m} FAILED: {why[:200]}")
             if c["is_output"]:
@@ -146,6 +144,35 @@ def cmd_submit(args: argparse.Namespace) -> int:
     # relative paths in the spec are read from the spec file's folder, wherever grove runs from
     run = service.submit(load_spec(args.spec), base=Path(args.spec).expanduser().absolute().parent)
     print(f"queued {run['id']}  ({run['name']})")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """An Olive workflow config as a Grove run spec (YAML), with a line per mapping or dropped part."""
+    import yaml
+
+    from engine.olive import catalog, importer
+    from engine.spec.drafts import to_spec_dict
+
+    src = Path(args.config)
+    try:
+        text = src.read_text(encoding="utf-8")
+    except OSError as e:
+        raise GroveError(f"cannot read {src}: {e.strerror}") from None
+    draft, notes = importer.import_text(text, catalog.load()["passes"], allow_code=args.allow_code,
+                                        target=args.target)
+    out = yaml.safe_dump(to_spec_dict(draft), sort_keys=False, allow_unicode=True)
+    if args.output:
+        Path(args.output).write_text(out, encoding="utf-8")
+    else:
+        print(out)
+    for n in notes:
+        print(f"  {n}", file=sys.stderr)
+    todo = [n for n in notes if n.startswith(("to fill in", "to fix"))]
+    where = args.output or "the spec above"
+    print(f"{'wrote ' + args.output if args.output else 'imported'}: "
+          + (f"{len(todo)} thing(s) to fill in before `grove submit {where}`" if todo else
+             f"ready: grove submit {where}"), file=sys.stderr)
     return 0
 
 
@@ -279,6 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="check a run spec (YAML/JSON) and queue it")
     p.add_argument("spec")
     p.set_defaults(fn=cmd_submit)
+    p = sub.add_parser("import", help="turn an Olive workflow config (JSON/YAML) into a Grove run spec")
+    p.add_argument("config")
+    p.add_argument("-o", "--output", help="write the spec here (YAML) instead of printing it")
+    p.add_argument("--target", choices=["cpu", "cuda"],
+                   help="import a config for another target (QNN, OpenVINO...) as a CPU or CUDA version of it")
+    p.add_argument("--allow-code", action="store_true",
+                   help="keep user_script/script_dir/trust_remote_code from the config (only for code you trust)")
+    p.set_defaults(fn=cmd_import)
     p = sub.add_parser("ls", help="list runs")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(fn=cmd_ls)
@@ -304,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

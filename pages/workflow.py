@@ -1,5 +1,6 @@
-"""Workflow: recipe presets or a custom ordered pass list, parameters, target, evaluation and search; a pre-flight
-check; launch; the Olive config to download; an existing Olive config to import."""
+"""Workflow: recipe presets (the baseline one has no passes: it measures the model as it is) or a custom ordered
+pass list, parameters, target, evaluation and search; a pre-flight check; launch; the Olive config to download; an
+existing Olive config to import (as written, or as a CPU or CUDA version of it)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,16 @@ with st.expander("Import an Olive config (JSON or YAML)"):
     )
     if allow_code:
         st.warning("The imported run may execute the config's own Python code and the model's remote code.")
+    as_target = st.radio(
+        "Target", ["as written", "cpu", "cuda"], horizontal=True, key="wf-import-target",
+        format_func={"as written": "as the config says", "cpu": "a CPU version", "cuda": "a CUDA version"}.get,
+        help="A config for a target this Grove does not run (QNN, OpenVINO, DirectML, VitisAI...) imports as a CPU "
+        "or CUDA version of it: the passes that exist only for that target are dropped, each named below.",
+    )
     if up is not None and st.button("Import into the form", key="wf-import"):
         try:
-            new, notes = services.import_olive(up.getvalue().decode("utf-8", "replace"), allow_code=allow_code)
+            new, notes = services.import_olive(up.getvalue().decode("utf-8", "replace"), allow_code=allow_code,
+                                               target=None if as_target == "as written" else as_target)
         except GroveError as e:
             grove_error(e)
         else:

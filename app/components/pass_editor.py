@@ -9,7 +9,7 @@ from typing import Any
 
 import streamlit as st
 
-from app import state
+from app import services, state
 from app.components import badges
 
 COMMON = {
@@ -179,8 +179,10 @@ def _raw(p: dict[str, Any], prefix: str) -> None:
 def show(draft: dict[str, Any], catalog: dict[str, Any] | None) -> None:
     passes, target, has_ds = draft["passes"], draft["target"], bool(draft.get("dataset"))
     if not passes:
-        st.info("No passes yet: apply a recipe above, or add passes from Olive's catalog below.")
+        st.info("No passes: a baseline run that measures the model as it is (enable evaluation below), or apply a "
+                "recipe above, or add passes from Olive's catalog below.")
     for i, p in enumerate(passes):
+        p["type"] = services.pass_type(p["type"], catalog)  # Olive reads pass types without regard to case
         meta = (catalog or {}).get(p["type"])
         uid, prefix = p["uid"], state.key(f"pass-{p['uid']}")
         with st.container(border=True):

@@ -10,7 +10,7 @@ from app import services, state
 
 EPS = {
     "cpu": ["CPUExecutionProvider"],
-    "gpu": ["CUDAExecutionProvider", "TensorrtExecutionProvider", "DmlExecutionProvider"],
+    "gpu": ["CUDAExecutionProvider", "TensorrtExecutionProvider"],
 }
 PRECISIONS = ["int4", "int8", "fp16", "bf16", "fp32"]
 GOALS = ["", "threshold", "min-improvement", "percent-min-improvement", "max-degradation", "percent-max-degradation"]

@@ -18,7 +18,7 @@ import sys
 from importlib import metadata
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import paths
 
@@ -123,7 +123,7 @@ def _field(annotation: Any, default: Any) -> dict[str, Any]:
     return {"type": _type_name(annotation), "choices": choices, "default": _jsonable(default) if simple else None}
 
 
-def _nested_fields(t: Any) -> Optional[dict[str, Any]]:
+def _nested_fields(t: Any) -> dict[str, Any] | None:
     """The fields of a pydantic config a parameter accepts (``Union[HFTrainingArguments, dict]``), or None."""
     import dataclasses
     import typing
@@ -197,7 +197,7 @@ def dump(out: Path) -> None:
     out.write_text(json.dumps({"olive_version": olive_version(), "passes": passes}, indent=1))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     dump(Path(argv[0]))
     return 0

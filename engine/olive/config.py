@@ -4,6 +4,9 @@ The config it writes runs unchanged with ``olive run --config <file>`` on a mach
 every path in it is absolute, the data it names is the prepared, content-addressed copy under ``runs/data``,
 and every Grove-specific choice is spelled out as an ordinary Olive option.
 
+A spec with no passes (a baseline run) becomes a workflow of the input model and Grove's evaluator: Olive measures
+the input model as it is (``evaluate_input_model``), as ``olive run`` does for the baseline recipes.
+
 Choices made here on the user's behalf, each for a reason recorded in ../shared/NOTES-olive.md:
 - one fixed ``workflow_id`` and one ``cache_dir`` for all runs, so identical passes are reused across runs;
 - an int4 ModelBuilder that follows a LoRA-style pass keeps the LoRA A/B MatMuls out of int4
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import paths
 from engine.spec.passes import ADAPTER_PASSES, CALIBRATED_PASSES
@@ -72,7 +75,7 @@ def search_parameter(values: list[Any]) -> dict[str, Any]:
 
 def model_layers(spec: RunSpec) -> int:
     """Number of decoder layers, read from the model's config.json without importing transformers."""
-    cfg: Optional[Path] = None
+    cfg: Path | None = None
     if spec.model.is_local:
         cfg = spec.model.path / "config.json"
     else:
@@ -105,7 +108,7 @@ def _input_model(spec: RunSpec) -> dict[str, Any]:
     return cfg
 
 
-def _data_configs(spec: RunSpec, train_path: Optional[Path]) -> list[dict[str, Any]]:
+def _data_configs(spec: RunSpec, train_path: Path | None) -> list[dict[str, Any]]:
     ds = spec.dataset
     if ds is None or train_path is None:
         return []
@@ -168,10 +171,10 @@ def build(
     spec: RunSpec,
     *,
     output_dir: Path,
-    train_path: Optional[Path] = None,
-    eval_path: Optional[Path] = None,
+    train_path: Path | None = None,
+    eval_path: Path | None = None,
     data_key: str = "",
-    searchable: Optional[dict[str, list[str]]] = None,
+    searchable: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """The Olive workflow config for ``spec``.
 
@@ -208,7 +211,8 @@ def build(
     if spec.evaluation.enabled and eval_path is not None:
         config["evaluators"] = {EVALUATOR: evaluator(spec, eval_path, data_key)}
         config["evaluator"] = EVALUATOR
-        config["evaluate_input_model"] = spec.evaluation.evaluate_input_model
+        # no passes (a baseline run): Olive evaluates the input model and stops; the spec keeps this on
+        config["evaluate_input_model"] = spec.evaluation.evaluate_input_model or not spec.passes
     if spec.search is not None:
         s = spec.search
         sampler_config: dict[str, Any] = {"seed": s.seed}
@@ -283,7 +287,7 @@ def parse(config: str | dict[str, Any] | None) -> dict[str, Any]:
     return out if isinstance(out, dict) else {}
 
 
-def output_dir(config: str | dict[str, Any] | None) -> Optional[Path]:
+def output_dir(config: str | dict[str, Any] | None) -> Path | None:
     """Where the workflow writes its output (None when the config names none)."""
     p = parse(config).get("output_dir")
     return Path(p) if p else None
@@ -296,7 +300,7 @@ def input_model(config: str | dict[str, Any] | None) -> dict[str, Any]:
     return {"type": m.get("type"), "config": {"model_path": m.get("model_path")}} if m else {}
 
 
-def evaluation_cache_key(config: str | dict[str, Any] | None) -> Optional[str]:
+def evaluation_cache_key(config: str | dict[str, Any] | None) -> str | None:
     """A short hash of the workflow's evaluators (None when it evaluates nothing). Olive caches a model's
     evaluation by model id alone, so in Grove's shared cache a run measuring a model with other settings (more
     examples, other metrics or goals) would get the numbers of the run before; the runner files Olive's evaluations
@@ -312,7 +316,7 @@ def planned_passes(config: str | dict[str, Any] | None) -> list[str]:
     return list(parse(config).get("passes") or {})
 
 
-def grove_eval_config(config: str | dict[str, Any] | None) -> Optional[dict[str, Any]]:
+def grove_eval_config(config: str | dict[str, Any] | None) -> dict[str, Any] | None:
     """The keyword arguments of Grove's evaluator in the workflow (None when it does not evaluate)."""
     ev = (parse(config).get("evaluators") or {}).get(EVALUATOR)
     if not ev:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import machine
 
 ADAPTER_FILE = "adapter_weights.onnx_adapter"  # what ExtractAdapters writes beside an ONNX model
 
 
-def evaluation_adapter(model_type: Optional[str], folder: str | Path, adapter_path: Optional[str]) -> Optional[str]:
+def evaluation_adapter(model_type: str | None, folder: str | Path, adapter_path: str | None) -> str | None:
     """The adapter an evaluation of a candidate is keyed with (as ``engine.evaluate.olive_metric.locate`` keys what
     Olive hands it): a PyTorch model's PEFT folder; for an ONNX folder, ``adapter_weights`` when its adapter file is
     there; else None."""
@@ -21,7 +21,7 @@ def evaluation_adapter(model_type: Optional[str], folder: str | Path, adapter_pa
     return "adapter_weights" if Path(folder, ADAPTER_FILE).is_file() else None
 
 
-def _metric_values(node: dict[str, Any]) -> tuple[dict[str, float], Optional[bool]]:
+def _metric_values(node: dict[str, Any]) -> tuple[dict[str, float], bool | None]:
     """Grove metric values of a footprint node (Olive names them 'grove-<metric>'), and whether goals were met."""
     m = node.get("metrics") or {}
     values = {}
@@ -32,7 +32,7 @@ def _metric_values(node: dict[str, Any]) -> tuple[dict[str, float], Optional[boo
 
 
 def candidates_from_footprint(fp: dict[str, Any], output_dir: Path, best_ids: set[str],
-                              input_model: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+                              input_model: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every model the workflow produced (and the input model when it was evaluated), with its pass chain.
     ``input_model`` (``config.input_model``) describes the input model, which Olive's footprint leaves blank."""
     out = []
@@ -78,7 +78,27 @@ def candidates_from_footprint(fp: dict[str, Any], output_dir: Path, best_ids: se
     return out
 
 
-def _onnx_adapter(path: Optional[str]) -> Optional[str]:
+INPUT_METRICS = "input_model_metrics.json"  # where Olive writes the input model's evaluation (engine.py)
+
+
+def baseline_candidates(output_dir: Path, input_model: dict[str, Any]) -> list[dict[str, Any]]:
+    """The one candidate of a workflow with no passes: the input model, measured. Olive evaluates it, writes
+    ``input_model_metrics.json`` and returns before it saves a footprint; [] when that file is not there."""
+    p = output_dir / INPUT_METRICS
+    if not p.is_file():
+        return []
+    node = {"metrics": {"value": json.loads(p.read_text())}}
+    path = (input_model.get("config") or {}).get("model_path")
+    metrics, _ = _metric_values(node)
+    size = machine.dir_size(Path(path)) if path and Path(path).is_dir() else 0
+    return [{
+        "model_id": "input", "adapter_path": None, "parent_model_id": None, "from_pass": "input", "pass_chain": [],
+        "pass_params": {}, "path": path, "model_type": input_model.get("type"), "size_bytes": size,
+        "metrics": metrics, "goals_met": None, "is_output": 1, "pareto": 1, "_eval_path": path,
+    }]
+
+
+def _onnx_adapter(path: str | None) -> str | None:
     if path and Path(path, ADAPTER_FILE).is_file():
         return str(Path(path, ADAPTER_FILE))
     return None

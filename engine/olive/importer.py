@@ -8,6 +8,16 @@ cookbook's ``PyTorchModel`` with ``hf_config``, ``systems`` with ``accelerators:
 ``params`` data configs, LoRA's ``lora_r``/``lora_alpha``...) are read too. Nothing is dropped silently: every
 mapping and every part left out is named in the notes.
 
+Olive's own rules are applied where a config relies on them: pass types are read without regard to case (``gptq``
+is Gptq, as Olive's package config resolves them); an accelerator with execution providers and no ``device`` gets
+the device Olive infers from them, and one with a device and no providers gets Olive's default provider for it; a
+``HuggingfaceContainer`` data config with no pre-processing settings reads Olive's default ``text`` column. A config
+with an input model and an evaluator but no passes is a baseline run (it measures the input model). Olive's
+accuracy, latency and size metrics are mapped onto Grove's evaluation where they mean the same thing; the rest is
+named. A config for a target this Grove does not run (QNN, OpenVINO, DirectML, VitisAI, NvTensorRTRTX...) is refused
+in one sentence, or imported as a CPU or CUDA version of it when the caller asks (``target="cpu"|"cuda"``): the
+passes that exist only for that target are dropped, each named.
+
 Anything that runs code (``user_script``, ``script_dir``, custom data components) and ``trust_remote_code: true``
 are refused (``SpecError``) unless the caller opts in with ``allow_code=True``; then they come with a warning.
 Every imported draft is checked as a submit would check it (engine.olive.validate): each finding becomes a note
@@ -25,8 +35,27 @@ import yaml
 
 from engine.errors import SpecError
 from engine.spec.drafts import DEFAULT_SEARCH, new_draft
-from engine.spec.schema import PASS_NAME, yaml_error_location
+from engine.spec.passes import GROVE_PROVIDERS, GROVE_TARGETS_TEXT, canonical_pass_type, target_specific
+from engine.spec.schema import PASS_NAME, PERCENT_RANGES, yaml_error_location
 
+# Olive 0.13's defaults a config may rely on (olive/data/component/text_generation.py: TextGenParams)
+OLIVE_TEXT_COL = "text"
+OLIVE_MAX_SEQ_LEN = 1024
+# olive/hardware/constants.py DEVICE_TO_EXECUTION_PROVIDERS: the devices each execution provider runs on
+OLIVE_EP_DEVICES = {
+    "CPUExecutionProvider": ("cpu",),
+    "OpenVINOExecutionProvider": ("cpu", "gpu", "npu"),
+    "QNNExecutionProvider": ("gpu", "npu"),
+    "DmlExecutionProvider": ("gpu", "npu"),
+    "CUDAExecutionProvider": ("gpu",),
+    "ROCMExecutionProvider": ("gpu",),
+    "MIGraphXExecutionProvider": ("gpu",),
+    "TensorrtExecutionProvider": ("gpu",),
+    "NvTensorRTRTXExecutionProvider": ("gpu",),
+    "JsExecutionProvider": ("gpu",),
+    "WebGpuExecutionProvider": ("gpu",),
+    "VitisAIExecutionProvider": ("npu",),
+}
 GROVE_MANAGED = {"train_data_config", "eval_data_config", "data_config", "calibration_data_config"}
 CODE_KEYS = {"user_script", "script_dir"}
 # older Olive names -> today's, per parameter (a note is written for each mapping)
@@ -58,6 +87,7 @@ KNOWN_TOP = {
     "packaging_config",
     "plot_pareto_frontier",
 }
+LATENCY_TO_GROVE = {"avg": "ttft_ms"}  # one forward pass over the prompt, timed: what Grove's time to first token is
 
 
 def parse_text(text: str) -> dict[str, Any]:
@@ -66,17 +96,19 @@ def parse_text(text: str) -> dict[str, Any]:
     except yaml.YAMLError as e:
         where, what = yaml_error_location(e)
         raise SpecError([(where, f"not valid JSON or YAML: {what}")], source="Olive config") from None
-    if not isinstance(cfg, dict) or "passes" not in cfg and "engine" not in cfg:
-        raise SpecError([("passes", "an Olive workflow config has 'input_model' and 'passes'")], source="Olive config")
+    if not isinstance(cfg, dict) or not {"passes", "engine", "input_model"} & set(cfg):
+        raise SpecError([("input_model", "an Olive workflow config has an 'input_model', and 'passes' or an "
+                          "evaluator (a baseline run)")], source="Olive config")
     return cfg
 
 
 class _Import:
     """One import: the draft, its notes, and whether code may be kept."""
 
-    def __init__(self, allow_code: bool) -> None:
+    def __init__(self, allow_code: bool, target: str | None = None) -> None:
         self.draft, self.notes, self.allow_code = new_draft(), [], allow_code
         self.refused: list[tuple[str, str]] = []
+        self.target = target
 
     def code(self, where: str, what: str) -> bool:
         """True when code at ``where`` may be kept (opted in, with a warning); else it is recorded as refused."""
@@ -172,7 +204,11 @@ def _dataset(cfg: dict[str, Any], train_ref: str | None, imp: _Import, eval_size
         imp.code(f"data_configs.{name}", "custom data components or a user_script")
         notes.append(f"data_configs.{name}: custom components dropped: Grove reads and templates the data itself")
     ld, pre = _data_params(dc)
-    ds: dict[str, Any] = {"eval_split": 0.1, "max_seq_len": int(pre.get("max_seq_len") or pre.get("source_max_len") or 512)}
+    seq = pre.get("max_seq_len") or pre.get("source_max_len")
+    if not seq:
+        seq = OLIVE_MAX_SEQ_LEN
+        notes.append(f"data_configs.{name}: no max_seq_len: Olive's default {seq} → dataset.max_seq_len")
+    ds: dict[str, Any] = {"eval_split": 0.1, "max_seq_len": int(seq)}
     files = ld.get("data_files")
     if isinstance(files, dict):
         files = files.get("train") or next(iter(files.values()), None)
@@ -200,6 +236,12 @@ def _dataset(cfg: dict[str, Any], train_ref: str | None, imp: _Import, eval_size
         cols = [cols] if isinstance(cols, str) else list(cols)
         ds["text_template"] = "\n".join("{" + str(c) + "}" for c in cols)
         notes.append(f"data_configs.{name} text_cols {cols} → dataset.text_template {ds['text_template']!r}")
+    elif not pre.get("text_formatting_func") and str(dc.get("type") or "HuggingfaceContainer") == "HuggingfaceContainer":
+        # Olive's text-generation pre-processing (olive/data/component/text_generation.py, TextGenParams) reads
+        # text_cols=["text"] when the config names no template, columns or formatting function
+        ds["text_template"] = "{" + OLIVE_TEXT_COL + "}"
+        notes.append(f"data_configs.{name}: no template or text columns: Olive's default pre-processing reads the "
+                     f"'{OLIVE_TEXT_COL}' column → dataset.text_template '{ds['text_template']}'")
     if isinstance(eval_size, float) and 0 < eval_size < 0.9:
         ds["eval_split"] = eval_size
         notes.append(f"eval_dataset_size {eval_size} → dataset.eval_split")
@@ -288,14 +330,20 @@ def _split_params(
 
 
 def from_olive_config(
-    cfg: dict[str, Any], catalog: dict[str, Any] | None = None, *, allow_code: bool = False
+    cfg: dict[str, Any], catalog: dict[str, Any] | None = None, *, allow_code: bool = False,
+    target: str | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """``(draft, notes)`` for an Olive workflow config dict. ``catalog``: engine.olive.catalog.load()["passes"].
 
     Never crashes on an odd shape: what cannot be read is named in the notes. Code (user_script, script_dir,
-    custom data components, trust_remote_code) raises SpecError unless ``allow_code``."""
+    custom data components, trust_remote_code) raises SpecError unless ``allow_code``. A config for a target this
+    Grove does not run raises SpecError in one sentence unless ``target`` ("cpu" or "cuda") asks for a CPU or CUDA
+    version of it; ``target`` also turns a CPU config into a CUDA one and back."""
+    if target not in (None, "", "cpu", "cuda"):
+        raise SpecError([("target", f"{target!r} is not a target this Grove runs: give 'cpu' or 'cuda'")],
+                        source="Olive config")
     cfg = copy.deepcopy(cfg)
-    imp = _Import(allow_code)
+    imp = _Import(allow_code, target or None)
     draft, notes = imp.draft, imp.notes
     if isinstance(cfg.get("engine"), dict):  # older configs nest engine settings
         notes.append("engine.* settings (older Olive) read as top-level settings")
@@ -316,7 +364,10 @@ def from_olive_config(
         if not isinstance(pc, dict):
             notes.append(f"pass '{name}' is not a mapping: dropped")
             continue
-        ptype = str(pc.get("type", "?"))
+        given = str(pc.get("type", "?"))
+        ptype = canonical_pass_type(given, catalog)  # Olive reads pass types without regard to case
+        if ptype != given:
+            notes.append(f"passes.{name}.type {given} → {ptype} (Olive reads pass types without regard to case)")
         inner = pc.get("config") if isinstance(pc.get("config"), dict) else {k: v for k, v in pc.items() if k != "type"}
         params = dict(inner)
         if isinstance(params.get("train_data_config"), str):
@@ -328,8 +379,9 @@ def from_olive_config(
         eval_size = es if es is not None else eval_size
         draft["passes"].append({"type": ptype, "name": _name(name, ptype), "params": fixed, "search": search,
                                 "raw": False})
-    _dataset(cfg, train_ref, imp, eval_size)
-    _target(cfg, imp)
+    eval_ref = _evaluators(cfg, imp)
+    _dataset(cfg, train_ref or eval_ref, imp, eval_size)
+    _target(cfg, imp, catalog)
     ss = cfg.get("search_strategy")
     if isinstance(ss, dict):
         sc = ss.get("sampler_config") or {}
@@ -345,8 +397,8 @@ def from_olive_config(
             "stop_when_goals_met": bool(ss.get("stop_when_goals_met")),
             "seed": int(sc.get("seed", 0) or 0),
         }
-    if cfg.get("evaluators") or cfg.get("evaluator"):
-        notes.append("evaluators are not imported: choose metrics and goals in the Evaluation section")
+    if not draft["passes"]:
+        notes.append("no passes: a baseline run that measures the input model as it is")
     extra = sorted(set(cfg) - KNOWN_TOP)
     if extra:
         notes.append(f"top-level keys not used by Grove: {', '.join(extra)}")
@@ -376,7 +428,39 @@ def _name(name: str, ptype: str) -> str | None:
     return name
 
 
-def _target(cfg: dict[str, Any], imp: _Import) -> None:
+def olive_device(eps: list[str]) -> str | None:
+    """The device Olive infers from execution providers when an accelerator names none
+    (olive/hardware/accelerator.py: AcceleratorLookup.infer_single_device_from_execution_providers): ``cpu`` for
+    [CPUExecutionProvider], ``npu`` for [QNNExecutionProvider], else the one device every other provider maps to;
+    None where Olive cannot infer one (it then stops and asks for the device)."""
+    if not eps:
+        return None
+    if eps == ["CPUExecutionProvider"]:
+        return "cpu"
+    if eps == ["QNNExecutionProvider"]:
+        return "npu"
+    found: list[str] = []
+    for ep in eps:
+        if ep == "CPUExecutionProvider":
+            continue
+        devs = OLIVE_EP_DEVICES.get(ep)
+        if not devs or len(devs) > 1:
+            return None
+        if devs[0] not in found:
+            found.append(devs[0])
+    return found[0] if len(found) == 1 else None
+
+
+def _ep_names(eps: Any) -> list[str]:
+    out = []
+    for e in eps if isinstance(eps, list) else []:
+        e = e[0] if isinstance(e, (list, tuple)) and e else e  # [provider, options]
+        if isinstance(e, str):
+            out.append(e)
+    return out
+
+
+def _target(cfg: dict[str, Any], imp: _Import, catalog: dict[str, Any] | None) -> None:
     draft, notes = imp.draft, imp.notes
     systems = cfg.get("systems") or {}
     if not isinstance(systems, dict):
@@ -384,7 +468,8 @@ def _target(cfg: dict[str, Any], imp: _Import) -> None:
     tname = cfg.get("target")
     sysc = systems.get(tname) if isinstance(tname, str) else (tname if isinstance(tname, dict) else None)
     sysc = sysc or next(iter(systems.values()), None)
-    dev, eps = None, []
+    dev: str | None = None
+    eps: list[str] = []
     if isinstance(sysc, dict):
         stype = str(sysc.get("type") or "LocalSystem")
         if stype not in ("LocalSystem", "PythonEnvironment"):
@@ -395,18 +480,49 @@ def _target(cfg: dict[str, Any], imp: _Import) -> None:
             dev = acc.lower()
             notes.append(f"systems accelerators [{acc!r}] (older Olive) → target.device")
         elif isinstance(acc, dict):
-            dev = str(acc.get("device", "cpu")).lower()
-            eps = acc.get("execution_providers") or []
-    top_eps = cfg.get("execution_providers")
-    if not eps and isinstance(top_eps, list) and top_eps:
+            dev = str(acc["device"]).lower() if acc.get("device") else None
+            eps = _ep_names(acc.get("execution_providers"))
+    top_eps = _ep_names(cfg.get("execution_providers"))
+    if not eps and top_eps:
         eps = top_eps
         notes.append(f"engine.execution_providers {top_eps} → target.execution_provider")
-    if dev is None and eps and eps[0] != "CPUExecutionProvider":
-        dev = "gpu"
+    if dev is None and eps:
+        dev = olive_device(eps)
+        if dev is not None:
+            notes.append(f"systems: no device given: Olive infers '{dev}' from {', '.join(eps)} → target.device")
+    if dev is not None and not eps and dev in ("cpu", "gpu"):
+        eps = ["CPUExecutionProvider" if dev == "cpu" else "CUDAExecutionProvider"]  # Olive's _fill_accelerators
+        notes.append(f"systems: device '{dev}' with no execution provider: Olive uses {eps[0]} → "
+                     "target.execution_provider")
+    foreign = [e for e in eps if e not in GROVE_PROVIDERS]
+    asked = eps[0] if eps else None
+    if foreign or (dev is not None and dev not in ("cpu", "gpu")):
+        what = f"{foreign[0] if foreign else asked or 'an accelerator'} on '{dev or '?'}'"
+        if imp.target is None:
+            raise SpecError([("systems", f"this config targets {what}; this Grove runs {GROVE_TARGETS_TEXT}: "
+                              "import it with target 'cpu' or 'cuda' to get a CPU or CUDA version of it")],
+                            source="Olive config")
+        notes.append(f"systems: the config targets {what}, which this Grove does not run: imported as a "
+                     f"{imp.target.upper()} version of it")
+        dev, eps = None, []
+    if imp.target is None:
+        other = [p["type"] for p in draft["passes"] if target_specific(p["type"])]
+        if other:  # e.g. Ryzen AI / VitisAI recipes name no provider but build for an NPU
+            raise SpecError([("passes", f"this config's pass{'es' if len(other) > 1 else ''} {', '.join(other[:4])} "
+                              f"build{'' if len(other) > 1 else 's'} for another target (an NPU or another execution "
+                              f"provider); this Grove runs {GROVE_TARGETS_TEXT}: import it with target 'cpu' or "
+                              "'cuda' to get a CPU or CUDA version of it")], source="Olive config")
+    if imp.target is not None:
+        want = ("cpu", "CPUExecutionProvider") if imp.target == "cpu" else ("gpu", "CUDAExecutionProvider")
+        if (dev, eps[:1]) != (want[0], [want[1]]) and (dev or eps):
+            notes.append(f"target {imp.target}: target.device {want[0]}, execution_provider {want[1]} "
+                         f"(the config had {dev or '?'} with {', '.join(eps) or 'no provider'})")
+        dev, eps = want[0], [want[1]]
+        _drop_foreign_passes(imp, catalog, want[1])
     if dev is not None:
         draft["target"]["device"] = "gpu" if dev == "gpu" else "cpu"
-    if eps and isinstance(eps[0], str):
-        draft["target"]["execution_provider"] = eps[0]
+    if eps:
+        draft["target"]["execution_provider"] = next((e for e in eps if e in GROVE_PROVIDERS), eps[0])
     if draft["target"]["device"] == "gpu":
         draft["resources"]["gpus"] = 1
     for p in draft["passes"]:
@@ -414,6 +530,130 @@ def _target(cfg: dict[str, Any], imp: _Import) -> None:
             draft["target"]["precision"] = p["params"]["precision"]
 
 
-def import_text(text: str, catalog: dict[str, Any] | None = None, *, allow_code: bool = False
-                ) -> tuple[dict[str, Any], list[str]]:
-    return from_olive_config(parse_text(text), catalog, allow_code=allow_code)
+def _drop_foreign_passes(imp: _Import, catalog: dict[str, Any] | None, ep: str) -> None:
+    """For a CPU or CUDA version of a config: drop the passes that exist only for another target."""
+    keep = []
+    for p in imp.draft["passes"]:
+        providers = ((catalog or {}).get(p["type"]) or {}).get("providers") or []
+        if target_specific(p["type"]) or (providers and ep not in providers):
+            imp.notes.append(f"pass '{p.get('name') or p['type'].lower()}' ({p['type']}) dropped: it exists for "
+                             f"another target, not {ep}")
+            continue
+        keep.append(p)
+    if imp.draft["passes"] and not keep:
+        imp.notes.append(f"every pass of this config exists for its own target: nothing of it runs on {ep}; what is "
+                         "left is the input model (enable evaluation for a baseline run, or add passes)")
+    imp.draft["passes"] = keep
+
+
+# -- evaluators ----------------------------------------------------------------------------------------------------
+def _chosen_evaluator(cfg: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    evs = cfg.get("evaluators") if isinstance(cfg.get("evaluators"), dict) else {}
+    ref = cfg.get("evaluator")
+    if isinstance(ref, dict):
+        return "evaluator", ref
+    if isinstance(ref, str) and isinstance(evs.get(ref), dict):
+        return ref, evs[ref]
+    first = next(((k, v) for k, v in evs.items() if isinstance(v, dict)), None)
+    return first if first else ("", None)
+
+
+def _evaluators(cfg: dict[str, Any], imp: _Import) -> str | None:
+    """Olive's accuracy, latency and size metrics as Grove's evaluation where they mean the same thing; every
+    other metric named as not mapped. Returns the data config the mapped metrics measure on (for a config that
+    trains on nothing), or None."""
+    name, ev = _chosen_evaluator(cfg)
+    if ev is None:
+        return None
+    notes = imp.notes
+    if str(ev.get("type") or "").lower() == "lmevaluator":
+        _lm_evaluator(name, ev, imp)
+        return None
+    mapped: list[tuple[float, dict[str, Any]]] = []
+    data_ref: str | None = None
+    for mi, m in enumerate(ev.get("metrics") or []):
+        if not isinstance(m, dict):
+            continue
+        mtype, mname = str(m.get("type") or ""), m.get("name") or f"metric{mi}"
+        where = f"evaluators.{name}.{mname}"
+        for st in m.get("sub_types") or []:
+            sub = st.get("name") if isinstance(st, dict) else st
+            grove, why = _grove_metric(mtype, str(sub))
+            if grove is None:
+                notes.append(f"{where}.{sub} ({mtype}) not mapped: {why}")
+                continue
+            entry: dict[str, Any] = {"name": grove}
+            goal = st.get("goal") if isinstance(st, dict) else None
+            if isinstance(goal, dict) and goal.get("type") and goal.get("value") is not None:
+                entry["goal"] = {"type": goal["type"], "value": float(goal["value"])}
+                if mtype == "size_on_disk" and goal["type"] == "threshold":
+                    entry["goal"]["value"] = float(goal["value"]) / 1e6  # bytes -> MB
+            prio = st.get("priority") if isinstance(st, dict) else None
+            mapped.append((prio if isinstance(prio, (int, float)) and prio > 0 else 1e9 + len(mapped), entry))
+            notes.append(f"{where}.{sub} ({mtype}) → evaluation metric {grove}")
+            if isinstance(m.get("data_config"), str):
+                data_ref = data_ref or m["data_config"]
+            elif isinstance(m.get("data_config"), dict):
+                data_ref = data_ref or m["data_config"].get("name")
+        for k in ("user_config", "metric_config", "backend"):
+            if m.get(k):
+                notes.append(f"{where}.{k} dropped: Grove's evaluator sets its own batch, warm-up and repeats")
+    if not mapped:
+        notes.append(f"evaluators.{name}: no metric Grove measures the same way: choose metrics in the Evaluation "
+                     "section")
+        return None
+    seen: set[str] = set()
+    metrics = []
+    for _, e in sorted(mapped, key=lambda x: x[0]):
+        if e["name"] in seen:
+            continue
+        seen.add(e["name"])
+        metrics.append({**e, "priority": len(metrics) + 1})
+    for e in metrics:
+        g = e.get("goal")
+        if g and g["type"].startswith("percent"):
+            from engine.spec.metrics import METRICS
+
+            lo, hi = PERCENT_RANGES.get((g["type"], METRICS[e["name"]]["higher_is_better"]), (None, None))
+            if lo is not None and not lo < g["value"] < hi:
+                notes.append(f"evaluation: the goal {g['type']} {g['value']} on {e['name']} is outside Olive's "
+                             f"range ({lo}, {hi}): dropped")
+                e.pop("goal")
+    imp.draft["evaluation"] = {"enabled": True, "metrics": metrics}
+    if cfg.get("evaluate_input_model") is False and imp.draft["passes"] != []:
+        imp.draft["evaluation"]["evaluate_input_model"] = False
+    return data_ref
+
+
+def _grove_metric(mtype: str, sub: str) -> tuple[str | None, str]:
+    """(Grove's metric for Olive's metric type and sub type, or None with the reason)."""
+    if mtype == "accuracy":
+        if sub == "perplexity":
+            return "perplexity", ""
+        return None, ("it scores predicted labels against a label column; Grove scores generated answers "
+                      "(rouge_l, exact_match) and perplexity")
+    if mtype == "latency":
+        if sub in LATENCY_TO_GROVE:
+            return LATENCY_TO_GROVE[sub], ""
+        return None, ("Grove times the first token once per prompt (ttft_ms, Olive's latency avg) and per-token "
+                      "decode percentiles (latency_p50_ms, latency_p90_ms), not percentiles of whole forward passes")
+    if mtype == "size_on_disk":
+        return "size_mb", ""
+    if mtype == "throughput":
+        return None, "it counts forward passes per second; Grove counts generated tokens per second (decode_tps)"
+    if mtype == "custom":
+        return None, "a custom metric runs the config's own Python code; Grove measures with its own evaluator"
+    return None, f"Olive metric type '{mtype}' has no counterpart in Grove"
+
+
+# ---- LMEvaluator: not mapped here (issue 23 replaces this one function with lm-eval tasks) ----------------------
+def _lm_evaluator(name: str, ev: dict[str, Any], imp: _Import) -> None:
+    tasks = ev.get("tasks") or []
+    imp.notes.append(f"evaluators.{name} (LMEvaluator, lm-eval tasks {', '.join(map(str, tasks)) or '?'}) not "
+                     "mapped: Grove measures candidates on the run's own dataset; choose metrics in the Evaluation "
+                     "section")
+
+
+def import_text(text: str, catalog: dict[str, Any] | None = None, *, allow_code: bool = False,
+                target: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    return from_olive_config(parse_text(text), catalog, allow_code=allow_code, target=target)

@@ -4,7 +4,8 @@ same words.
 
 What it checks, without running Olive or writing anything:
 
-- each pass type exists in this Olive (the catalog, ``engine.olive.catalog``), with a close name offered;
+- each pass type exists in this Olive (the catalog, ``engine.olive.catalog``), read as Olive reads it (without
+  regard to case, a dotted type by its last part), with a close name offered;
 - each parameter exists for its pass, has the type the catalog gives, is one of its choices, and lies in the
   range Olive (or the trainer under it) would accept (``RANGES``, Grove's table: Olive's metadata has no ranges);
   a LoRA-style pass's ``training_args`` are checked field by field against transformers.TrainingArguments;
@@ -26,12 +27,12 @@ import difflib
 import json
 import re
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from engine import paths
 from engine.data import prepare as data
 from engine.errors import DataError, SpecError
-from engine.spec.passes import GROVE_FILLED
+from engine.spec.passes import GROVE_FILLED, canonical_pass_type
 from engine.spec.schema import RunSpec, parse_spec
 from engine.spec.schema import load_spec as _load_spec
 
@@ -39,7 +40,7 @@ Finding = dict[str, str]  # {"level": "error"|"warning"|"info", "where": field p
 
 # Values Olive or the trainer would refuse (or that make no sense), by parameter name; Olive's metadata has types,
 # not ranges. (lower, lower inclusive, upper, upper inclusive, allowed exceptions)
-RANGES: dict[str, tuple[Optional[float], bool, Optional[float], bool, tuple[Any, ...]]] = {
+RANGES: dict[str, tuple[float | None, bool, float | None, bool, tuple[Any, ...]]] = {
     "r": (0, False, None, False, ()),
     "alpha": (0, False, None, False, ()),
     "lora_dropout": (0, True, 1, False, ()),
@@ -86,7 +87,7 @@ def _split_union(inner: str) -> list[str]:
     return out + [cur.strip()] if cur.strip() else out
 
 
-def _type_error(v: Any, t: str) -> Optional[str]:
+def _type_error(v: Any, t: str) -> str | None:
     """Why ``v`` is not of catalog type ``t`` (``int``, ``Optional[float]``, ``list[str]``...), or None. Types this
     cannot judge (Olive classes) pass."""
     t = t.strip()
@@ -115,7 +116,7 @@ def _type_error(v: Any, t: str) -> Optional[str]:
     return None
 
 
-def _range_error(name: str, v: Any) -> Optional[str]:
+def _range_error(name: str, v: Any) -> str | None:
     rng = RANGES.get(name)
     if rng is None or not isinstance(v, (int, float)) or isinstance(v, bool):
         return None
@@ -130,7 +131,7 @@ def _range_error(name: str, v: Any) -> Optional[str]:
     return None
 
 
-def value_error(name: str, v: Any, meta: dict[str, Any]) -> Optional[str]:
+def value_error(name: str, v: Any, meta: dict[str, Any]) -> str | None:
     """Why Olive would refuse ``v`` for parameter ``name`` with catalog metadata ``meta``, or None."""
     if v == "DEFAULT_VALUE" or v is None and not meta.get("required"):
         return None
@@ -154,7 +155,7 @@ def _code_in(v: Any) -> bool:
 
 
 def _pass_problems(i: int, p: dict[str, Any], catalog: dict[str, Any], allow_code: bool) -> list[Finding]:
-    t = str(p.get("type") or "")
+    t = canonical_pass_type(str(p.get("type") or ""), catalog)  # as Olive resolves it: without regard to case
     meta = catalog.get(t)
     if meta is None:
         return [_f("error", f"passes.{i}.type", f"'{t}' is not a pass of this Olive{_close(t, list(catalog))}",
@@ -311,7 +312,7 @@ def _dataset_problems(spec: RunSpec) -> list[Finding]:
 
 
 # -- entry points ----------------------------------------------------------------------------------------------------
-def _catalog() -> Optional[dict[str, Any]]:
+def _catalog() -> dict[str, Any] | None:
     from engine.olive import catalog
 
     try:
@@ -320,7 +321,7 @@ def _catalog() -> Optional[dict[str, Any]]:
         return None
 
 
-def problems(spec: RunSpec, *, catalog: Optional[dict[str, Any]] = None, files: bool = True) -> list[Finding]:
+def problems(spec: RunSpec, *, catalog: dict[str, Any] | None = None, files: bool = True) -> list[Finding]:
     """Every finding for a parsed spec. ``catalog``: ``engine.olive.catalog.load()["passes"]`` (loaded when None).
     ``files``: check the model folder and dataset files too (off for an imported draft still being edited)."""
     catalog = _catalog() if catalog is None else catalog
@@ -334,7 +335,7 @@ def problems(spec: RunSpec, *, catalog: Optional[dict[str, Any]] = None, files: 
     return out
 
 
-def refuse(spec: RunSpec, *, catalog: Optional[dict[str, Any]] = None, source: str = "") -> list[Finding]:
+def refuse(spec: RunSpec, *, catalog: dict[str, Any] | None = None, source: str = "") -> list[Finding]:
     """Raise ``SpecError`` with every error ``problems`` finds (field path, message and fix); return the rest."""
     found = problems(spec, catalog=catalog)
     errors = [(f["where"], f["message"] + (f"; {f['fix']}" if f["fix"] else "")) for f in found
@@ -344,7 +345,7 @@ def refuse(spec: RunSpec, *, catalog: Optional[dict[str, Any]] = None, source: s
     return found
 
 
-def draft_findings(draft: dict[str, Any], catalog: Optional[dict[str, Any]]) -> list[Finding]:
+def draft_findings(draft: dict[str, Any], catalog: dict[str, Any] | None) -> list[Finding]:
     """For the pre-flight (engine.views.preflight.check): what this module finds that the pre-flight does not check
     itself. A draft that does not parse yields nothing here (the pre-flight reports the spec's own errors)."""
     from engine.spec import drafts
@@ -360,7 +361,7 @@ def draft_findings(draft: dict[str, Any], catalog: Optional[dict[str, Any]]) -> 
     return [f for f in found if not any(s in f["message"] for s in covered)]
 
 
-def load_spec(path: Union[str, Path]) -> RunSpec:
+def load_spec(path: str | Path) -> RunSpec:
     """``engine.spec.schema.load_spec``, and when the dataset has no template but its rows hold the conversation
     already rendered in a ``text`` column, say so and offer ``text_template: '{text}'``."""
     try:
@@ -373,7 +374,7 @@ def load_spec(path: Union[str, Path]) -> RunSpec:
         raise
 
 
-def template_offer_message(dataset_path: str) -> Optional[str]:
+def template_offer_message(dataset_path: str) -> str | None:
     """The setting a dataset's own shape calls for, in words, or None (for the CLI and Model & data): a
     pre-templated 'text' column, or conversations (messages, ShareGPT, Alpaca) for the chat template."""
     from engine.data import formats
@@ -382,7 +383,7 @@ def template_offer_message(dataset_path: str) -> Optional[str]:
     return formats.offer(fmt, dataset_path) if fmt in ("text", *formats.CONVERSATION_FORMATS) else None
 
 
-def _template_offer_for(path: Union[str, Path], e: SpecError) -> Optional[str]:
+def _template_offer_for(path: str | Path, e: SpecError) -> str | None:
     if not any("text_template" in msg for _, msg in e.problems):
         return None
     try:

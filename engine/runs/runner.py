@@ -6,7 +6,8 @@ The worker starts it in a new process group with stdout/stderr sent to ``runs/<i
 - reports progress as registry events: a handler on the ``olive`` logger turns Olive's log lines into
   pass started/finished/cached events, and a ``transformers.TrainerCallback`` (added to every Trainer Olive builds)
   reports training step, loss and learning rate; a heartbeat thread writes them in batches;
-- reads Olive's footprint into candidates (every model the run produced, with its parent and parameters);
+- reads Olive's footprint into candidates (every model the run produced, with its parent and parameters); a
+  workflow with no passes (a baseline run) has one candidate, the input model, with Olive's evaluation of it;
 - checks that the promised files exist (Olive often exits 0 when a pass failed);
 - ends the run: succeeded, failed (error type, message) or cancelled (SIGTERM/SIGINT become KeyboardInterrupt,
   so Olive unwinds and removes its temp folders).
@@ -27,13 +28,26 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import paths
 from engine.olive import config as olive_config
-from engine.olive.footprint import candidates_from_footprint, evaluation_adapter, expected_files, final_model_ids
+from engine.olive.footprint import (
+    INPUT_METRICS,
+    baseline_candidates,
+    candidates_from_footprint,
+    evaluation_adapter,
+    expected_files,
+    final_model_ids,
+)
 from engine.runs import devices
-from engine.runs.progress import EventSink, OliveLogHandler, install_memory_probe, install_trainer_callback
+from engine.runs.progress import (
+    EventSink,
+    OliveLogHandler,
+    install_memory_probe,
+    install_trainer_callback,
+    planned_evaluations,
+)
 from engine.runs.registry import Registry
 from engine.runs.relay import open_registry
 
@@ -87,6 +101,7 @@ def run(run_id: str) -> int:
         cancel_seen = False
         while not stop.wait(HEARTBEAT_S):
             try:
+                sink.absorb()  # the evaluations' progress, written by their own processes
                 sink.flush()
                 # a cancel is honoured even when no worker is alive to signal the process group
                 if not cancel_seen and reg.get_run(run_id)["cancel_requested"]:
@@ -121,6 +136,8 @@ def run(run_id: str) -> int:
         from engine.runs import olive_cache
 
         handler = OliveLogHandler(sink, len(config.get("passes", {})))
+        if olive_config.grove_eval_config(config):
+            sink.n_evals = planned_evaluations(json.loads(row["spec"]), handler.n_passes)  # evaluation counts in progress and ETA
         logging.getLogger("olive").addHandler(handler)
         install_trainer_callback(sink)
         install_memory_probe(sink)
@@ -131,9 +148,14 @@ def run(run_id: str) -> int:
         output_dir = olive_config.output_dir(config) or rdir / "output"
         fp_path = output_dir / "footprint.json"
         fp = json.loads(fp_path.read_text()) if fp_path.exists() else {}
-        best = wf.get_best_candidate() if wf is not None and wf.has_output_model() else None
-        best_ids = {best.model_id} if best is not None else final_model_ids(output_dir / "output_footprint.json")
-        cands = candidates_from_footprint(fp, output_dir, best_ids, olive_config.input_model(config))
+        baseline = not config.get("passes")  # no passes: Olive measures the input model, the run's one candidate
+        if baseline:
+            cands = baseline_candidates(output_dir, olive_config.input_model(config))
+            best_ids = {c["model_id"] for c in cands}
+        else:
+            best = wf.get_best_candidate() if wf is not None and wf.has_output_model() else None
+            best_ids = {best.model_id} if best is not None else final_model_ids(output_dir / "output_footprint.json")
+            cands = candidates_from_footprint(fp, output_dir, best_ids, olive_config.input_model(config))
         attach_evaluations(cands, run_id, reg)
         for c in cands:
             del c["_eval_path"]
@@ -142,11 +164,12 @@ def run(run_id: str) -> int:
             cause = sink.olive_errors[0] if sink.olive_errors else None
             raise OutputMissing(
                 "Olive finished without the promised output "
-                + (f"(missing in {output_dir}: {', '.join(missing)})" if missing else "(no output model)")
+                + (f"(missing in {output_dir}: {', '.join(missing)})" if missing else
+                   f"(no {INPUT_METRICS}: the input model was not measured)" if baseline else "(no output model)")
                 + (f"; a pass failed with {type(cause).__name__}: {cause}" if cause else "; see the log for the pass that failed")
             ) from cause
         reg.upsert_candidates(run_id, cands)
-        if olive_config.grove_eval_config(config):
+        if olive_config.grove_eval_config(config) and not baseline:
             _measure_the_rest(run_id, sink)
         sink.progress = 1.0
         sink.stage = "succeeded"
@@ -192,10 +215,11 @@ def _measure_the_rest(run_id: str, sink: EventSink) -> None:
     warning: the run's models are still good."""
     if devices.RunActivity.current:
         devices.RunActivity.current.stop()  # the passes are over: the device is the evaluations' now
-    sink.stage = "measuring every candidate"
+    sink.stage = "measuring the other candidates"
     sink.emit("log", level="INFO", message="measuring the candidates Olive did not evaluate")
     sink.flush()
     p = subprocess.run([sys.executable, "-m", "engine.evaluate.candidates", run_id], capture_output=True, text=True)
+    sink.absorb()
     print(p.stdout[-2000:], p.stderr[-4000:], sep="\n", flush=True)
     if p.returncode != 0:
         sink.emit("log", level="WARNING", message=f"some candidates were not measured (exit {p.returncode}); see the log")
@@ -225,7 +249,7 @@ def classify(e: BaseException) -> tuple[str, str]:
 def _is_disk_full(e: BaseException) -> bool:
     """ENOSPC (no space), EDQUOT (quota) or EFBIG (a file-size limit), wherever in the chain of causes it is."""
     seen = 0
-    cur: Optional[BaseException] = e
+    cur: BaseException | None = e
     while cur is not None and seen < 10:
         if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             return True
@@ -249,7 +273,7 @@ def _prepare_data(row: dict[str, Any]) -> Any:
     return spec
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m engine.runs.runner RUN_ID", file=sys.stderr)

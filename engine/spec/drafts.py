@@ -99,6 +99,10 @@ def apply_recipe(draft: dict[str, Any], key: str, device: str = "cpu") -> dict[s
     ]
     d["target"], d["resources"] = r["target"], r["resources"]
     d["search"] = None
+    if not r["passes"]:  # a baseline measures the model: evaluation on, the recipe's metrics unless some are chosen
+        ev = d.get("evaluation") or {}
+        d["evaluation"] = {**r["evaluation"], **ev, "enabled": True, "evaluate_input_model": True,
+                           "metrics": ev.get("metrics") or r["evaluation"]["metrics"]}
     trains = any(p["type"] in ADAPTER_PASSES for p in r["passes"])
     if trains and d.get("dataset"):
         d["dataset"]["max_seq_len"] = r["dataset"]["max_seq_len"]

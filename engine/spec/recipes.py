@@ -111,6 +111,16 @@ def gptq(device: str = "gpu") -> dict[str, Any]:
     return r
 
 
+def baseline(device: str = "cpu") -> dict[str, Any]:
+    """No passes: the input model measured as it is (quality and speed), the yardstick for every other run."""
+    r = lab_recipe("m", "d", device=device, name="baseline: the model as it is")
+    r["passes"] = []
+    r["search"] = None
+    r["evaluation"] = {"enabled": True, "evaluate_input_model": True, "metrics": [
+        {"name": "perplexity", "priority": 1}, {"name": "rouge_l", "priority": 2}, {"name": "decode_tps", "priority": 3}]}
+    return r
+
+
 # key -> (label, build(device) -> spec dict with placeholder model "m" and dataset "d")
 PRESETS = {
     "lab": (
@@ -121,6 +131,7 @@ PRESETS = {
     "cuda_int4": ("Quantize for CUDA int4: AutoAWQ 4-bit -> ONNX int4 for onnxruntime-genai on a GPU", cuda_int4),
     "qlora": ("QLoRA on a GPU: 4-bit NF4 base (bitsandbytes) while training -> ONNX int4 + adapter", qlora),
     "gptq": ("GPTQ 4-bit on a GPU: Olive's Gptq pass calibrated on your data", gptq),
+    "baseline": ("Baseline: no passes, the model measured as it is (the yardstick for the other runs)", baseline),
 }
 
 

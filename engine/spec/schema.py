@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,6 +25,7 @@ SPEC_VERSION = 1
 # assistant turns only; prompt/response pairs (a text template or the chat template); pre-rendered text.
 CONVERSATION_FORMATS = ("messages", "sharegpt", "alpaca")
 DATASET_FORMATS = (*CONVERSATION_FORMATS, "prompt_response", "text")
+NO_PASSES = "passes: "  # a model-level error that belongs to the 'passes' field (see _problems)
 PASS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
@@ -59,7 +60,7 @@ class ModelSpec(_Frozen):
 
     name: str = Field(description="Hugging Face model id, or path to a local model folder.", min_length=1)
     trust_remote_code: bool = Field(False, description="Run the model repository's own Python code. Off unless asked.")
-    revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit); ignored for folders.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit); ignored for folders.")
 
     @property
     def is_local(self) -> bool:
@@ -74,21 +75,21 @@ class ModelSpec(_Frozen):
 class DatasetSpec(_Frozen):
     """Training data: a local JSONL/CSV/Parquet file, or a Hugging Face dataset name + split."""
 
-    path: Optional[str] = Field(
+    path: str | None = Field(
         None, description="Local .jsonl, .json, .csv or .parquet file. A relative path is resolved once, at submit "
         "(against the spec file's folder for `grove submit`, the repository or GROVE_HOME in the UI), and stored absolute.")
     format: Literal["messages", "sharegpt", "alpaca", "prompt_response", "text"] | None = Field(
         None, description="How rows hold the conversation: messages (OpenAI/TRL role/content turns), sharegpt "
         "(conversations of from/value turns), alpaca (instruction/input/output), prompt_response, text (already "
         "rendered). Detected from the file when absent. messages, sharegpt and alpaca imply chat_template: true.")
-    hf_name: Optional[str] = Field(None, description="Hugging Face dataset name (instead of path).")
-    hf_subset: Optional[str] = Field(None, description="Hugging Face dataset configuration name.")
+    hf_name: str | None = Field(None, description="Hugging Face dataset name (instead of path).")
+    hf_subset: str | None = Field(None, description="Hugging Face dataset configuration name.")
     hf_split: str = Field("train", description="Hugging Face split to read.")
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="Rename dataset columns before templating: {dataset column: name used in the template}.",
     )
-    text_template: Optional[str] = Field(
+    text_template: str | None = Field(
         None, description="Python format string over columns, e.g. '<|user|>\\n{prompt}<|end|>\\n...'."
     )
     chat_template: bool = Field(
@@ -96,13 +97,13 @@ class DatasetSpec(_Frozen):
     )
     prompt_column: str = Field("prompt", description="Column holding the user turn (chat template).")
     response_column: str = Field("response", description="Column holding the assistant turn (chat template).")
-    system_prompt: Optional[str] = Field(None, description="System message for the chat template.")
-    eval_split: Optional[float] = Field(
+    system_prompt: str | None = Field(None, description="System message for the chat template.")
+    eval_split: float | None = Field(
         0.1, gt=0, lt=0.9, description="Fraction of rows held out for evaluation (ignored when eval_path is set)."
     )
-    eval_path: Optional[str] = Field(None, description="A separate evaluation file, same format as path.")
+    eval_path: str | None = Field(None, description="A separate evaluation file, same format as path.")
     split_seed: int = Field(0, description="Seed of the deterministic train/eval split.")
-    max_samples: Optional[int] = Field(None, gt=0, description="Use at most this many training rows.")
+    max_samples: int | None = Field(None, gt=0, description="Use at most this many training rows.")
     max_seq_len: int = Field(512, ge=8, le=131072, description="Training sequence length in tokens.")
 
     @model_validator(mode="before")
@@ -134,7 +135,7 @@ class DatasetSpec(_Frozen):
 
     @field_validator("text_template")
     @classmethod
-    def _plain_template(cls, v: Optional[str]) -> Optional[str]:
+    def _plain_template(cls, v: str | None) -> str | None:
         if v:
             plain_fields(v)
         return v
@@ -153,15 +154,23 @@ class PassSpec(_Frozen):
     """One Olive pass: its type from Olive's catalog, fixed parameters, and searchable ones."""
 
     type: str = Field(description="Olive pass type, e.g. LoRA, ModelBuilder, ExtractAdapters.", min_length=1)
-    name: Optional[str] = Field(None, description="Unique name in this workflow; defaults to the type in lower case.")
+    name: str | None = Field(None, description="Unique name in this workflow; defaults to the type in lower case.")
     params: dict[str, Any] = Field(default_factory=dict, description="Fixed parameter values.")
     search: dict[str, list[Any]] = Field(
         default_factory=dict, description="Searchable parameters: {parameter: [candidate values]}."
     )
 
+    @field_validator("type")
+    @classmethod
+    def _olive_spelling(cls, v: str) -> str:
+        """Olive reads pass types without regard to case (``gptq`` is Gptq): stored as the catalog spells them."""
+        from engine.spec.passes import canonical_pass_type
+
+        return canonical_pass_type(v)
+
     @field_validator("name")
     @classmethod
-    def _name_ok(cls, v: Optional[str]) -> Optional[str]:
+    def _name_ok(cls, v: str | None) -> str | None:
         if v is not None and not PASS_NAME.match(v):
             raise ValueError("letters, digits, '_' and '-' only, starting with a letter")
         return v
@@ -189,10 +198,13 @@ class PassSpec(_Frozen):
 
 
 class TargetSpec(_Frozen):
+    """Where the candidates run: this Grove runs onnxruntime(-genai) on the CPU and on NVIDIA GPUs (CUDA, TensorRT);
+    other execution providers (QNN, OpenVINO, DirectML, VitisAI, NvTensorRTRTX...) are refused in those words."""
+
     device: Literal["cpu", "gpu"] = "cpu"
-    execution_provider: Literal[
-        "CPUExecutionProvider", "CUDAExecutionProvider", "DmlExecutionProvider", "TensorrtExecutionProvider"
-    ] = "CPUExecutionProvider"
+    execution_provider: Literal["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"] = (
+        "CPUExecutionProvider"
+    )
     precision: Literal["fp32", "fp16", "bf16", "int8", "int4"] = "int4"
 
     @model_validator(mode="after")
@@ -212,7 +224,7 @@ class GoalSpec(_Frozen):
 class MetricSpec(_Frozen):
     name: str = Field(description="Metric name as the evaluator reports it, e.g. rouge_l, perplexity, decode_tps.")
     priority: int = Field(1, ge=1, description="1 ranks first; metrics with equal priority are not allowed.")
-    goal: Optional[GoalSpec] = None
+    goal: GoalSpec | None = None
 
 
 # Olive's valid ranges for percent goals, by (goal type, higher_is_better) (olive/evaluator/metric.py)
@@ -263,15 +275,15 @@ class EvaluationSpec(_Frozen):
 class SearchSpec(_Frozen):
     sampler: Literal["sequential", "random", "tpe"] = "sequential"
     execution_order: Literal["joint", "pass-by-pass"] = "joint"
-    max_samples: Optional[int] = Field(None, gt=0)
-    max_time_s: Optional[int] = Field(None, gt=0)
+    max_samples: int | None = Field(None, gt=0)
+    max_time_s: int | None = Field(None, gt=0)
     stop_when_goals_met: bool = False
     seed: int = 0
 
 
 class ResourcesSpec(_Frozen):
     gpus: int = Field(0, ge=0, le=64, description="GPUs the run needs; 0 runs on the CPU.")
-    checkpoint_steps: Optional[int] = Field(
+    checkpoint_steps: int | None = Field(
         None, gt=0, description="Save a training checkpoint every N steps, so a run whose runner died resumes from it; "
         "empty: every fifth of max_steps, at most 200 (a 100-step run loses at most 20 % of its steps).")
 
@@ -280,11 +292,15 @@ class RunSpec(_Frozen):
     version: Literal[1] = SPEC_VERSION
     name: str = Field("run", min_length=1, max_length=120)
     model: ModelSpec
-    dataset: Optional[DatasetSpec] = None
-    passes: list[PassSpec] = Field(min_length=1)
+    dataset: DatasetSpec | None = None
+    passes: list[PassSpec] = Field(
+        default_factory=list,
+        description="Olive passes in order; none: a baseline run that measures the input model as it is "
+        "(evaluation must be enabled).",
+    )
     target: TargetSpec = Field(default_factory=TargetSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    search: Optional[SearchSpec] = None
+    search: SearchSpec | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     allow_user_code: bool = Field(
         False,
@@ -294,6 +310,12 @@ class RunSpec(_Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSpec:
+        if not self.passes and not self.evaluation.enabled:
+            raise ValueError(f"{NO_PASSES}the workflow has no passes: add passes, or enable evaluation to measure the "
+                             "input model as it is (a baseline run)")
+        if not self.passes and not self.evaluation.evaluate_input_model:
+            raise ValueError(f"{NO_PASSES}a run with no passes measures the input model: keep "
+                             "evaluation.evaluate_input_model on")
         keys = [p.key for p in self.passes]
         dup = sorted({k for k in keys if keys.count(k) > 1})
         if dup:
@@ -321,9 +343,47 @@ def _loc(err: dict[str, Any]) -> str:
     return ".".join(str(x) for x in err.get("loc", ()))
 
 
-def _words(msg: str) -> str:
-    """A validator's own message without pydantic's "Value error, " in front of it."""
-    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+_PREFIXES = (("Value error, ", ""), ("Assertion failed, ", ""), ("Input should be ", "must be "),
+             ("List should have ", "needs "), ("String should have ", "needs "), ("Dictionary should have ", "needs "))
+
+
+_TYPE_WORDS = {
+    "bool_parsing": "true or false", "bool_type": "true or false", "int_parsing": "a whole number",
+    "int_type": "a whole number", "int_from_float": "a whole number", "float_parsing": "a number",
+    "float_type": "a number", "string_type": "text", "dict_type": "a mapping", "list_type": "a list",
+    "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+
+
+def grove_words(err: dict[str, Any]) -> tuple[str, str]:
+    """``(field path, message)`` for one pydantic error, in Grove's words: never "Input should be ...",
+    "Value error, ..." or "List should have at least 1 item after validation"."""
+    where, kind, ctx = _loc(err), err.get("type", ""), err.get("ctx") or {}
+    given = err.get("input")
+    if kind == "missing":
+        return where, "is required"
+    if kind == "extra_forbidden":
+        return where, f"'{where.rsplit('.', 1)[-1]}' is not a setting here (check its spelling)"
+    if kind == "literal_error":
+        if where.endswith("execution_provider"):
+            from engine.spec.passes import GROVE_TARGETS_TEXT
+
+            return where, f"{given!r} is not a target this Grove runs; it runs {GROVE_TARGETS_TEXT}"
+        return where, f"{given!r} is not one of {ctx.get('expected', '')}"
+    if kind == "too_short" and ctx.get("min_length") == 1:
+        return where, "needs at least one entry"
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return where, "must not be empty"
+    if kind in _TYPE_WORDS:
+        return where, f"must be {_TYPE_WORDS[kind]}, not {given!r}"
+    msg = str(err.get("msg", ""))
+    for old, new in _PREFIXES:
+        if msg.startswith(old):
+            msg = new + msg[len(old):]
+    msg = re.sub(r" after validation, not \d+$", "", msg)
+    if not where and msg.startswith(NO_PASSES):
+        return "passes", msg[len(NO_PASSES):]
+    return where, msg
 
 
 def yaml_error_location(e: yaml.YAMLError) -> tuple[str, str]:
@@ -339,7 +399,7 @@ def yaml_error_location(e: yaml.YAMLError) -> tuple[str, str]:
     return where, str(problem or e)
 
 
-def parse_spec(data: Union[dict[str, Any], str], *, source: str = "") -> RunSpec:
+def parse_spec(data: dict[str, Any] | str, *, source: str = "") -> RunSpec:
     """Validate a dict (or JSON/YAML text) into a RunSpec; raise SpecError naming each bad field."""
     if isinstance(data, str):
         try:
@@ -354,10 +414,10 @@ def parse_spec(data: Union[dict[str, Any], str], *, source: str = "") -> RunSpec
     try:
         return RunSpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError([(_loc(err), _words(err["msg"])) for err in e.errors()], source=source) from None
+        raise SpecError([grove_words(err) for err in e.errors()], source=source) from None
 
 
-def load_spec(path: Union[str, Path]) -> RunSpec:
+def load_spec(path: str | Path) -> RunSpec:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")

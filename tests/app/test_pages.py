@@ -488,6 +488,36 @@ def test_live_view_of_a_running_run_with_a_cache_hit(ui_home):
     assert at.get("progress") and "running: pass lora" in at.get("progress")[0].proto.text
 
 
+def test_live_view_names_the_measuring_stage_and_keeps_a_resumed_curve(ui_home):
+    """Issue 20: the evaluations after the workflow are stages of their own (with answers counted), and a training
+    resumed from its step-4 checkpoint keeps the points before the crash and reports a true mean."""
+    events = [
+        (0, "pass_started", {"name": "lora", "type": "LoRA"}),
+        *[(1 + s, "train_step", {"step": s, "max_steps": 8, "loss": 3.0}) for s in range(1, 7)],  # killed at 6
+        (10, "resumed", {"step": 4, "checkpoint": "checkpoint-4"}),
+        *[(10 + s, "train_step", {"step": s, "max_steps": 8, "loss": 2.0}) for s in range(5, 9)],
+        (19, "pass_finished", {"name": "lora", "type": "LoRA", "seconds": 19.0}),
+        (30, "measure_started", {"candidates": 3}),
+        (31, "eval_started", {"model": "/c/lora/models", "label": "lora"}),
+        (40, "eval_finished", {"model": "/c/lora/models", "seconds": 9.0}),
+        (41, "eval_started", {"model": "/c/int4/models", "label": "lora > modelbuilder"}),
+        (42, "eval_progress", {"model": "/c/int4/models", "phase": "answers", "done": 2, "total": 40}),
+    ]
+    r = add_run(ui_home, "now", "running", events=events)
+    Registry().update_run(r["id"], stage="measuring 3 candidates (2 of 3): 2 of 40 answers", progress=0.7)
+    at = AppTest.from_function(_live_script, args=(r["id"],), default_timeout=UI_TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "measuring 3 candidates (2 of 3): 2 of 40 answers" in at.get("progress")[0].proto.text
+    f = frames(at)
+    assert "✓ measured" in f and "lora > modelbuilder: 2 of 40 answers" in f and "about 1 more candidate(s)" in f
+    captions = [shown(c.value) for c in at.caption]
+    assert any("Training resumed from step 4" in c for c in captions)
+    assert any("8 log points" in c and "mean 2.500 over steps 1-8; resumed from step 4" in c for c in captions), captions
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert fig["data"][0]["x"] == list(range(1, 9))  # one point per step: the curve before the crash stays
+
+
 # -- no heavy imports in the UI process ------------------------------------------------------------------------
 def test_pages_never_import_olive_torch_or_transformers(ui_home):
     script = f"""
@@ -573,3 +603,39 @@ def test_preflight_shows_the_chat_template_round_trip_and_refuses_a_mismatch(ui_
     assert re.search(r"they differ at character \d+", t)  # the round trip's own finding, shown above its three renderings
     assert any("mismatch" in e.label for e in at.expander)
     assert by_label(at.button, "Launch").disabled
+
+
+def test_workflow_launches_a_baseline_run_and_imports_another_targets_config_as_a_cpu_version(ui_home):
+    """The Baseline recipe: no passes, evaluation on, launched as any run; an Olive config for QNN is refused in one
+    sentence, then imported as a CPU version with its QNN-only passes named as dropped."""
+    at = AppTest.from_file(MAIN, default_timeout=UI_TIMEOUT)
+    at.run(timeout=120)
+    at.switch_page(PAGES["model_data"]).run(timeout=120)
+    by_label(at.selectbox, "Dataset file").set_value(str(ui_home / "demo" / "travel_sample.jsonl")).run(timeout=120)
+    at.switch_page(PAGES["workflow"]).run(timeout=120)
+    by_label(at.selectbox, "Recipe").set_value("baseline").run(timeout=120)
+    by_label(at.button, "Apply recipe").click().run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    d = at.session_state["draft"]
+    assert d["passes"] == [] and d["evaluation"]["enabled"] and d["evaluation"]["metrics"]
+    t = text(at)
+    assert "No passes: a baseline run that measures the model as it is" in t and "has no passes" not in t
+    launch = by_label(at.button, "Launch")
+    assert not launch.disabled, t
+    launch.click().run(timeout=120)
+    runs = Registry().list_runs()
+    assert len(runs) == 1 and runs[0]["status"] == "queued"
+    assert json.loads(Registry().get_run(runs[0]["id"])["spec"])["passes"] == []
+
+    qnn = (REPO / "tests" / "inputs" / "olive" / "qnn_npu.json").read_bytes()
+    at.switch_page(PAGES["workflow"]).run(timeout=120)
+    at.get("file_uploader")[0].upload("qnn.json", qnn, "application/json").run(timeout=120)
+    by_label(at.button, "Import into the form").click().run(timeout=120)
+    assert "this config targets QNNExecutionProvider on 'npu'; this Grove runs CPU" in text(at)
+    by_label(at.radio, "Target").set_value("cpu").run(timeout=120)
+    by_label(at.button, "Import into the form").click().run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    d = at.session_state["draft"]
+    assert [p["type"] for p in d["passes"]] == ["QuaRot", "GptqModel", "ModelBuilder"]
+    assert d["target"]["execution_provider"] == "CPUExecutionProvider"
+    assert "(StaticLLM) dropped: it exists for another target" in text(at)

