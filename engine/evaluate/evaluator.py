@@ -32,7 +32,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import machine
 from engine.evaluate import progress as eval_progress
@@ -48,7 +48,7 @@ SENTINEL = "\u0000GROVE_RESPONSE\u0000"
 @dataclass
 class EvalResult:
     model_path: str
-    adapter: Optional[str]
+    adapter: str | None
     form: str
     metrics: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
@@ -56,7 +56,7 @@ class EvalResult:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     reused: bool = False
-    key: Optional[str] = None  # the evaluation's registry key (evaluate_cached)
+    key: str | None = None  # the evaluation's registry key (evaluate_cached)
     conditions: dict[str, Any] = field(default_factory=dict)  # what the speed figures were measured under
     pending: dict[str, Any] = field(default_factory=dict)  # speed deferred: {"device", "reason", "metrics"}
 
@@ -97,7 +97,7 @@ def render(cfg: EvalConfig, row: dict[str, Any], chat_render: Any = None) -> tup
 
 # -- backends (loading, EOS ids and generation steps are engine.evaluate.backends', shared with chat) -------------
 class GenaiBackend(Genai):
-    def __init__(self, folder: Path, adapter: Optional[str], cfg: EvalConfig) -> None:
+    def __init__(self, folder: Path, adapter: str | None, cfg: EvalConfig) -> None:
         # the CPU keeps the providers of the folder's genai_config.json
         super().__init__(folder, device="cuda" if cfg.execution_provider == "CUDAExecutionProvider" else None)
         self.folder = folder
@@ -186,7 +186,7 @@ def register_olive_quantizer(folder: Path) -> bool:
 
 
 class HfBackend(Hf):
-    def __init__(self, folder: Path, adapter_path: Optional[str], cfg: EvalConfig) -> None:
+    def __init__(self, folder: Path, adapter_path: str | None, cfg: EvalConfig) -> None:
         import torch
 
         device = "cuda" if cfg.device == "gpu" and torch.cuda.is_available() else "cpu"
@@ -478,7 +478,7 @@ def _speed(backend: Any, cfg: EvalConfig, rows: list[dict[str, Any]], chat_rende
     })
 
 
-def _peak_memory_mb(gpu: bool, gpu_used_before: Optional[float]) -> float:
+def _peak_memory_mb(gpu: bool, gpu_used_before: float | None) -> float:
     if not gpu:
         return machine.peak_rss_mb()
     try:
@@ -496,7 +496,7 @@ def _peak_memory_mb(gpu: bool, gpu_used_before: Optional[float]) -> float:
 
 
 # -- cache, subprocess ------------------------------------------------------------------------------------------
-def model_identity(model_path: str, adapter: Optional[str]) -> str:
+def model_identity(model_path: str, adapter: str | None) -> str:
     h = hashlib.sha256()
     for p in [Path(model_path)] + ([Path(adapter)] if adapter and Path(adapter).exists() else []):
         files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())
@@ -507,12 +507,12 @@ def model_identity(model_path: str, adapter: Optional[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def eval_key(model_path: str, adapter: Optional[str], cfg: EvalConfig) -> str:
+def eval_key(model_path: str, adapter: str | None, cfg: EvalConfig) -> str:
     return f"{model_identity(model_path, adapter)}-{fingerprint_id(fingerprint(cfg))}"
 
 
-def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None, reg: Any = None,
-                    subprocess_: bool = True, timeout: float = 3600, run_id: Optional[str] = None,
+def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: str | None = None, reg: Any = None,
+                    subprocess_: bool = True, timeout: float = 3600, run_id: str | None = None,
                     label: str | None = None) -> EvalResult:
     """Evaluate once per model + adapter + fingerprint; later calls read the registry. With ``run_id``, the
     evaluation is linked to that run's model folder, which is how the run's candidates find it."""
@@ -547,7 +547,7 @@ def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] 
     return r
 
 
-def evaluate_in_subprocess(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None, timeout: float = 3600) -> EvalResult:
+def evaluate_in_subprocess(model_path: str, cfg: EvalConfig, *, adapter: str | None = None, timeout: float = 3600) -> EvalResult:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="grove-eval-") as d:
@@ -565,11 +565,11 @@ def evaluate_in_subprocess(model_path: str, cfg: EvalConfig, *, adapter: Optiona
         return EvalResult(**json.loads(out.read_text()))
 
 
-def _all_failed(model_path: str, adapter: Optional[str], cfg: EvalConfig, reason: str) -> EvalResult:
+def _all_failed(model_path: str, adapter: str | None, cfg: EvalConfig, reason: str) -> EvalResult:
     return EvalResult(model_path, adapter, "unknown", failed={m: reason for m in METRICS}, fingerprint=fingerprint(cfg))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m engine.evaluate.evaluator")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine.evaluate.evaluator import evaluate_cached
 from engine.olive.footprint import evaluation_adapter
@@ -19,7 +19,7 @@ METRIC_NAME = "grove"
 RUN_ID_ENV = "GROVE_RUN_ID"  # set by the runner: the run whose workflow asks for the evaluation
 
 
-def locate(model: Any) -> tuple[str, Optional[str]]:
+def locate(model: Any) -> tuple[str, str | None]:
     """(model folder, adapter) of an Olive model handler: a PEFT folder for HF models, the adapter name for ONNX."""
     adapter_path = getattr(model, "adapter_path", None)
     if adapter_path is not None or type(model).__name__.startswith("Hf"):
@@ -33,7 +33,7 @@ def worst(name: str) -> float:
     return -math.inf if METRICS[name]["higher_is_better"] else math.inf
 
 
-def evaluate(model: Any, device: Any = None, execution_providers: Any = None, config: Optional[dict] = None) -> dict[str, float]:
+def evaluate(model: Any, device: Any = None, execution_providers: Any = None, config: dict | None = None) -> dict[str, float]:
     cfg = EvalConfig(**(config or {}))
     folder, adapter = locate(model)
     with devices.run_paused():  # the runner only waits for its evaluation: the device is the evaluation's meanwhile

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Any, Optional
+from typing import Any
 
 from engine.runs import devices
 from engine.runs.registry import Registry, now
@@ -139,7 +139,7 @@ class OliveLogHandler(logging.Handler):
         super().__init__(logging.INFO)
         self.sink, self.n_passes, self.done = sink, max(n_passes, 1), 0
         sink.n_passes = self.n_passes
-        self._pending: Optional[str] = None
+        self._pending: str | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

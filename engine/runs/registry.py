@@ -21,9 +21,10 @@ import os
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import sqlite_utils
 
@@ -182,7 +183,7 @@ MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _mi
 class Registry:
     """All reads and writes of ``grove.db``. Cheap to create; holds no connection."""
 
-    def __init__(self, path: Optional[Path] = None) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path or paths.db_path())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._migrate()
@@ -238,8 +239,8 @@ class Registry:
         olive_config: str,
         gpus_wanted: int,
         data_dir: str = "",
-        parent_run: Optional[str] = None,
-        run_id: Optional[str] = None,
+        parent_run: str | None = None,
+        run_id: str | None = None,
     ) -> dict[str, Any]:
         run_id = run_id or new_run_id()
         rd = paths.run_dir(run_id)
@@ -281,7 +282,7 @@ class Registry:
             raise RunNotFound(f"'{prefix}' matches more than one run; type more of the id")
         return self.get_run(rows[0]["id"])
 
-    def list_runs(self, *, status: Optional[list[str]] = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    def list_runs(self, *, status: list[str] | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         cols = "id, name, status, stage, progress, created_at, started_at, finished_at, gpus_wanted, gpus, error_type, error_message, pid, worker_id"
         sql = f"select {cols} from runs"
         args: list[Any] = []
@@ -297,7 +298,7 @@ class Registry:
         with self.db() as db:
             return {r["status"]: r["n"] for r in db.query("select status, count(*) n from runs group by status")}
 
-    def transition(self, run_id: str, to: str, *, expect: Optional[tuple[str, ...]] = None, **fields: Any) -> dict[str, Any]:
+    def transition(self, run_id: str, to: str, *, expect: tuple[str, ...] | None = None, **fields: Any) -> dict[str, Any]:
         """Move a run to status ``to`` (and set ``fields``) in one transaction, if the state machine allows it."""
         with self.tx() as db:
             rows = list(db.query("select status from runs where id = ?", [run_id]))
@@ -314,7 +315,7 @@ class Registry:
             db["events"].insert({"run_id": run_id, "ts": now(), "kind": "status", "data": json.dumps({"status": to, **{k: v for k, v in fields.items() if k in ("error_type", "error_message", "exit_code")}})})
         return self.get_run(run_id)
 
-    def claim(self, worker_id: str, fits: Any) -> Optional[dict[str, Any]]:
+    def claim(self, worker_id: str, fits: Any) -> dict[str, Any] | None:
         """Atomically take the oldest queued run for which ``fits(run) -> gpus list | None`` finds room."""
         with self.tx() as db:
             for run in db.query("select id, gpus_wanted from runs where status = 'queued' and cancel_requested = 0 order by created_at, id"):
@@ -365,7 +366,7 @@ class Registry:
         return self.get_run(run_id)
 
     # -- events ------------------------------------------------------------------------------------------
-    def add_event(self, run_id: str, kind: str, data: Optional[dict[str, Any]] = None, ts: Optional[float] = None) -> None:
+    def add_event(self, run_id: str, kind: str, data: dict[str, Any] | None = None, ts: float | None = None) -> None:
         with self.tx() as db:
             db["events"].insert({"run_id": run_id, "ts": ts or now(), "kind": kind, "data": json.dumps(data or {}, default=str)})
 
@@ -375,7 +376,7 @@ class Registry:
         with self.tx() as db:
             db["events"].insert_all({"run_id": run_id, "ts": ts, "kind": k, "data": json.dumps(d, default=str)} for ts, k, d in events)
 
-    def events(self, run_id: str, *, kinds: Optional[list[str]] = None, after_id: int = 0, limit: int = 10000) -> list[dict[str, Any]]:
+    def events(self, run_id: str, *, kinds: list[str] | None = None, after_id: int = 0, limit: int = 10000) -> list[dict[str, Any]]:
         sql = "select id, ts, kind, data from events where run_id = ? and id > ?"
         args: list[Any] = [run_id, after_id]
         if kinds:
@@ -406,7 +407,7 @@ class Registry:
                 else:
                     db["candidates"].insert(r)
 
-    def candidates(self, run_id: Optional[str] = None, *, limit: int = 100000) -> list[dict[str, Any]]:
+    def candidates(self, run_id: str | None = None, *, limit: int = 100000) -> list[dict[str, Any]]:
         sql = "select * from candidates"
         args: list[Any] = []
         if run_id:
@@ -422,7 +423,7 @@ class Registry:
         return out
 
     # -- evaluations, feedback ---------------------------------------------------------------------------
-    def get_evaluation(self, key: str) -> Optional[dict[str, Any]]:
+    def get_evaluation(self, key: str) -> dict[str, Any] | None:
         with self.db() as db:
             rows = list(db.query("select * from evaluations where key = ?", [key]))
         if not rows:
@@ -442,7 +443,7 @@ class Registry:
         with self.tx() as db:
             db["evaluations"].upsert(row, pk="key")
 
-    def succeeded_twin(self, spec_hash: str, exclude: str) -> Optional[dict[str, Any]]:
+    def succeeded_twin(self, spec_hash: str, exclude: str) -> dict[str, Any] | None:
         """The latest succeeded run with this spec hash (one that ran, before one that was itself reused)."""
         with self.db() as db:
             rows = list(db.query(
@@ -450,7 +451,7 @@ class Registry:
                 "order by (stage = 'succeeded (reused)'), finished_at desc limit 1", [spec_hash, exclude]))
         return rows[0] if rows else None
 
-    def link_evaluation(self, run_id: str, model_path: str, key: str, adapter: Optional[str] = None) -> None:
+    def link_evaluation(self, run_id: str, model_path: str, key: str, adapter: str | None = None) -> None:
         """Record that run ``run_id`` evaluated the model in ``model_path`` (with ``adapter``) as evaluation ``key``."""
         with self.tx() as db:
             db["run_evaluations"].upsert({"run_id": run_id, "model_path": str(model_path), "adapter": adapter or "",
@@ -468,7 +469,7 @@ class Registry:
                                                          "metrics": json.loads(r["metrics"] or "{}"),
                                                          "pending": json.loads(r["pending"] or "[]")} for r in rows}
 
-    def fingerprints(self, ids: Optional[list[str]] = None) -> dict[str, dict[str, Any]]:
+    def fingerprints(self, ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """Evaluation fingerprints by id (what each candidate's numbers were measured with)."""
         sql, args = "select fingerprint_id, fingerprint from evaluations", []
         if ids is not None:
@@ -477,7 +478,7 @@ class Registry:
         with self.db() as db:
             return {r["fingerprint_id"]: json.loads(r["fingerprint"]) for r in db.query(sql + " group by fingerprint_id", args)}
 
-    def feedback(self, model_path: Optional[str] = None) -> list[dict[str, Any]]:
+    def feedback(self, model_path: str | None = None) -> list[dict[str, Any]]:
         sql, args = "select * from feedback", []
         if model_path:
             sql += " where model_path = ?"
@@ -493,7 +494,7 @@ class Registry:
             return int(db["feedback"].insert(row).last_pk)
 
     def chat_feedback(
-        self, *, candidate_id: Optional[int] = None, model_path: Optional[str] = None, limit: int = 1000
+        self, *, candidate_id: int | None = None, model_path: str | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
         """Feedback newest first, of one candidate and/or model folder when given; settings and stats decoded
         (``{}`` for rows saved without them)."""
@@ -688,7 +689,7 @@ class Registry:
             db["workers"].update(worker_id, {"stopped_at": now()})
 
     # -- durable runs --------------------------------------------------------------------------------------
-    def claim_fair(self, worker_id: str, fits: Any, could_fit: Any) -> Optional[dict[str, Any]]:
+    def claim_fair(self, worker_id: str, fits: Any, could_fit: Any) -> dict[str, Any] | None:
         """Take the oldest queued run that fits, without starving older runs that wait for room.
 
         ``fits(run) -> gpus | None`` says whether a run fits in this worker's free slots now; ``could_fit(run)``
@@ -725,13 +726,13 @@ class Registry:
         with self.db() as db:
             return {w["id"]: w["host"] for w in db.query("select id, host from workers")}
 
-    def add_notice(self, kind: str, message: str, data: Optional[dict[str, Any]] = None) -> None:
+    def add_notice(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         """A notice that belongs to no run: ``worker_restart`` (the supervisor restarted the worker), ``worker_error``
         (a worker tick failed and was retried), ``swept`` (a stalled run was recovered by a live worker)."""
         with self.tx() as db:
             db["notices"].insert({"ts": now(), "kind": kind, "message": message, "data": json.dumps(data or {}, default=str)})
 
-    def notices(self, *, kinds: Optional[list[str]] = None, since: float = 0.0, limit: int = 50) -> list[dict[str, Any]]:
+    def notices(self, *, kinds: list[str] | None = None, since: float = 0.0, limit: int = 50) -> list[dict[str, Any]]:
         """Latest notices first (what Home and Runs show as 'the worker restarted at ...')."""
         sql, args = "select * from notices where ts >= ?", [since]
         if kinds:
@@ -743,7 +744,7 @@ class Registry:
             n["data"] = json.loads(n["data"] or "{}")
         return out
 
-    def resumed_from(self, run_id: str) -> Optional[int]:
+    def resumed_from(self, run_id: str) -> int | None:
         """The training step the run's last attempt resumed from (None when it started from step 0)."""
         ev = self.events(run_id, kinds=["resumed"])
         return int(ev[-1]["data"]["step"]) if ev else None

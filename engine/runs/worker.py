@@ -42,7 +42,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import machine, paths
 from engine.errors import RunStateError
@@ -80,7 +80,7 @@ class Slots:
     cpu_used: int = 0
     gpu_used: dict[int, int] = field(default_factory=dict)
 
-    def fit(self, gpus_wanted: int) -> Optional[list[int]]:
+    def fit(self, gpus_wanted: int) -> list[int] | None:
         if gpus_wanted == 0:
             return [] if self.cpu_used < self.cpu else None
         free = [g for g in self.gpus if self.gpu_used.get(g, 0) < self.per_gpu]
@@ -140,14 +140,14 @@ def describe_exit(code: int) -> str:
 class Active:
     handle: Any
     gpus: list[int]
-    term_sent_at: Optional[float] = None
+    term_sent_at: float | None = None
     kill_sent: bool = False
-    hung_for: Optional[float] = None  # seconds without a heartbeat when the worker killed it
+    hung_for: float | None = None  # seconds without a heartbeat when the worker killed it
 
 
 class Worker:
-    def __init__(self, reg: Optional[Registry] = None, executor: Optional[Executor] = None, slots: Optional[Slots] = None,
-                 worker_id: Optional[str] = None) -> None:
+    def __init__(self, reg: Registry | None = None, executor: Executor | None = None, slots: Slots | None = None,
+                 worker_id: str | None = None) -> None:
         self.reg = reg or Registry()
         self.ex = executor or from_env()  # GROVE_EXECUTOR: local (default) or ray
         self.slots = slots or getattr(self.ex, "slots", None) or slots_from_env()  # Ray brings its own accounting
@@ -169,7 +169,7 @@ class Worker:
     def stop(self, *_: Any) -> None:
         self._stop = True
 
-    def serve(self, *, until_idle: bool = False, timeout: Optional[float] = None) -> None:
+    def serve(self, *, until_idle: bool = False, timeout: float | None = None) -> None:
         """Loop until stopped (or, with ``until_idle``, until nothing is queued or running). A failed tick is logged
         and retried after a back-off (0.5 s doubling to 30 s); it never ends the loop."""
         self._retry(self.start)
@@ -372,7 +372,7 @@ class Worker:
             return
         self._fail(run, "runner_died", f"the runner {describe_exit(code)} before finishing", exit_code=code)
 
-    def _fail(self, run: dict[str, Any], etype: str, msg: str, exit_code: Optional[int] = None) -> None:
+    def _fail(self, run: dict[str, Any], etype: str, msg: str, exit_code: int | None = None) -> None:
         tail = log_tail(Path(run["log_path"]))
         self._cleanup_tmp(run)
         self._cleanup_run(run)
@@ -439,7 +439,7 @@ class Worker:
             log.exception("could not queue run %s again after a failed reuse", run["id"])
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m engine.runs.worker", description="Run queued Grove runs.")
