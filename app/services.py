@@ -123,7 +123,12 @@ def live(run_id: str) -> dict[str, Any]:
 
 @st.cache_data(ttl=5, show_spinner=False)
 def _candidates(h: str, run_id: str) -> list[dict[str, Any]]:
-    return registry().candidates(run_id)
+    reg = registry()
+    cands = reg.candidates(run_id)
+    speed = reg.speed_state([c["id"] for c in cands])
+    for c in cands:  # "speed pending", or the conditions its speed figures were measured under
+        c["speed"] = comparison_view.speed_label(speed.get(c["id"]))
+    return cands
 
 
 def candidates(run_id: str) -> list[dict[str, Any]]:
@@ -550,9 +555,21 @@ def comparison(run_ids: list[str]) -> comparison_view.Comparison:
 def _comparability(h: str, ids: str) -> tuple[bool, str]:
     run_ids = ids.split(_SEP)
     counts = comparison(run_ids).fingerprint_counts()
-    if len(counts) <= 1:
-        return True, ""
-    return compare.comparability_of(counts, registry().fingerprints(sorted(counts)))
+    ok, why = compare.comparability_of(counts, registry().fingerprints(sorted(counts))) if len(counts) > 1 else (True, "")
+    speed_ok, speed_why, _ = speed_check(run_ids)
+    if not speed_ok:
+        return False, "; ".join(w for w in (why, speed_why) if w)
+    return ok, why
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _speed_check(h: str, ids: str) -> tuple[bool, str, int]:
+    return comparison_view.speed_check(comparison(ids.split(_SEP)), registry())
+
+
+def speed_check(run_ids: list[str]) -> tuple[bool, str, int]:
+    """(speed figures comparable, what differs, how many candidates' speed is still pending)."""
+    return _speed_check(home(), _key(run_ids))
 
 
 def comparability(run_ids: list[str]) -> tuple[bool, str]:

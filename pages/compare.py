@@ -30,8 +30,12 @@ if not picked:
 ok, why = services.comparability(picked)
 if not ok:
     st.warning(
-        f"Not directly comparable: {why}. Compare numbers within one evaluation fingerprint.", icon=":material/warning:"
+        f"Not directly comparable: {why}. Compare numbers measured the same way.", icon=":material/warning:"
     )
+_, _, speed_pending = services.speed_check(picked)
+if speed_pending:
+    st.info(f"Speed pending for {speed_pending} candidate(s): their device was busy, so their speed is measured when it "
+            "is free (the chart leaves them out until then).", icon=":material/hourglass_top:")
 
 cmp = services.comparison(picked)
 metric_names = cmp.metric_names

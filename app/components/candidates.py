@@ -21,6 +21,8 @@ def rows(cands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for k, v in (c.get("metrics") or {}).items():
             r[k] = v.get("value") if isinstance(v, dict) else v
+        if c.get("speed"):
+            r["speed measured"] = c["speed"]  # "speed pending" until its device is free, then its conditions
         if c.get("failed"):
             r["failed metrics"] = "; ".join(f"{k}: {v}" for k, v in c["failed"].items())
         r["adapter"] = c.get("adapter_path") or ""

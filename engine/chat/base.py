@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.chat.adapters import NO_ADAPTER, AdapterMismatch
 from engine.chat.text import ChatError, Message, build_messages
+from engine.runs import devices
 
 WEIGHT_SUFFIXES = (".onnx", ".data", ".onnx_adapter", ".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
@@ -201,7 +202,8 @@ class ChatModel:
     ) -> Iterator[str]:
         stats = ChatStats(self.backend, adapter or NO_ADAPTER, self.device)
         try:
-            yield from self._run(stats, msgs, adapter, sampling, prefill)
+            with devices.chatting(self.device, f"chat with {self.path.name}"):  # never during a speed measurement
+                yield from self._run(stats, msgs, adapter, sampling, prefill)
         finally:  # after the backend's own clean-up: timings are complete, stop_reason set
             st.stats = stats
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine.evaluate import progress as eval_progress
 from engine.evaluate.evaluator import eval_key, evaluate_cached
@@ -34,7 +34,7 @@ def _pytorch(c: dict[str, Any]) -> bool:
     return (c.get("model_type") or "").lower().startswith(("hf", "pytorch"))
 
 
-def missing(cands: list[dict[str, Any]], intermediates: bool = True) -> list[tuple[dict[str, Any], Optional[str], str]]:
+def missing(cands: list[dict[str, Any]], intermediates: bool = True) -> list[tuple[dict[str, Any], str | None, str]]:
     """What is left to measure: ``(candidate, adapter, model_id to record it under)``. ``intermediates=False``
     (the spec's ``evaluation.evaluate_intermediate_models``): only the run's outputs (and their adapter-off side)."""
     todo = []
@@ -106,7 +106,7 @@ def evaluate_run(run_id: str, reg: Any = None) -> int:
     return done
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m engine.evaluate.candidates RUN_ID", file=sys.stderr)

@@ -223,3 +223,24 @@ def leaderboard(votes: list[dict[str, Any]], k: float = 32.0) -> list[dict[str, 
         for c, t in tally.items()
     ]
     return sorted(rows, key=lambda r: -r["Elo"])
+
+
+def speed_comparability(states: dict[int, dict[str, Any]], measured: set[int]) -> tuple[bool, str, int]:
+    """(comparable, what differs, how many are pending) of the speed figures of candidates ``measured`` (those with
+    a speed metric), from ``Registry.speed_state``: figures measured under different conditions (the device alone or
+    shared with other Grove work, threads, a machine busy outside Grove: ``devices.comparable_class``) are not put on
+    one axis without saying so, as figures of different evaluation settings are not."""
+    from engine.runs.devices import comparable_class
+
+    pending = sum(1 for s in states.values() if s.get("pending"))
+    classes: dict[str, int] = {}
+    for cid in measured:
+        st = states.get(cid)
+        if st is None or st.get("pending"):
+            continue
+        c = comparable_class(st.get("conditions"))
+        classes[c] = classes.get(c, 0) + 1
+    if len(classes) <= 1:
+        return True, "", pending
+    parts = "; ".join(f"{n} candidate(s): {c}" for c, n in sorted(classes.items(), key=lambda kv: -kv[1]))
+    return False, f"their speed figures were measured under different conditions ({parts})", pending

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import machine
 from engine.evaluate import progress as eval_progress
@@ -47,7 +48,7 @@ SENTINEL = "\u0000GROVE_RESPONSE\u0000"
 @dataclass
 class EvalResult:
     model_path: str
-    adapter: Optional[str]
+    adapter: str | None
     form: str
     metrics: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
@@ -55,7 +56,9 @@ class EvalResult:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     reused: bool = False
-    key: Optional[str] = None  # the evaluation's registry key (evaluate_cached)
+    key: str | None = None  # the evaluation's registry key (evaluate_cached)
+    conditions: dict[str, Any] = field(default_factory=dict)  # what the speed figures were measured under
+    pending: dict[str, Any] = field(default_factory=dict)  # speed deferred: {"device", "reason", "metrics"}
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,9 +97,10 @@ def render(cfg: EvalConfig, row: dict[str, Any], chat_render: Any = None) -> tup
 
 # -- backends (loading, EOS ids and generation steps are engine.evaluate.backends', shared with chat) -------------
 class GenaiBackend(Genai):
-    def __init__(self, folder: Path, adapter: Optional[str], cfg: EvalConfig) -> None:
+    def __init__(self, folder: Path, adapter: str | None, cfg: EvalConfig) -> None:
         # the CPU keeps the providers of the folder's genai_config.json
         super().__init__(folder, device="cuda" if cfg.execution_provider == "CUDAExecutionProvider" else None)
+        self.folder = folder
         self.adapter = adapter
         if adapter:
             files = {p.stem: p for p in folder.glob("*.onnx_adapter")}
@@ -182,7 +186,7 @@ def register_olive_quantizer(folder: Path) -> bool:
 
 
 class HfBackend(Hf):
-    def __init__(self, folder: Path, adapter_path: Optional[str], cfg: EvalConfig) -> None:
+    def __init__(self, folder: Path, adapter_path: str | None, cfg: EvalConfig) -> None:
         import torch
 
         device = "cuda" if cfg.device == "gpu" and torch.cuda.is_available() else "cpu"
@@ -286,12 +290,27 @@ def _chat_renderer(folder: Path) -> Any:
     return render
 
 
-def evaluate(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None) -> EvalResult:
-    """Evaluate one model in this process. ``adapter``: a PEFT folder (HF) or an adapter name/stem (genai)."""
+def load_backend(folder: Path, form: str, adapter: str | None, cfg: EvalConfig) -> Any:
+    return GenaiBackend(folder, adapter, cfg) if form == "onnxruntime-genai" else HfBackend(folder, adapter, cfg)
+
+
+def evaluate(model_path: str, cfg: EvalConfig, *, adapter: str | None = None, reg: Any = None) -> EvalResult:
+    """Evaluate one model in this process. ``adapter``: a PEFT folder (HF) or an adapter name/stem (genai).
+
+    Loading and the quality metrics run as an ``eval`` activity on the device, alongside other Grove work; the
+    speed metrics (and GPU memory, which other processes' allocations change) only under an exclusive claim of the
+    device (engine/runs/devices.py). When the device cannot be had alone (a run's passes use it), the speed
+    metrics are left out and ``res.pending`` says why: ``evaluate_cached`` queues them for later."""
+    from engine.runs import devices
+    from engine.runs.relay import open_registry
+
     t0 = time.perf_counter()
     folder = Path(model_path)
     form = detect_form(folder)
     res = EvalResult(str(folder), adapter, form, fingerprint=fingerprint(cfg))
+    reg = reg or open_registry()
+    run_id = os.environ.get("GROVE_RUN_ID") or None
+    device = devices.for_eval(cfg.device)
     machine.reset_peak_rss()
     use_gpu = cfg.device == "gpu"
     gpu_before = machine.gpu_used_mb() if use_gpu else None
@@ -302,29 +321,72 @@ def evaluate(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None)
             torch.cuda.reset_peak_memory_stats()
         except Exception:
             pass
-    backend: Any = GenaiBackend(folder, adapter, cfg) if form == "onnxruntime-genai" else HfBackend(folder, adapter, cfg)
-    size = machine.dir_size(folder)
-    if form == "transformers" and adapter:
-        size += machine.dir_size(Path(adapter))
-    res.metrics["size_mb"] = size / 1e6
-    rows = load_rows(cfg)
-    chat_render = _chat_renderer(folder) if cfg.chat_template else None
-    if form == "onnxruntime-genai":
-        # a candidate whose tokenizer onnxruntime-genai reads differently from transformers scores garbage: say why
-        from engine.models.tokens import check_tokens
+    with devices.using(reg, [device], "eval", run_id=run_id, label=f"quality of {folder.name}"):
+        backend: Any = load_backend(folder, form, adapter, cfg)
+        size = machine.dir_size(folder)
+        if form == "transformers" and adapter:
+            size += machine.dir_size(Path(adapter))
+        res.metrics["size_mb"] = size / 1e6
+        rows = load_rows(cfg)
+        chat_render = _chat_renderer(folder) if cfg.chat_template else None
+        if form == "onnxruntime-genai":
+            # a candidate whose tokenizer onnxruntime-genai reads differently from transformers scores garbage: say why
+            from engine.models.tokens import check_tokens
 
-        tc = check_tokens(folder, og_model=backend.model)
-        if not tc.ok and not tc.error:
-            res.failed.update({m: tc.message() for m in QUALITY})
-            rows = []
-    report = eval_progress.Reporter(str(folder), adapter)  # per example and answer, to the run's progress
-    if rows:
-        _measure(res, "quality", QUALITY, lambda: _quality(backend, cfg, rows, chat_render, res, report))
+            tc = check_tokens(folder, og_model=backend.model)
+            if not tc.ok and not tc.error:
+                res.failed.update({m: tc.message() for m in QUALITY})
+                rows = []
+        report = eval_progress.Reporter(str(folder), adapter)  # per example and answer, to the run's progress
+        if rows:
+            _measure(res, "quality", QUALITY, lambda: _quality(backend, cfg, rows, chat_render, res, report))
     report("timing", 0, 1)
-    _measure(res, "speed", SPEED, lambda: _speed(backend, cfg, load_rows(cfg), chat_render, res))
-    _measure(res, "memory", ("peak_memory_mb",), lambda: res.metrics.__setitem__("peak_memory_mb", _peak_memory_mb(use_gpu, gpu_before)))
+    timed_part(res, backend, cfg, chat_render, reg, device, run_id=run_id, gpu_before=gpu_before)
+    if not use_gpu:  # the process's own peak RSS: no other process changes it
+        _measure(res, "memory", ("peak_memory_mb",), lambda: res.metrics.__setitem__("peak_memory_mb", _peak_memory_mb(False, None)))
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def timed_metrics(cfg: EvalConfig) -> list[str]:
+    """The metrics measured under the device's exclusive claim."""
+    return [*SPEED, *(["peak_memory_mb"] if cfg.device == "gpu" else [])]
+
+
+def timed_part(res: EvalResult, backend: Any, cfg: EvalConfig, chat_render: Any, reg: Any, device: str, *,
+               run_id: str | None = None, gpu_before: float | None = None, defer_for_runs: bool = True,
+               wait_s: float | None = None) -> bool:
+    """The speed metrics (and GPU memory) with ``device`` to itself; the claim is held only for them. Records the
+    conditions in ``res.conditions``; False (and ``res.pending``) when the device could not be had alone."""
+    from engine.runs import devices
+
+    with devices.exclusive(reg, device, run_id=run_id, label=f"speed of {Path(res.model_path).name}",
+                           defer_for_runs=defer_for_runs, wait_s=wait_s) as claim:
+        if not claim.granted:
+            res.pending = {"device": device, "reason": claim.why, "metrics": timed_metrics(cfg)}
+            return False
+        _measure(res, "speed", SPEED, lambda: _speed(backend, cfg, load_rows(cfg), chat_render, res))
+        if cfg.device == "gpu":
+            _measure(res, "memory", ("peak_memory_mb",),
+                     lambda: res.metrics.__setitem__("peak_memory_mb", _peak_memory_mb(True, gpu_before)))
+        res.conditions = claim.conditions(reg, threads_of(backend))
+    res.pending = {}
+    return True
+
+
+def threads_of(backend: Any) -> int | None:
+    """Threads the timed generation used: torch's intra-op threads (PyTorch), or onnxruntime's from the folder's
+    genai_config.json (its default: one per core)."""
+    torch = getattr(backend, "torch", None)
+    if torch is not None:
+        return int(torch.get_num_threads())
+    folder = getattr(backend, "folder", None) or getattr(backend, "path", None)
+    try:
+        gc = json.loads(Path(folder, "genai_config.json").read_text()) if folder else {}
+        n = ((gc.get("model") or {}).get("decoder") or {}).get("session_options", {}).get("intra_op_num_threads")
+        return int(n) if n else os.cpu_count()
+    except (OSError, ValueError, TypeError):
+        return os.cpu_count()
 
 
 def _measure(res: EvalResult, what: str, names: tuple[str, ...], fn: Any) -> None:
@@ -416,7 +478,7 @@ def _speed(backend: Any, cfg: EvalConfig, rows: list[dict[str, Any]], chat_rende
     })
 
 
-def _peak_memory_mb(gpu: bool, gpu_used_before: Optional[float]) -> float:
+def _peak_memory_mb(gpu: bool, gpu_used_before: float | None) -> float:
     if not gpu:
         return machine.peak_rss_mb()
     try:
@@ -434,7 +496,7 @@ def _peak_memory_mb(gpu: bool, gpu_used_before: Optional[float]) -> float:
 
 
 # -- cache, subprocess ------------------------------------------------------------------------------------------
-def model_identity(model_path: str, adapter: Optional[str]) -> str:
+def model_identity(model_path: str, adapter: str | None) -> str:
     h = hashlib.sha256()
     for p in [Path(model_path)] + ([Path(adapter)] if adapter and Path(adapter).exists() else []):
         files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())
@@ -445,12 +507,12 @@ def model_identity(model_path: str, adapter: Optional[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def eval_key(model_path: str, adapter: Optional[str], cfg: EvalConfig) -> str:
+def eval_key(model_path: str, adapter: str | None, cfg: EvalConfig) -> str:
     return f"{model_identity(model_path, adapter)}-{fingerprint_id(fingerprint(cfg))}"
 
 
-def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None, reg: Any = None,
-                    subprocess_: bool = True, timeout: float = 3600, run_id: Optional[str] = None,
+def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: str | None = None, reg: Any = None,
+                    subprocess_: bool = True, timeout: float = 3600, run_id: str | None = None,
                     label: str | None = None) -> EvalResult:
     """Evaluate once per model + adapter + fingerprint; later calls read the registry. With ``run_id``, the
     evaluation is linked to that run's model folder, which is how the run's candidates find it."""
@@ -464,13 +526,19 @@ def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] 
         eval_progress.emit("eval_started", run_id, reg, model=model_path, adapter=adapter, label=label, reused=bool(hit))
     if hit:
         r = EvalResult(**{k: hit[k] for k in ("model_path", "adapter", "form", "metrics", "failed", "samples", "fingerprint", "seconds")})
-        r.reused, r.key = True, key
+        r.reused, r.key, r.conditions = True, key, hit.get("speed_conditions") or {}
         if run_id:
             eval_progress.emit("eval_finished", run_id, reg, model=model_path, adapter=adapter, label=label, reused=True,
                                seconds=0.0)
         return r
-    r = evaluate_in_subprocess(model_path, cfg, adapter=adapter, timeout=timeout) if subprocess_ else evaluate(model_path, cfg, adapter=adapter)
+    r = evaluate_in_subprocess(model_path, cfg, adapter=adapter, timeout=timeout) if subprocess_ else evaluate(model_path, cfg, adapter=adapter, reg=reg)
     r.key = key
+    if r.pending:  # queued before the evaluation is saved: no reader sees it unmeasured and not pending
+        from engine.runs.devices import host_of
+
+        reg.queue_speed(key, model_path=str(model_path), adapter=adapter, config=asdict(cfg), device=r.pending["device"],
+                        host=host_of(r.pending["device"]), metrics=r.pending["metrics"], reason=r.pending["reason"],
+                        run_id=run_id)
     reg.save_evaluation(key, r.to_json(), fingerprint_id(r.fingerprint))
     if run_id:
         reg.link_evaluation(run_id, model_path, key, adapter)
@@ -479,7 +547,7 @@ def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] 
     return r
 
 
-def evaluate_in_subprocess(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None, timeout: float = 3600) -> EvalResult:
+def evaluate_in_subprocess(model_path: str, cfg: EvalConfig, *, adapter: str | None = None, timeout: float = 3600) -> EvalResult:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="grove-eval-") as d:
@@ -497,11 +565,11 @@ def evaluate_in_subprocess(model_path: str, cfg: EvalConfig, *, adapter: Optiona
         return EvalResult(**json.loads(out.read_text()))
 
 
-def _all_failed(model_path: str, adapter: Optional[str], cfg: EvalConfig, reason: str) -> EvalResult:
+def _all_failed(model_path: str, adapter: str | None, cfg: EvalConfig, reason: str) -> EvalResult:
     return EvalResult(model_path, adapter, "unknown", failed={m: reason for m in METRICS}, fingerprint=fingerprint(cfg))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m engine.evaluate.evaluator")

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Any, Optional
+from typing import Any
 
+from engine.runs import devices
 from engine.runs.registry import Registry, now
 
 PASS_START = re.compile(r"^Running pass (?P<name>[^:]+):(?P<type>\S+)")
@@ -108,7 +109,7 @@ class EventSink:
             with self._lock:
                 buf, self._buf = self._buf, []
             self.reg.add_events(self.run_id, buf)
-            self.reg.heartbeat(self.run_id, stage=self.stage, progress=round(self.progress, 4))
+            self.reg.heartbeat(self.run_id, stage=devices.stage_with_note(self.stage), progress=round(self.progress, 4))
 
 
 EVAL_EVENTS = ("measure_started", "eval_started", "eval_progress", "eval_finished")
@@ -138,7 +139,7 @@ class OliveLogHandler(logging.Handler):
         super().__init__(logging.INFO)
         self.sink, self.n_passes, self.done = sink, max(n_passes, 1), 0
         sink.n_passes = self.n_passes
-        self._pending: Optional[str] = None
+        self._pending: str | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

@@ -6,6 +6,9 @@ Tables:
 - ``candidates``: every model a run produced (path, pass chain, parent, parameters, size, metrics).
 - ``events``: what happened, in order (pass started/finished, training step/loss/lr, evaluation, log lines).
 - ``workers``: worker heartbeats.
+- ``device_activity``: what Grove does on each device (a run's passes, an evaluation, a chat answer) and the
+  exclusive claims speed measurements take (engine/runs/devices.py); ``speed_pending``: speed measurements
+  deferred until their device is free.
 
 Connections are opened per operation, so the registry is safe to use from Streamlit's threads, the worker
 and every runner process at once. Every write is a single transaction: a crash leaves the old state or the new.
@@ -18,16 +21,17 @@ import os
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import sqlite_utils
 
 from engine import paths
 from engine.errors import RunNotFound, RunStateError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 TRANSITIONS = {
@@ -155,13 +159,31 @@ def _migrate_5(db: sqlite_utils.Database) -> None:
     db["run_evaluations"].transform(pk=("run_id", "model_path", "adapter"))
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5}
+def _migrate_6(db: sqlite_utils.Database) -> None:
+    """Speed measured with the device to itself: every Grove activity on a device (heart-beaten rows, swept when
+    stale), exclusive claims among them, the conditions each speed figure was measured under, and the speed
+    measurements deferred until their device is free."""
+    db["device_activity"].create(
+        {"id": int, "device": str, "kind": str, "exclusive": int, "run_id": str, "phase": str, "label": str,
+         "host": str, "pid": int, "started_at": float, "heartbeat_at": float, "ended_at": float, "info": str},
+        pk="id", defaults={"exclusive": 0, "phase": "busy"},
+    )
+    db["device_activity"].create_index(["device", "ended_at"])
+    db["evaluations"].add_column("speed_conditions", str)
+    db["speed_pending"].create(
+        {"key": str, "model_path": str, "adapter": str, "config": str, "device": str, "host": str, "run_id": str,
+         "metrics": str, "reason": str, "status": str, "tries": int, "created_at": float, "done_at": float},
+        pk="key", defaults={"status": "pending", "tries": 0},
+    )
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6}
 
 
 class Registry:
     """All reads and writes of ``grove.db``. Cheap to create; holds no connection."""
 
-    def __init__(self, path: Optional[Path] = None) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path or paths.db_path())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._migrate()
@@ -217,8 +239,8 @@ class Registry:
         olive_config: str,
         gpus_wanted: int,
         data_dir: str = "",
-        parent_run: Optional[str] = None,
-        run_id: Optional[str] = None,
+        parent_run: str | None = None,
+        run_id: str | None = None,
     ) -> dict[str, Any]:
         run_id = run_id or new_run_id()
         rd = paths.run_dir(run_id)
@@ -260,7 +282,7 @@ class Registry:
             raise RunNotFound(f"'{prefix}' matches more than one run; type more of the id")
         return self.get_run(rows[0]["id"])
 
-    def list_runs(self, *, status: Optional[list[str]] = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    def list_runs(self, *, status: list[str] | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         cols = "id, name, status, stage, progress, created_at, started_at, finished_at, gpus_wanted, gpus, error_type, error_message, pid, worker_id"
         sql = f"select {cols} from runs"
         args: list[Any] = []
@@ -276,7 +298,7 @@ class Registry:
         with self.db() as db:
             return {r["status"]: r["n"] for r in db.query("select status, count(*) n from runs group by status")}
 
-    def transition(self, run_id: str, to: str, *, expect: Optional[tuple[str, ...]] = None, **fields: Any) -> dict[str, Any]:
+    def transition(self, run_id: str, to: str, *, expect: tuple[str, ...] | None = None, **fields: Any) -> dict[str, Any]:
         """Move a run to status ``to`` (and set ``fields``) in one transaction, if the state machine allows it."""
         with self.tx() as db:
             rows = list(db.query("select status from runs where id = ?", [run_id]))
@@ -293,7 +315,7 @@ class Registry:
             db["events"].insert({"run_id": run_id, "ts": now(), "kind": "status", "data": json.dumps({"status": to, **{k: v for k, v in fields.items() if k in ("error_type", "error_message", "exit_code")}})})
         return self.get_run(run_id)
 
-    def claim(self, worker_id: str, fits: Any) -> Optional[dict[str, Any]]:
+    def claim(self, worker_id: str, fits: Any) -> dict[str, Any] | None:
         """Atomically take the oldest queued run for which ``fits(run) -> gpus list | None`` finds room."""
         with self.tx() as db:
             for run in db.query("select id, gpus_wanted from runs where status = 'queued' and cancel_requested = 0 order by created_at, id"):
@@ -344,7 +366,7 @@ class Registry:
         return self.get_run(run_id)
 
     # -- events ------------------------------------------------------------------------------------------
-    def add_event(self, run_id: str, kind: str, data: Optional[dict[str, Any]] = None, ts: Optional[float] = None) -> None:
+    def add_event(self, run_id: str, kind: str, data: dict[str, Any] | None = None, ts: float | None = None) -> None:
         with self.tx() as db:
             db["events"].insert({"run_id": run_id, "ts": ts or now(), "kind": kind, "data": json.dumps(data or {}, default=str)})
 
@@ -354,7 +376,7 @@ class Registry:
         with self.tx() as db:
             db["events"].insert_all({"run_id": run_id, "ts": ts, "kind": k, "data": json.dumps(d, default=str)} for ts, k, d in events)
 
-    def events(self, run_id: str, *, kinds: Optional[list[str]] = None, after_id: int = 0, limit: int = 10000) -> list[dict[str, Any]]:
+    def events(self, run_id: str, *, kinds: list[str] | None = None, after_id: int = 0, limit: int = 10000) -> list[dict[str, Any]]:
         sql = "select id, ts, kind, data from events where run_id = ? and id > ?"
         args: list[Any] = [run_id, after_id]
         if kinds:
@@ -385,7 +407,7 @@ class Registry:
                 else:
                     db["candidates"].insert(r)
 
-    def candidates(self, run_id: Optional[str] = None, *, limit: int = 100000) -> list[dict[str, Any]]:
+    def candidates(self, run_id: str | None = None, *, limit: int = 100000) -> list[dict[str, Any]]:
         sql = "select * from candidates"
         args: list[Any] = []
         if run_id:
@@ -401,13 +423,13 @@ class Registry:
         return out
 
     # -- evaluations, feedback ---------------------------------------------------------------------------
-    def get_evaluation(self, key: str) -> Optional[dict[str, Any]]:
+    def get_evaluation(self, key: str) -> dict[str, Any] | None:
         with self.db() as db:
             rows = list(db.query("select * from evaluations where key = ?", [key]))
         if not rows:
             return None
         r = rows[0]
-        for k in ("fingerprint", "metrics", "failed", "samples"):
+        for k in ("fingerprint", "metrics", "failed", "samples", "speed_conditions"):
             r[k] = json.loads(r[k] or "null")
         return r
 
@@ -416,11 +438,12 @@ class Registry:
             "key": key, "model_path": result["model_path"], "adapter": result.get("adapter"), "form": result["form"],
             "fingerprint_id": fingerprint_id, "created_at": now(), "seconds": result.get("seconds", 0.0),
             **{k: json.dumps(result.get(k), default=float) for k in ("fingerprint", "metrics", "failed", "samples")},
+            "speed_conditions": json.dumps(result["conditions"]) if result.get("conditions") else None,
         }
         with self.tx() as db:
             db["evaluations"].upsert(row, pk="key")
 
-    def succeeded_twin(self, spec_hash: str, exclude: str) -> Optional[dict[str, Any]]:
+    def succeeded_twin(self, spec_hash: str, exclude: str) -> dict[str, Any] | None:
         """The latest succeeded run with this spec hash (one that ran, before one that was itself reused)."""
         with self.db() as db:
             rows = list(db.query(
@@ -428,7 +451,7 @@ class Registry:
                 "order by (stage = 'succeeded (reused)'), finished_at desc limit 1", [spec_hash, exclude]))
         return rows[0] if rows else None
 
-    def link_evaluation(self, run_id: str, model_path: str, key: str, adapter: Optional[str] = None) -> None:
+    def link_evaluation(self, run_id: str, model_path: str, key: str, adapter: str | None = None) -> None:
         """Record that run ``run_id`` evaluated the model in ``model_path`` (with ``adapter``) as evaluation ``key``."""
         with self.tx() as db:
             db["run_evaluations"].upsert({"run_id": run_id, "model_path": str(model_path), "adapter": adapter or "",
@@ -438,11 +461,15 @@ class Registry:
         """The evaluations a run's workflow asked for, by (model folder, adapter or "")."""
         with self.db() as db:
             rows = db.query(
-                "select l.model_path as folder, l.adapter, e.key, e.fingerprint_id, e.failed from run_evaluations l "
-                "join evaluations e on e.key = l.key where l.run_id = ?", [run_id])
-            return {(r["folder"], r["adapter"] or ""): {**r, "failed": json.loads(r["failed"] or "null")} for r in rows}
+                "select l.model_path as folder, l.adapter, e.key, e.fingerprint_id, e.failed, e.metrics, "
+                "p.metrics as pending "
+                "from run_evaluations l join evaluations e on e.key = l.key left join speed_pending p "
+                "on p.key = l.key and p.status in ('pending', 'running') where l.run_id = ?", [run_id])
+            return {(r["folder"], r["adapter"] or ""): {**r, "failed": json.loads(r["failed"] or "null"),
+                                                         "metrics": json.loads(r["metrics"] or "{}"),
+                                                         "pending": json.loads(r["pending"] or "[]")} for r in rows}
 
-    def fingerprints(self, ids: Optional[list[str]] = None) -> dict[str, dict[str, Any]]:
+    def fingerprints(self, ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """Evaluation fingerprints by id (what each candidate's numbers were measured with)."""
         sql, args = "select fingerprint_id, fingerprint from evaluations", []
         if ids is not None:
@@ -451,7 +478,7 @@ class Registry:
         with self.db() as db:
             return {r["fingerprint_id"]: json.loads(r["fingerprint"]) for r in db.query(sql + " group by fingerprint_id", args)}
 
-    def feedback(self, model_path: Optional[str] = None) -> list[dict[str, Any]]:
+    def feedback(self, model_path: str | None = None) -> list[dict[str, Any]]:
         sql, args = "select * from feedback", []
         if model_path:
             sql += " where model_path = ?"
@@ -467,7 +494,7 @@ class Registry:
             return int(db["feedback"].insert(row).last_pk)
 
     def chat_feedback(
-        self, *, candidate_id: Optional[int] = None, model_path: Optional[str] = None, limit: int = 1000
+        self, *, candidate_id: int | None = None, model_path: str | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
         """Feedback newest first, of one candidate and/or model folder when given; settings and stats decoded
         (``{}`` for rows saved without them)."""
@@ -662,7 +689,7 @@ class Registry:
             db["workers"].update(worker_id, {"stopped_at": now()})
 
     # -- durable runs --------------------------------------------------------------------------------------
-    def claim_fair(self, worker_id: str, fits: Any, could_fit: Any) -> Optional[dict[str, Any]]:
+    def claim_fair(self, worker_id: str, fits: Any, could_fit: Any) -> dict[str, Any] | None:
         """Take the oldest queued run that fits, without starving older runs that wait for room.
 
         ``fits(run) -> gpus | None`` says whether a run fits in this worker's free slots now; ``could_fit(run)``
@@ -699,13 +726,13 @@ class Registry:
         with self.db() as db:
             return {w["id"]: w["host"] for w in db.query("select id, host from workers")}
 
-    def add_notice(self, kind: str, message: str, data: Optional[dict[str, Any]] = None) -> None:
+    def add_notice(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         """A notice that belongs to no run: ``worker_restart`` (the supervisor restarted the worker), ``worker_error``
         (a worker tick failed and was retried), ``swept`` (a stalled run was recovered by a live worker)."""
         with self.tx() as db:
             db["notices"].insert({"ts": now(), "kind": kind, "message": message, "data": json.dumps(data or {}, default=str)})
 
-    def notices(self, *, kinds: Optional[list[str]] = None, since: float = 0.0, limit: int = 50) -> list[dict[str, Any]]:
+    def notices(self, *, kinds: list[str] | None = None, since: float = 0.0, limit: int = 50) -> list[dict[str, Any]]:
         """Latest notices first (what Home and Runs show as 'the worker restarted at ...')."""
         sql, args = "select * from notices where ts >= ?", [since]
         if kinds:
@@ -717,7 +744,7 @@ class Registry:
             n["data"] = json.loads(n["data"] or "{}")
         return out
 
-    def resumed_from(self, run_id: str) -> Optional[int]:
+    def resumed_from(self, run_id: str) -> int | None:
         """The training step the run's last attempt resumed from (None when it started from step 0)."""
         ev = self.events(run_id, kinds=["resumed"])
         return int(ev[-1]["data"]["step"]) if ev else None
@@ -725,3 +752,182 @@ class Registry:
     def live_workers(self, max_age_s: float = 15.0) -> list[dict[str, Any]]:
         with self.db() as db:
             return list(db.query("select * from workers where stopped_at is null and heartbeat_at > ?", [now() - max_age_s]))
+
+    # -- devices: who uses which device, exclusive claims for speed measurements (engine/runs/devices.py) -----------
+    ACTIVITY_STALE_S = 10.0  # an activity not heart-beaten for this long is over (its process died)
+
+    def _sweep_activity(self, db: sqlite_utils.Database, device: str | None = None) -> None:
+        """Inside a transaction: activities whose holder stopped beating end at their last heartbeat."""
+        sql = "update device_activity set ended_at = heartbeat_at, info = json_set(coalesce(info, '{}'), '$.stale', 1) " \
+              "where ended_at is null and heartbeat_at < ?"
+        args: list[Any] = [now() - self.ACTIVITY_STALE_S]
+        if device:
+            sql += " and device = ?"
+            args.append(device)
+        db.conn.execute(sql, args)
+
+    @staticmethod
+    def _live(db: sqlite_utils.Database, device: str) -> list[dict[str, Any]]:
+        return list(db.query("select * from device_activity where device = ? and ended_at is null order by id",
+                             [device]))
+
+    @staticmethod
+    def _blockers(rows: list[dict[str, Any]], run_id: str | None) -> list[dict[str, Any]]:
+        """The live activities that keep a device from being had alone by ``run_id``'s measurement: every one but
+        that run's own, those waiting for the device themselves, and the runner of a run whose evaluation is under
+        way (it only waits for its evaluator, which has a row of its own)."""
+        evaluating = {r["run_id"] for r in rows if r["kind"] == "eval" and r["run_id"]}
+        out = []
+        for r in rows:
+            if run_id and r["run_id"] == run_id:
+                continue
+            if r["phase"] == "waiting" or (r["kind"] == "run" and r["run_id"] in evaluating):
+                continue
+            out.append(r)
+        return out
+
+    def begin_activity(self, device: str, kind: str, *, run_id: str | None = None, label: str = "",
+                       host: str = "", pid: int = 0, phase: str = "busy") -> dict[str, Any]:
+        """Record that ``kind`` work (``run``, ``eval``, ``chat``) starts on ``device``: ``{"id": row id}``, or
+        ``{"id": None, "held_by": claim}`` while another run's speed measurement holds the device (try again)."""
+        with self.tx() as db:
+            self._sweep_activity(db, device)
+            held = [r for r in self._live(db, device) if r["exclusive"]]
+            if held:
+                return {"id": None, "held_by": held[0]}
+            t = now()
+            rid = db["device_activity"].insert({"device": device, "kind": kind, "exclusive": 0, "run_id": run_id,
+                                                "phase": phase, "label": label, "host": host, "pid": pid,
+                                                "started_at": t, "heartbeat_at": t}).last_pk
+        return {"id": int(rid)}
+
+    def claim_device(self, device: str, *, run_id: str | None = None, label: str = "", host: str = "",
+                     pid: int = 0, info: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Take ``device`` exclusively for a speed measurement, in one transaction: ``{"id": row id}`` when no other
+        Grove activity is using it, else ``{"id": None, "blockers": [...]}`` (nothing is recorded)."""
+        with self.tx() as db:
+            self._sweep_activity(db, device)
+            blockers = self._blockers(self._live(db, device), run_id)
+            if blockers:
+                return {"id": None, "blockers": blockers}
+            t = now()
+            rid = db["device_activity"].insert({"device": device, "kind": "measure", "exclusive": 1, "run_id": run_id,
+                                                "phase": "busy", "label": label, "host": host, "pid": pid,
+                                                "started_at": t, "heartbeat_at": t,
+                                                "info": json.dumps(info or {}, default=str)}).last_pk
+        return {"id": int(rid), "started_at": t}
+
+    def beat_activity(self, activity_id: int, **fields: Any) -> None:
+        """Heartbeat of an activity (and ``phase``: ``busy`` or ``waiting``, when given)."""
+        with self.tx() as db:
+            db["device_activity"].update(activity_id, {"heartbeat_at": now(), **fields})
+
+    def end_activity(self, activity_id: int, info: dict[str, Any] | None = None) -> None:
+        """The activity is over (one already swept as stale keeps the end it was given: its last heartbeat)."""
+        with self.tx() as db:
+            t = now()
+            db.conn.execute("update device_activity set ended_at = ?, heartbeat_at = ? where id = ? and ended_at is null",
+                            [t, t, activity_id])
+            if info is not None:
+                old = json.loads(next(db.query("select info from device_activity where id = ?", [activity_id]))["info"]
+                                 or "{}")
+                db["device_activity"].update(activity_id, {"info": json.dumps({**old, **info}, default=str)})
+
+    def device_activities(self, device: str | None = None, *, since: float = 0.0, until: float | None = None,
+                          live: bool = False) -> list[dict[str, Any]]:
+        """Activities (newest last) on ``device`` (all devices when None) that were going on at some time after
+        ``since`` (and started before ``until``); ``live``: only those not ended. ``info`` decoded."""
+        sql, args = "select * from device_activity where coalesce(ended_at, 1e18) >= ?", [since]
+        if until is not None:
+            sql += " and started_at <= ?"
+            args.append(until)
+        if device:
+            sql += " and device = ?"
+            args.append(device)
+        if live:
+            sql += " and ended_at is null and heartbeat_at >= ?"
+            args.append(now() - self.ACTIVITY_STALE_S)
+        with self.db() as db:
+            rows = list(db.query(sql + " order by id", args))
+        for r in rows:
+            r["info"] = json.loads(r["info"] or "{}")
+        return rows
+
+    def held_devices(self) -> dict[str, dict[str, Any]]:
+        """Devices a speed measurement holds now: ``{device: its claim}``."""
+        return {r["device"]: r for r in self.device_activities(live=True) if r["exclusive"]}
+
+    # -- speed measurements waiting for their device -------------------------------------------------------------
+    def queue_speed(self, key: str, *, model_path: str, adapter: str | None, config: dict[str, Any], device: str,
+                    host: str, metrics: list[str], reason: str, run_id: str | None = None) -> None:
+        """Defer the speed measurement of evaluation ``key`` until ``device`` is free (a worker on ``host`` runs it)."""
+        with self.tx() as db:
+            db["speed_pending"].upsert({"key": key, "model_path": model_path, "adapter": adapter,
+                                        "config": json.dumps(config), "device": device, "host": host, "run_id": run_id,
+                                        "metrics": json.dumps(metrics), "reason": reason, "status": "pending",
+                                        "created_at": now(), "done_at": None}, pk="key")
+
+    def pending_speed(self, *, host: str | None = None, key: str | None = None,
+                      statuses: tuple[str, ...] = ("pending",)) -> list[dict[str, Any]]:
+        """Deferred speed measurements, oldest first (``config``, ``metrics`` decoded)."""
+        sql = f"select * from speed_pending where status in ({','.join('?' * len(statuses))})"
+        args: list[Any] = list(statuses)
+        for col, v in (("host", host), ("key", key)):
+            if v is not None:
+                sql += f" and {col} = ?"
+                args.append(v)
+        with self.db() as db:
+            rows = list(db.query(sql + " order by created_at", args))
+        for r in rows:
+            r["config"] = json.loads(r["config"] or "{}")
+            r["metrics"] = json.loads(r["metrics"] or "[]")
+        return rows
+
+    def mark_speed(self, key: str, status: str, reason: str | None = None) -> None:
+        """``running`` (a worker took it), ``pending`` again (the device was not free after all: one more try
+        counted) or ``failed``."""
+        with self.tx() as db:
+            row = list(db.query("select tries from speed_pending where key = ?", [key]))
+            if not row:
+                return
+            upd: dict[str, Any] = {"status": status}
+            if status == "pending":
+                upd["tries"] = (row[0]["tries"] or 0) + 1
+            if reason:
+                upd["reason"] = reason
+            if status in ("done", "failed"):
+                upd["done_at"] = now()
+            db["speed_pending"].update(key, upd)
+
+    def finish_speed(self, key: str, metrics: dict[str, float], failed: dict[str, str],
+                     conditions: dict[str, Any] | None) -> int:
+        """A deferred speed measurement done: its numbers join the evaluation and every candidate measured by it,
+        in one transaction. Returns how many candidates got them."""
+        with self.tx() as db:
+            ev = list(db.query("select metrics, failed from evaluations where key = ?", [key]))
+            if ev:
+                m = {**json.loads(ev[0]["metrics"] or "{}"), **metrics}
+                f = {k: v for k, v in json.loads(ev[0]["failed"] or "{}").items() if k not in metrics}
+                db["evaluations"].update(key, {"metrics": json.dumps(m), "failed": json.dumps({**f, **failed}),
+                                               "speed_conditions": json.dumps(conditions) if conditions else None})
+            n = 0
+            for c in list(db.query("select id, metrics, failed from candidates where eval_key = ?", [key])):
+                m = {**json.loads(c["metrics"] or "{}"), **metrics}
+                f = {k: v for k, v in json.loads(c["failed"] or "{}").items() if k not in metrics}
+                db["candidates"].update(c["id"], {"metrics": json.dumps(m), "failed": json.dumps({**f, **failed})})
+                n += 1
+            db["speed_pending"].update(key, {"status": "failed" if failed and not metrics else "done",
+                                             "done_at": now()})
+        return n
+
+    def speed_state(self, candidate_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """``{candidate id: {"pending": bool, "conditions": dict | None}}`` for the candidates measured by an
+        evaluation (Compare's and the Runs page's view of their speed figures)."""
+        if not candidate_ids:
+            return {}
+        sql = ("select c.id, e.speed_conditions, p.status from json_each(?) j join candidates c on c.id = j.value "
+               "join evaluations e on e.key = c.eval_key left join speed_pending p on p.key = c.eval_key")
+        with self.db() as db:
+            rows = db.conn.execute(sql, [json.dumps([int(i) for i in candidate_ids])]).fetchall()
+        return {cid: {"pending": status in ("pending", "running"), "conditions": json.loads(cond) if cond else None}
+                for cid, cond, status in rows}

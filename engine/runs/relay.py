@@ -30,8 +30,11 @@ RELAY_KEY_ENV = "GROVE_RELAY_KEY"
 
 # Registry methods a runner (and the evaluator it calls) uses: sent without waiting, or waited for.
 NOTIFY = frozenset({"add_event", "add_events", "heartbeat", "update_run", "upsert_candidates", "save_evaluation",
-                    "link_evaluation"})
-CALL = frozenset({"get_run", "transition", "run_evaluations", "get_evaluation", "events", "candidates"})
+                    "link_evaluation", "beat_activity", "end_activity", "queue_speed"})
+# begin_activity and claim_device are decided on the head, in one transaction over every node's activities: a runner
+# on any node claims its device through the same registry as a local one (engine/runs/devices.py)
+CALL = frozenset({"get_run", "transition", "run_evaluations", "get_evaluation", "events", "candidates",
+                  "begin_activity", "claim_device", "device_activities"})
 
 
 def open_registry() -> Any:

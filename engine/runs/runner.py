@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -39,6 +40,7 @@ from engine.olive.footprint import (
     expected_files,
     final_model_ids,
 )
+from engine.runs import devices
 from engine.runs.progress import (
     EventSink,
     OliveLogHandler,
@@ -71,6 +73,16 @@ def attach_evaluations(cands: list[dict[str, Any]], run_id: str, reg: Registry) 
             c["fingerprint_id"] = rec["fingerprint_id"]
             c["failed"] = rec["failed"] or {}
             c["eval_key"] = rec["key"]
+            # a metric deferred until the device is free is "speed pending", not Olive's worst value; one measured
+            # since (a deferred measurement that already ran) is the evaluation's number
+            for m, v in list(c["metrics"].items()):
+                if isinstance(v, (int, float)) and math.isinf(v) and m not in c["failed"]:
+                    if m in (rec.get("metrics") or {}) and m not in (rec.get("pending") or []):
+                        c["metrics"][m] = rec["metrics"][m]
+                    else:
+                        c["metrics"].pop(m)
+            for m in rec.get("pending") or []:
+                c["metrics"].pop(m, None)
 
 
 class OutputMissing(Exception):
@@ -99,13 +111,17 @@ def run(run_id: str) -> int:
                 _quiet(traceback.print_exc)
 
     os.environ["GROVE_RUN_ID"] = run_id  # the evaluator links its results to this run (engine.evaluate.olive_metric)
+    os.environ[devices.STAGE_NOTE_ENV] = str(rdir / "stage-note")  # what the run waits for (its evaluator's too)
+    devices.set_stage_note(None)
     signal.signal(signal.SIGTERM, _sigterm)
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit becomes an OSError (EFBIG), not a silent death
     reg.update_run(run_id, pid=os.getpid())
     threading.Thread(target=beat, name="grove-heartbeat", daemon=True).start()
     t0 = time.perf_counter()
+    activity = devices.RunActivity(reg, run_id, label=row.get("name") or "")
     try:
+        activity.start()  # the run's passes use its device (waits while a speed measurement holds it)
         config = olive_config.parse(row["olive_config"])
         cfg_path = rdir / "olive_config.json"
         cfg_path.write_text(json.dumps(config, indent=2))
@@ -178,6 +194,8 @@ def run(run_id: str) -> int:
         return 1
     finally:
         stop.set()
+        activity.stop()
+        devices.set_stage_note(None)
         tmp = os.environ.get("TMPDIR", "")
         if tmp and Path(tmp).resolve().is_relative_to(rdir.resolve()):
             shutil.rmtree(tmp, ignore_errors=True)  # the worker removes it too; this covers a run with no worker alive
@@ -195,6 +213,8 @@ def _measure_the_rest(run_id: str, sink: EventSink) -> None:
     """Candidates Olive did not evaluate (intermediate models, int4 builds with the adapter off), measured by the
     evaluator in its own interpreter (engine.evaluate.candidates). A failure there leaves them unmeasured, with a
     warning: the run's models are still good."""
+    if devices.RunActivity.current:
+        devices.RunActivity.current.stop()  # the passes are over: the device is the evaluations' now
     sink.stage = "measuring the other candidates"
     sink.emit("log", level="INFO", message="measuring the candidates Olive did not evaluate")
     sink.flush()

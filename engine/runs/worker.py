@@ -24,6 +24,9 @@
 - Reusing a finished twin's output (hard links, or a copy across filesystems) happens in a thread, off the tick.
 - A tick that fails (a locked or full registry) is logged, recorded as a ``worker_error`` notice when possible,
   and retried with back-off: the loop never dies of it.
+- Devices (engine/runs/devices.py): no run starts on a device a speed measurement holds (its exclusive claim in
+  the registry); speed measurements deferred while a run's passes used the device ("speed pending") are run here,
+  one at a time, when their device on this host has no Grove activity (``python -m engine.evaluate.speed KEY``).
 - Launch sits behind a small executor seam (``Executor``): a Ray or Slurm executor can replace the local one.
 """
 
@@ -39,11 +42,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from engine import machine
+from engine import machine, paths
 from engine.errors import RunStateError
-from engine.runs import reuse
+from engine.runs import devices, reuse
 from engine.runs.executors import Executor, LocalHandle, from_env, pid_is_runner
 from engine.runs.logs import log_tail
 from engine.runs.registry import Registry
@@ -77,7 +80,7 @@ class Slots:
     cpu_used: int = 0
     gpu_used: dict[int, int] = field(default_factory=dict)
 
-    def fit(self, gpus_wanted: int) -> Optional[list[int]]:
+    def fit(self, gpus_wanted: int) -> list[int] | None:
         if gpus_wanted == 0:
             return [] if self.cpu_used < self.cpu else None
         free = [g for g in self.gpus if self.gpu_used.get(g, 0) < self.per_gpu]
@@ -137,14 +140,14 @@ def describe_exit(code: int) -> str:
 class Active:
     handle: Any
     gpus: list[int]
-    term_sent_at: Optional[float] = None
+    term_sent_at: float | None = None
     kill_sent: bool = False
-    hung_for: Optional[float] = None  # seconds without a heartbeat when the worker killed it
+    hung_for: float | None = None  # seconds without a heartbeat when the worker killed it
 
 
 class Worker:
-    def __init__(self, reg: Optional[Registry] = None, executor: Optional[Executor] = None, slots: Optional[Slots] = None,
-                 worker_id: Optional[str] = None) -> None:
+    def __init__(self, reg: Registry | None = None, executor: Executor | None = None, slots: Slots | None = None,
+                 worker_id: str | None = None) -> None:
         self.reg = reg or Registry()
         self.ex = executor or from_env()  # GROVE_EXECUTOR: local (default) or ray
         self.slots = slots or getattr(self.ex, "slots", None) or slots_from_env()  # Ray brings its own accounting
@@ -156,6 +159,7 @@ class Worker:
         self.reusing: dict[str, threading.Thread] = {}
         self.no_reuse: set[str] = set()
         self.failed_ticks = 0
+        self.measuring: tuple[str, Any] | None = None  # (eval key, process) of a deferred speed measurement
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -165,7 +169,7 @@ class Worker:
     def stop(self, *_: Any) -> None:
         self._stop = True
 
-    def serve(self, *, until_idle: bool = False, timeout: Optional[float] = None) -> None:
+    def serve(self, *, until_idle: bool = False, timeout: float | None = None) -> None:
         """Loop until stopped (or, with ``until_idle``, until nothing is queued or running). A failed tick is logged
         and retried after a back-off (0.5 s doubling to 30 s); it never ends the loop."""
         self._retry(self.start)
@@ -174,7 +178,8 @@ class Worker:
             while not self._stop:
                 if not self._retry(self.tick, once=True):
                     continue
-                if until_idle and not self.active and not self.reusing and not self.reg.list_runs(status=["queued"], limit=1):
+                if (until_idle and not self.active and not self.reusing and not self.measuring
+                        and not self.reg.list_runs(status=["queued"], limit=1) and not self.pending_here()):
                     break
                 if timeout and time.monotonic() - t0 > timeout:
                     break
@@ -212,6 +217,51 @@ class Worker:
             self.reg.worker_beat(self.id, self.slots.describe())
             self._last_beat = time.monotonic()
             self.sweep()
+            self.measure_pending()
+
+    # -- deferred speed measurements ------------------------------------------------------------------------------
+    def pending_here(self) -> list[dict[str, Any]]:
+        """Speed measurements deferred on this host's devices (a worker measures only its own host's)."""
+        return self.reg.pending_speed(host=machine.hostname())
+
+    def measure_pending(self) -> None:
+        """One deferred speed measurement at a time, started when its device has no Grove activity at all and no
+        run of this worker is on it (engine/evaluate/speed.py, a fresh interpreter); it claims the device itself."""
+        if self.measuring is not None:
+            key, p = self.measuring
+            if p.poll() is None:
+                return
+            self.measuring = None
+            if p.returncode != 0:
+                log.warning("deferred speed measurement %s exited with %s", key, p.returncode)
+        pending = self.pending_here()
+        if not pending:
+            return
+        mine = {d for a in self.active.values() for d in devices.of_gpus(a.gpus)} if self._places_runs() else set()
+        busy = {r["device"] for r in self.reg.device_activities(live=True)} | mine
+        for p in pending:
+            if p["device"] in busy:
+                continue
+            import subprocess
+
+            logf = open(paths.home() / "speed-measurements.log", "ab", buffering=0)  # noqa: SIM115 - the child owns it
+            env = paths.olive_env()
+            kind = p["device"].split("@", 1)[0]
+            env["CUDA_VISIBLE_DEVICES"] = kind[3:] if kind.startswith("gpu") else ""
+            try:
+                proc = subprocess.Popen([sys.executable, "-m", "engine.evaluate.speed", p["key"]], env=env,
+                                        stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            finally:
+                logf.close()
+            self.measuring = (p["key"], proc)
+            log.info("measuring the deferred speed of %s on %s (pid %s)", p["model_path"], p["device"], proc.pid)
+            return
+
+    def _places_runs(self) -> bool:
+        """Whether this worker decides which device a run uses (the local executor; Ray places runs itself, and its
+        runners wait at start while their node's device is held: engine.runs.devices.RunActivity)."""
+        return getattr(self.ex, "slots", None) is None
 
     # -- recovery ----------------------------------------------------------------------------------------
     def live_worker_ids(self) -> set[str]:
@@ -322,7 +372,7 @@ class Worker:
             return
         self._fail(run, "runner_died", f"the runner {describe_exit(code)} before finishing", exit_code=code)
 
-    def _fail(self, run: dict[str, Any], etype: str, msg: str, exit_code: Optional[int] = None) -> None:
+    def _fail(self, run: dict[str, Any], etype: str, msg: str, exit_code: int | None = None) -> None:
         tail = log_tail(Path(run["log_path"]))
         self._cleanup_tmp(run)
         self._cleanup_run(run)
@@ -343,9 +393,15 @@ class Worker:
 
     # -- claiming ----------------------------------------------------------------------------------------
     def claim_all(self) -> None:
+        # a device a speed measurement holds takes no new run until the measurement ends (it holds it for seconds)
+        held = self.reg.held_devices() if self._places_runs() else {}
+
+        def fits(r: dict[str, Any]) -> list[int] | None:
+            gpus = self.slots.fit(r["gpus_wanted"] or 0)
+            return None if gpus is None or any(d in held for d in devices.of_gpus(gpus)) else gpus
+
         while True:
-            run = self.reg.claim_fair(self.id, lambda r: self.slots.fit(r["gpus_wanted"] or 0),
-                                      lambda r: self.slots.could_fit(r["gpus_wanted"] or 0))
+            run = self.reg.claim_fair(self.id, fits, lambda r: self.slots.could_fit(r["gpus_wanted"] or 0))
             if run is None:
                 return
             gpus = json.loads(run["gpus"] or "[]")
@@ -383,7 +439,7 @@ class Worker:
             log.exception("could not queue run %s again after a failed reuse", run["id"])
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m engine.runs.worker", description="Run queued Grove runs.")

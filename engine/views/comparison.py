@@ -251,3 +251,21 @@ def chart_points(cmp: Comparison, x: str, y: str, front: np.ndarray, max_points:
     k = max(0, min(len(rest), max_points - len(on)))
     picked = np.random.default_rng(0).choice(rest, size=k, replace=False)
     return np.sort(np.concatenate([on, picked])), True
+
+
+# -- speed conditions (engine/runs/devices.py): figures measured alone vs. shared, and those still pending ------------
+def speed_check(cmp: Comparison, registry: Any) -> tuple[bool, str, int]:
+    """(the speed figures were measured under one class of conditions, what differs, how many are pending)."""
+    from engine.spec.metrics import SPEED
+
+    measured = {int(i) for i, m in zip(cmp.ids, cmp.metrics, strict=True) if any(k in m for k in SPEED)}
+    return compare.speed_comparability(registry.speed_state([int(i) for i in cmp.ids]), measured)
+
+
+def speed_label(state: dict[str, Any] | None) -> str:
+    """What a candidate's speed column says: 'speed pending', or the conditions its figures were measured under."""
+    from engine.runs.devices import comparable_class
+
+    if state is None:
+        return ""
+    return "speed pending" if state.get("pending") else comparable_class(state.get("conditions"))

@@ -67,6 +67,9 @@ def build(reg: Any, run_ids: list[str], *, max_points: int = 2000) -> str:
     bounds, met, decided = comparison.goals(cmp, {r["id"]: r["spec"] for r in runs})
     fps = reg.fingerprints(sorted(cmp.fingerprint_counts()))
     ok, why = compare.comparability_of(cmp.fingerprint_counts(), fps)
+    speed_ok, speed_why, pending = comparison.speed_check(cmp, reg)
+    if not speed_ok:
+        ok, why = False, "; ".join(w for w in (why, speed_why) if w)
     evals = reg.candidate_evaluations([c["id"] for c in cands])
 
     parts = [f"<h1>Grove report: {_e(', '.join(names.values()))}</h1>",
@@ -74,6 +77,8 @@ def build(reg: Any, run_ids: list[str], *, max_points: int = 2000) -> str:
              f" on {_e(machine.hostname())}.</p>"]
     if not ok:
         parts.append(f'<p class="warn">Not directly comparable: {_e(why)}.</p>')
+    if pending:
+        parts.append(f'<p class="warn">Speed pending for {pending} candidate(s): measured when their device is free.</p>')
     table = None
     first = True
     for x, y in axes(metric_names):

@@ -44,10 +44,33 @@ def test_a_registry_of_the_previous_schema_is_upgraded_and_keeps_its_rows(fresh_
     db.conn.commit()
     db.conn.close()
     reg = Registry(path)
-    assert reg.schema_version() == 5
+    assert reg.schema_version() == registry_mod.SCHEMA_VERSION
     assert reg.run_evaluations("r1")[("/m", "")]["key"] == "k1"
     reg.link_evaluation("r1", "/m", "k1", adapter="/m/adapter")  # the same folder with an adapter: a second link
     assert set(reg.run_evaluations("r1")) == {("/m", ""), ("/m", "/m/adapter")}
+
+
+def test_schema_5_gains_device_activities_and_keeps_its_evaluations(fresh_home):
+    """Schema 5 -> 6: device activities and deferred speed measurements; evaluations keep their rows and numbers
+    (their speed conditions unknown: Compare says 'conditions not recorded')."""
+    import sqlite_utils
+
+    fresh_home.mkdir(parents=True)
+    path = fresh_home / "grove.db"
+    db = sqlite_utils.Database(path)
+    for v in range(1, 6):
+        registry_mod.MIGRATIONS[v](db)
+    db.conn.execute("PRAGMA user_version=5")
+    db["evaluations"].insert({"key": "k1", "model_path": "/m", "fingerprint_id": "f1", "failed": "{}",
+                              "metrics": '{"decode_tps": 30.0}'})
+    db.conn.commit()
+    db.conn.close()
+    reg = Registry(path)
+    assert reg.schema_version() == 6
+    ev = reg.get_evaluation("k1")
+    assert ev["metrics"] == {"decode_tps": 30.0} and ev["speed_conditions"] is None
+    assert reg.claim_device("cpu@h")["id"] and reg.held_devices().keys() == {"cpu@h"}
+    assert reg.pending_speed() == []
 
 
 def test_state_machine(fresh_home):
