@@ -450,6 +450,10 @@ def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] 
         r.reused, r.key = True, key
         return r
     r = evaluate_in_subprocess(model_path, cfg, adapter=adapter, timeout=timeout) if subprocess_ else evaluate(model_path, cfg, adapter=adapter)
+    if cfg.benchmarks:  # lm-eval tasks, each cached per candidate and task (engine.evaluate.benchmarks)
+        from engine.evaluate.benchmarks import add_benchmarks
+
+        add_benchmarks(r, model_path, cfg, adapter=adapter, reg=reg, subprocess_=subprocess_, timeout=timeout)
     r.key = key
     reg.save_evaluation(key, r.to_json(), fingerprint_id(r.fingerprint))
     if run_id:

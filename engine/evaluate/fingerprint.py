@@ -15,7 +15,7 @@ VERSION_PACKAGES = ("onnxruntime-genai-cuda", "onnxruntime-gpu", "torch", "trans
 def fingerprint(cfg: EvalConfig) -> dict[str, Any]:
     """Everything that changes an evaluation's numbers: results are compared only when these match."""
     versions = machine.package_versions(VERSION_PACKAGES)
-    return {
+    fp = {
         "dataset": cfg.data_key or _file_hash(cfg.eval_path),
         "split_seed": cfg.split_seed,
         "eval_rows": min(cfg.max_samples, _count_rows(cfg.eval_path)),
@@ -28,6 +28,11 @@ def fingerprint(cfg: EvalConfig) -> dict[str, Any]:
         "execution_provider": cfg.execution_provider,
         "versions": versions,
     }
+    if cfg.benchmarks:  # only when asked, so fingerprints without benchmarks stay what they were
+        from engine.evaluate.benchmarks import fingerprints
+
+        fp["benchmarks"] = fingerprints(cfg)
+    return fp
 
 
 def fingerprint_id(fp: dict[str, Any]) -> str:

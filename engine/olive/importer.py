@@ -346,7 +346,16 @@ def from_olive_config(
             "seed": int(sc.get("seed", 0) or 0),
         }
     if cfg.get("evaluators") or cfg.get("evaluator"):
-        notes.append("evaluators are not imported: choose metrics and goals in the Evaluation section")
+        # Olive's LMEvaluator (lm-eval tasks) becomes evaluation.benchmarks (engine/olive/import_lmeval.py)
+        from engine.olive.import_lmeval import import_lm_evaluators
+
+        lm_notes, lm_mapped = import_lm_evaluators(cfg, draft)
+        notes += lm_notes
+        evs = dict(cfg["evaluators"]) if isinstance(cfg.get("evaluators"), dict) else {}
+        if isinstance(cfg.get("evaluator"), dict):
+            evs["evaluator"] = cfg["evaluator"]
+        if any(k not in lm_mapped for k in evs) or (not evs and not isinstance(cfg.get("evaluator"), str)):
+            notes.append("evaluators are not imported: choose metrics and goals in the Evaluation section")
     extra = sorted(set(cfg) - KNOWN_TOP)
     if extra:
         notes.append(f"top-level keys not used by Grove: {', '.join(extra)}")
