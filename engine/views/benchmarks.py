@@ -26,9 +26,10 @@ def expected_candidates(spec: dict[str, Any]) -> int:
             combos *= max(1, len(values or []))
     if spec.get("search") and (spec["search"] or {}).get("max_samples"):
         combos = min(combos, int(spec["search"]["max_samples"]))
-    per_flow = len(passes) if ev.get("evaluate_intermediate_models", True) else 1
-    if any(p.get("type") == "ExtractAdapters" for p in passes):
-        per_flow += 1  # the int4 model measured with its adapter switched off too
+    extracts = any(p.get("type") == "ExtractAdapters" for p in passes)
+    # ExtractAdapters rewrites the ONNX model before it: one candidate for the two, plus its adapter-off side
+    per_flow = (len(passes) - extracts) if ev.get("evaluate_intermediate_models", True) else 1
+    per_flow += extracts
     return (1 if ev.get("evaluate_input_model", True) else 0) + max(1, per_flow) * combos
 
 

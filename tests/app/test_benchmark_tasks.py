@@ -35,7 +35,8 @@ def test_travel_task_added_costed_and_named_as_a_metric(ui_home):
     assert bench[0]["include_path"] == str(task_dir.resolve())
     t = text(at)
     # the cost before launch: examples x candidates and a time (lab recipe: input, LoRA, int4 + adapter on/off)
-    assert "Benchmarks: 1 task(s), 100 examples × about 4 candidates = 400 examples" in t
+    cost = next(c.value for c in at.caption if c.value.startswith("Benchmarks:"))
+    assert cost.startswith("Benchmarks: 1 task(s), 100 examples × about 4 candidates = 400 examples, about "), cost
     assert "reused" in t
     spec = json.loads(at.code[-1].value)
     assert spec["evaluation"]["benchmarks"][0]["task"] == "travel_mc"
