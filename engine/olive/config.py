@@ -221,7 +221,7 @@ def build(
 def evaluator(spec: RunSpec, eval_path: Path, data_key: str) -> dict[str, Any]:
     """Grove's evaluator as an Olive custom metric (engine/evaluate/olive_metric.py) with the user's priorities and goals."""
     from engine.spec.evaluation import EvalConfig
-    from engine.spec.metrics import METRICS, benchmark_metric
+    from engine.spec.metrics import METRICS, benchmark_metric, stderr_metric
 
     ev, ds = spec.evaluation, spec.dataset
     assert ds is not None
@@ -244,6 +244,8 @@ def evaluator(spec: RunSpec, eval_path: Path, data_key: str) -> dict[str, Any]:
             if chosen[name].goal is not None:
                 st["goal"] = {"type": chosen[name].goal.type, "value": chosen[name].goal.value}
         sub_types.append(st)
+    # each benchmark accuracy's standard error rides along (never ranked), so Compare can draw the error bar
+    sub_types += [{"name": stderr_metric(b.task), "higher_is_better": False, "priority": -1} for b in ev.benchmarks]
     import dataclasses
 
     return {

@@ -69,6 +69,7 @@ def test_olive_config_carries_benchmarks_and_their_goal(tmp_path):
     # Olive's goal on the accuracy: "at most 1 point below the baseline"
     assert sub["acc:travel_mc"] == {"name": "acc:travel_mc", "higher_is_better": True, "priority": 1,
                                     "goal": {"type": "max-degradation", "value": 0.01}}
+    assert sub["acc_stderr:travel_mc"] == {"name": "acc_stderr:travel_mc", "higher_is_better": False, "priority": -1}
     cfg = ev["user_config"]["evaluate_func_kwargs"]["config"]
     assert cfg["benchmarks"] == [{"task": "travel_mc", "limit": 20, "num_fewshot": 0, "include_path": str(task.parent)}]
 
