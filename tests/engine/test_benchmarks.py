@@ -216,3 +216,35 @@ def test_second_evaluation_reuses_each_task(demo_run, task_dir):
     broken = EvalConfig(eval_path="x", benchmarks=[{"task": "no_such_task", "limit": 2, "include_path": str(task_dir)}])
     benchmarks.add_benchmarks(bad, path, broken, adapter=None, reg=reg)
     assert "acc:no_such_task" in bad.failed and "acc:no_such_task" not in bad.metrics
+
+
+# -- Compare and the report -------------------------------------------------------------------------------------------
+def _cmp():
+    from engine.views.comparison import Comparison
+
+    def cand(i, chain, acc, se, tps):
+        return {"id": i, "run_id": "r1", "run_name": "demo", "pass_chain": chain, "adapter_path": None,
+                "size_bytes": 1e6, "is_output": 0, "goals_met": 0, "fingerprint_id": "f",
+                "metrics": {"acc:travel_mc": acc, "acc_stderr:travel_mc": se, "decode_tps": tps, "rouge_l": 0.1}}
+
+    return Comparison.from_candidates([cand(1, [], 0.30, 0.05, 100.0), cand(2, ["lora"], 0.55, 0.06, 90.0),
+                                       cand(3, ["lora", "int4"], 0.50, 0.06, 400.0)])
+
+
+def test_compare_and_report_chart_the_accuracy_with_its_error_bar():
+    import numpy as np
+
+    from engine.views import charts, comparison, report
+
+    cmp = _cmp()
+    assert report.axes(cmp.metric_names)[0] == ("decode_tps", "acc:travel_mc")  # the first quality axis
+    front = comparison.pareto(cmp, "decode_tps", "acc:travel_mc")
+    assert front.tolist() == [False, True, True]  # higher accuracy is better, like any quality metric
+    bounds, met, _ = comparison.goals(cmp, {"r1": json.dumps({"evaluation": {"metrics": [
+        {"name": "acc:travel_mc", "goal": {"type": "max-degradation", "value": 0.01}}]}})})
+    assert bounds["r1"]["acc:travel_mc"]["bound"] == pytest.approx(0.29)  # the input model's accuracy - 1 point
+    assert met.tolist() == [True, True, True]
+    fig = charts.pareto_figure(cmp, np.ones(3), "decode_tps", "acc:travel_mc", front, np.arange(3), bounds, met)
+    bars = [t.error_y for t in fig.data if t.error_y is not None and t.error_y.array is not None]
+    assert sorted(v for b in bars for v in b.array) == [0.05, 0.06, 0.06]
+    assert all(t.error_x.array is None for t in fig.data)  # speed has no standard error
