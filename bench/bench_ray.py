@@ -181,12 +181,12 @@ def main() -> int:
     base = Path(args.base or tempfile.mkdtemp(prefix="grove-bench-ray-"))
     os.environ["GROVE_HOME"] = str(base / "build")
     from engine.models import tiny as demo
-    from engine.runs import ray_executor as rx
+    from engine.runs import ray_cluster as rc
 
     demo.build_demo()
     demo_src = base / "build" / "demo"
     port = free_port()
-    head = rx.start_node(head=True, port=port, num_gpus=2 if args.two_gpus else 0)
+    head = rc.start_node(head=True, port=port, num_gpus=2 if args.two_gpus else 0)
     # the repository first, then whatever the caller had on the path (an offline GPU host's carried packages)
     pypath = os.pathsep.join([str(REPO), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
     env = dict(os.environ, GROVE_RAY_ADDRESS=f"127.0.0.1:{port}", PYTHONPATH=pypath, GROVE_GPUS="0,1" if args.two_gpus else "")
@@ -217,7 +217,7 @@ def main() -> int:
                     results.append(r)
                     print(f"{ex:6} {r['wall_s']:7.1f}s  (run {r['runs'][0]['run_s']:.1f}s)", flush=True)
     finally:
-        rx.stop_node(head)
+        rc.stop_node(head)
     load = os.getloadavg()
     summary: dict = {"load_avg": [round(x, 2) for x in load], "cpus": os.cpu_count(), "steps": args.steps, "results": results}
     if args.two_gpus:

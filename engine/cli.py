@@ -249,9 +249,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     _set_up_model_in_background()
     env = dict(os.environ, GROVE_HOME=str(paths.home()))
-    from engine.runs import ray_executor
+    from engine.runs import ray_cluster
 
-    if line := ray_executor.up_env(env, args.ray):  # GROVE_EXECUTOR=ray / --ray: the worker sends runs to Ray
+    if line := ray_cluster.up_env(env, args.ray):  # GROVE_EXECUTOR=ray / --ray: the worker sends runs to Ray
         print(line, flush=True)
     ui = [sys.executable, "-m", "streamlit", "run", str(paths.REPO_ROOT / "app" / "main.py"),
           "--server.port", str(args.port), "--server.address", args.address, "--server.headless", "true",

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from engine import machine
-from engine.chat.models import ChatModel, ModelRef, Source, load, resolve, weights_bytes
+from engine.chat.base import ChatModel, weights_bytes
+from engine.chat.models import ModelRef, Source, load, resolve
 
 DEFAULT_MAX_MODELS = 2
 

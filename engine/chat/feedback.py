@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from engine.chat.adapters import NO_ADAPTER
-from engine.chat.models import ChatStats
+from engine.chat.base import ChatStats
 from engine.chat.text import ChatError
 
 

@@ -2,7 +2,7 @@
 
 On the Ray executor a runner executes on some node of the cluster; SQLite stays on the machine that runs
 ``grove up``. The runner's process gets ``GROVE_RELAY`` (a Unix socket of its host process on the same node,
-engine/runs/ray_executor.py ``RunHost``) and ``GROVE_RELAY_KEY``; ``open_registry()`` then returns a
+engine/runs/ray_host.py ``RunHost``) and ``GROVE_RELAY_KEY``; ``open_registry()`` then returns a
 ``RelayRegistry`` whose methods travel as messages:
 
     runner --(Unix socket)--> RunHost actor on the node --(Ray, polled)--> worker on the head --> Registry

@@ -32,7 +32,7 @@ def env_fingerprint() -> dict[str, str]:
 
 def check_resources(spec: RunSpec, gpus_available: Optional[int] = None, where: str = "this machine has") -> None:
     if gpus_available is None and spec.resources.gpus and os.environ.get("GROVE_EXECUTOR", "").strip().lower() == "ray":
-        from engine.runs.ray_executor import max_gpus_per_node  # the cluster's largest node decides
+        from engine.runs.ray_cluster import max_gpus_per_node  # the cluster's largest node decides
 
         gpus_available, where = max_gpus_per_node(), "the largest node of the Ray cluster has"
     have = machine.gpus_short(spec.resources.gpus, gpus_available)

@@ -18,6 +18,10 @@ from engine.models.tiny import CHAT_TEMPLATE, GEOMETRY, SPECIAL_TOKENS
 REPO = Path(__file__).resolve().parents[2]
 LAB_SAMPLE = (REPO.parent / "shared").resolve() / "data" / "travel_qa.jsonl"  # resolved, as the UI lists paths
 MAIN = str(REPO / "app" / "main.py")
+# Seconds one AppTest script run may take (AppTest.from_file/from_function(default_timeout=UI_TIMEOUT); every widget
+# .run() and at.run() inherits it). AppTest's own default, 3 s, failed CI on a busy 2-core machine; tests/test_lint.py
+# fails on an AppTest made without it. How fast a page is belongs to bench/, not to a timeout here.
+UI_TIMEOUT = 120
 
 
 @pytest.fixture(scope="session")

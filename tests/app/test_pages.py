@@ -1,6 +1,7 @@
 """Every page through the router (AppTest on app/main.py), against a real registry in a fresh GROVE_HOME with runs
-submitted through engine.runs.submit. Assertions are about what a user sees. AppTest's default timeout (3 s) applies
-to every run: a page that imported Olive, torch or transformers would not make it."""
+submitted through engine.runs.submit. Assertions are about what a user sees. Every AppTest is made with
+default_timeout=UI_TIMEOUT (tests/app/conftest.py), a limit that holds on a busy machine; that no page imports Olive,
+torch or transformers is checked directly (test_pages_never_import_olive_torch_or_transformers)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.runs.registry import Registry
 
-from .conftest import LAB_SAMPLE, MAIN, REPO, add_run
+from .conftest import LAB_SAMPLE, MAIN, REPO, UI_TIMEOUT, add_run
 
 PAGES = {
     "home": "../pages/home.py",
@@ -27,7 +27,7 @@ PAGES = {
 
 def open_page(name: str, at: AppTest | None = None, **query: str) -> AppTest:
     """Run the router (once, for a new AppTest), then switch to the page."""
-    at = AppTest.from_file(MAIN) if at is None else at
+    at = AppTest.from_file(MAIN, default_timeout=UI_TIMEOUT) if at is None else at
     for k, v in query.items():
         at.query_params[k] = v
     fresh = not getattr(at, "_router_ran", False)
@@ -201,7 +201,7 @@ def _with_dataset(at: AppTest, home) -> AppTest:
 
 
 def test_workflow_recipe_preflight_and_launch(ui_home):
-    at = _with_dataset(AppTest.from_file(MAIN), ui_home)
+    at = _with_dataset(AppTest.from_file(MAIN, default_timeout=UI_TIMEOUT), ui_home)
     by_label(at.button, "Apply recipe").click().run()
     md = "\n".join(m.value for m in at.markdown)
     assert "**1. LoRA**" in md and "**2. ModelBuilder**" in md and "**3. ExtractAdapters**" in md
@@ -220,7 +220,7 @@ def test_workflow_recipe_preflight_and_launch(ui_home):
 
 
 def test_workflow_spec_error_names_the_field(ui_home):
-    at = _with_dataset(AppTest.from_file(MAIN), ui_home)
+    at = _with_dataset(AppTest.from_file(MAIN, default_timeout=UI_TIMEOUT), ui_home)
     by_label(at.button, "Apply recipe").click().run()
     at.session_state["draft"]["dataset"]["eval_split"] = 0.95
     at.run()
@@ -231,7 +231,7 @@ def test_workflow_spec_error_names_the_field(ui_home):
 
 
 def test_workflow_gpu_only_pass_and_wrong_order_are_explained(ui_home):
-    at = _with_dataset(AppTest.from_file(MAIN), ui_home)
+    at = _with_dataset(AppTest.from_file(MAIN, default_timeout=UI_TIMEOUT), ui_home)
     by_label(at.button, "Apply recipe").click().run()
     by_label(at.checkbox, "Only passes that fit the target").uncheck().run()
     by_label(at.selectbox, "Add a pass from Olive's catalog").set_value("AutoAWQQuantizer").run()
@@ -255,7 +255,7 @@ def test_workflow_gpu_only_pass_and_wrong_order_are_explained(ui_home):
 
 
 def test_workflow_parameter_form_and_searchable_values(ui_home):
-    at = _with_dataset(AppTest.from_file(MAIN), ui_home)
+    at = _with_dataset(AppTest.from_file(MAIN, default_timeout=UI_TIMEOUT), ui_home)
     by_label(at.button, "Apply recipe").click().run()
     mb = at.session_state["draft"]["passes"][1]
     by_label([t for t in at.toggle if t.key.startswith(f"pass-{mb['uid']}")], "Edit").set_value(True).run()
@@ -274,7 +274,7 @@ def test_workflow_parameter_form_and_searchable_values(ui_home):
 
 
 def test_workflow_builds_the_olive_config_for_download(ui_home):
-    at = _with_dataset(AppTest.from_file(MAIN), ui_home)
+    at = _with_dataset(AppTest.from_file(MAIN, default_timeout=UI_TIMEOUT), ui_home)
     by_label(at.button, "Apply recipe").click().run()
     by_label(at.button, "Build the Olive config").click().run()
     assert not at.exception
@@ -454,7 +454,7 @@ def test_live_view_of_a_running_run_with_a_cache_hit(ui_home):
         (21.5, "pass_cached", {"name": "modelbuilder", "model_id": "bbb222"}),
     ]
     r = add_run(ui_home, "now", "running", events=cached)
-    at = AppTest.from_function(_live_script, args=(r["id"],))
+    at = AppTest.from_function(_live_script, args=(r["id"],), default_timeout=UI_TIMEOUT)
     at.run()
     assert not at.exception
     f = frames(at)
@@ -469,22 +469,21 @@ def test_pages_never_import_olive_torch_or_transformers(ui_home):
     script = f"""
 import sys
 from streamlit.testing.v1 import AppTest
-at = AppTest.from_file({MAIN!r})
+at = AppTest.from_file({MAIN!r}, default_timeout={UI_TIMEOUT})
 at.run()
 for p in {list(PAGES.values())!r}:
     at.switch_page(p).run()
     assert not at.exception, [e.value for e in at.exception]
 print(sorted(m for m in ("olive", "torch", "transformers", "datasets", "peft", "onnxruntime") if m in sys.modules))
 """
-    t0 = time.time()
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    # five script runs of up to UI_TIMEOUT each, plus the interpreter's start; how fast the pages are is not timed here
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=6 * UI_TIMEOUT)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
-    assert time.time() - t0 < 60
 
 
 def test_workflow_evaluation_metrics_and_target(ui_home):
-    at = _with_dataset(AppTest.from_file(MAIN), ui_home)
+    at = _with_dataset(AppTest.from_file(MAIN, default_timeout=UI_TIMEOUT), ui_home)
     by_label(at.button, "Apply recipe").click().run()
     by_label(at.toggle, "Evaluate candidates").set_value(True).run()
     assert not at.exception
@@ -529,7 +528,7 @@ def test_preflight_shows_the_chat_template_round_trip_and_refuses_a_mismatch(ui_
     tags on this Phi-3-template model) is an error that names the field and blocks the launch."""
     from engine.views import preflight
 
-    at = _with_dataset(AppTest.from_file(MAIN), ui_home)
+    at = _with_dataset(AppTest.from_file(MAIN, default_timeout=UI_TIMEOUT), ui_home)
     by_label(at.button, "Apply recipe").click().run()
     r0 = preflight.round_trip(at.session_state["draft"], wait=True)  # the child process, done before the page looks
     assert r0 and r0["ok"], (r0, at.session_state["draft"]["dataset"], at.session_state["draft"]["model"])

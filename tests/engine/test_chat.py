@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 
 from engine.chat.adapters import AdapterMismatch
+from engine.chat.base import ChatModel, ChatStats
 from engine.chat.cache import ModelCache, can_use_gpu, choose_device, estimate_bytes
 from engine.chat.feedback import list_feedback, save_feedback
-from engine.chat.models import ChatModel, ChatStats, GenaiChatModel, HfChatModel, load
+from engine.chat.genai_model import GenaiChatModel
+from engine.chat.hf_model import HfChatModel
+from engine.chat.models import load
 from engine.chat.text import ChatError, literal_chunks, markdown_literal
 from engine.errors import GroveError
 from engine.runs.registry import Registry
@@ -65,7 +68,8 @@ def assert_timed(stats: ChatStats | None, backend: str, adapter: str) -> None:
 
 def test_importing_chat_is_cheap():
     code = (
-        "import sys, engine.chat.adapters, engine.chat.cache, engine.chat.feedback, engine.chat.models, engine.chat.text, "
+        "import sys, engine.chat.adapters, engine.chat.base, engine.chat.cache, engine.chat.feedback, engine.chat.genai_model, "
+        "engine.chat.hf_model, engine.chat.models, engine.chat.text, "
         "engine.evaluate.backends; heavy = {'torch', 'transformers', 'onnxruntime_genai', 'onnx', 'onnxruntime', 'peft'};"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )

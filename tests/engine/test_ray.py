@@ -44,16 +44,16 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def cluster(demo, grove_home):
     """Head (1 CPU, resource head) and node2 (1 CPU, resource node2); the test process connects as the driver."""
-    from engine.runs import ray_executor as rx
+    from engine.runs import ray_cluster as rc
 
     port, client_port = _free_port(), _free_port()
-    head = rx.start_node(head=True, port=port, num_cpus=1, num_gpus=0, resources={"head": 1}, object_store_mb=80,
+    head = rc.start_node(head=True, port=port, num_cpus=1, num_gpus=0, resources={"head": 1}, object_store_mb=80,
                          client_port=client_port)
-    node2 = rx.start_node(head=False, addr=f"127.0.0.1:{port}", num_cpus=1, num_gpus=0, resources={"node2": 1},
+    node2 = rc.start_node(head=False, addr=f"127.0.0.1:{port}", num_cpus=1, num_gpus=0, resources={"node2": 1},
                           object_store_mb=80)
     nodes = {"head": head, "node2": node2, "address": f"127.0.0.1:{port}", "client": f"ray://127.0.0.1:{client_port}"}
     try:
-        rx.connect(nodes["address"])
+        rc.connect(nodes["address"])
         wait_for(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2, 120, step=0.5)
         node_ids = {next(iter(k for k in n["Resources"] if k in ("head", "node2"))): n["NodeID"] for n in ray.nodes() if n["Alive"]}
         nodes.update(node_ids=node_ids)
@@ -64,8 +64,8 @@ def cluster(demo, grove_home):
             if r["name"].startswith("ray:") and r["status"] in ("queued", "running"):
                 service.cancel(r["id"])
         ray.shutdown()
-        rx.stop_node(node2)
-        rx.stop_node(head)
+        rc.stop_node(node2)
+        rc.stop_node(head)
 
 
 def _worker(cluster, node: str, **kw) -> Worker:
@@ -284,7 +284,7 @@ def test_a_host_actor_no_worker_released_is_released_by_the_next_worker(cluster)
 
 def test_killing_the_second_node_fails_its_run_and_others_go_on(cluster):
     """Last: it kills node2. A long LoRA on node2 and another on the head; node2's Ray processes are killed."""
-    from engine.runs import ray_executor as rx
+    from engine.runs import ray_cluster as rc
 
     reg = Registry()
     w2, wh = _worker(cluster, "node2"), _worker(cluster, "head")
@@ -315,4 +315,4 @@ def test_killing_the_second_node_fails_its_run_and_others_go_on(cluster):
     service.cancel(other["id"])
     wait_for(lambda: reg.get_run(other["id"])["status"] == "cancelled", 5, tick, 0.05)
     wait_for(lambda: not wh.active and not w2.active, 10, tick, 0.1)
-    rx.stop_node(cluster["node2"])
+    rc.stop_node(cluster["node2"])
