@@ -205,7 +205,7 @@ class BenchmarkSpec(_Frozen):
                       "include_path.")
     limit: int = Field(description="Examples of the task to evaluate (lm-eval's --limit): the cost is limit x candidates.")
     num_fewshot: int = Field(0, description="Few-shot examples put before each question (lm-eval's --num_fewshot).")
-    include_path: Optional[str] = Field(None, description="A folder (or one YAML file) of lm-eval task definitions over "
+    include_path: str | None = Field(None, description="A folder (or one YAML file) of lm-eval task definitions over "
                                         "local files, as lm-eval's --include_path; empty for the tasks lm-eval ships.")
 
 
