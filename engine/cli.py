@@ -143,8 +143,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from engine.olive.validate import load_spec
     from engine.runs import submit as service
 
-    run = service.submit(load_spec(args.spec))
+    spec = load_spec(args.spec)
+    run = service.submit(spec)
     print(f"queued {run['id']}  ({run['name']})")
+    from engine.views.benchmarks import cost_line
+
+    cost = cost_line(json.loads(spec.to_json()))
+    if cost:
+        print(cost)
     return 0
 
 
