@@ -38,7 +38,9 @@ from engine.spec.metrics import benchmark_metric, stderr_metric
 VERSION_PACKAGES = ("lm_eval", "onnxruntime-genai-cuda", "onnxruntime-gpu", "torch", "transformers", "peft", "datasets")
 BOOTSTRAP_ITERS = 1000  # lm-eval's bootstrap, for metrics whose stderr is not analytic (acc's is: mean_stderr)
 HF_BATCH = 8
-SECONDS_PER_EXAMPLE = 0.6  # estimate before launch, per example and candidate (2-core CPU, 135M model: docs/benchmarks.md)
+# the estimate before launch, per example and candidate: SmolLM2-135M on the travel task (4 choices) took 26 s an
+# example at load ~22 on 2 cores, i.e. with about 1/11 of them; scaled to quiet cores, ~2.5 s (docs/benchmarks.md)
+SECONDS_PER_EXAMPLE = 2.5
 
 
 # -- which task, which files ----------------------------------------------------------------------------------------
@@ -211,8 +213,15 @@ def run_task(lm: Any, entry: dict[str, Any]) -> dict[str, Any]:
     n = out.get("n-samples", {}).get(task, {}).get("effective")
     if n is None:  # a group: the sum over its subtasks
         n = sum(v.get("effective", 0) for v in out.get("n-samples", {}).values())
-    return {"metric": metric, "acc": float(res[key]), "acc_stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
-            "examples": int(n or 0), "seconds": seconds, "version": out.get("versions", {}).get(task)}
+    out_row = {"metric": metric, "acc": float(res[key]),
+               "acc_stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+               "examples": int(n or 0), "seconds": seconds, "version": out.get("versions", {}).get(task)}
+    # lm-eval's length-normalised accuracy, kept in the task's record beside acc (multiple-choice tasks report it)
+    for k in ("acc_norm", "acc_norm_stderr"):
+        v = res.get(f"{k},{filt}")
+        if isinstance(v, (int, float)):
+            out_row[k] = float(v)
+    return out_row
 
 
 def measure(model_path: str, adapter: str | None, cfg: EvalConfig, entries: list[dict[str, Any]]) -> dict[str, Any]:
