@@ -144,7 +144,8 @@ def _error_bars(cmp: Any, metric: str) -> Any:
     if name is None or name not in cmp.metric_names:
         return None
     vals, present = cmp.column(name)
-    return np.where(present, np.nan_to_num(vals), 0.0)
+    with np.errstate(invalid="ignore"):
+        return np.where(present & np.isfinite(vals), vals, 0.0)  # a failed task's error is recorded as inf
 
 
 def warm() -> None:
