@@ -3,7 +3,7 @@ number from lm-eval's own command line for one candidate.
 
 Candidates (the two demo runs on SmolLM2-135M-Instruct, `grove demo` in GROVE_HOME): the base model (PyTorch), the
 LoRA fine-tune (PyTorch + PEFT), int4 ONNX with the adapter on and off (onnxruntime-genai), the merged int4 ONNX.
-Each is measured by Grove (engine.evaluate.benchmarks.measure: lm-eval's simple_evaluate on HFLM or on lm-eval's
+Each is measured by Grove (engine.evaluate.benchmark_run.measure in its own interpreter: lm-eval's simple_evaluate on HFLM or on lm-eval's
 onnxruntime-genai model loaded by Grove's backend) in a fresh interpreter; then `lm_eval --model hf` (its own CLI,
 --include_path the task's folder) on one candidate, to show the two agree. Prints a table (accuracy ± standard
 error, seconds per 100 examples) with the load average, and writes JSON.
@@ -61,7 +61,7 @@ def main() -> int:
     a = ap.parse_args()
     os.environ["GROVE_HOME"] = a.home
     from engine.data.benchmark_task import TRAVEL_TASK, build_travel_mc
-    from engine.evaluate import benchmarks
+    from engine.evaluate import benchmark_run, benchmarks
     from engine.runs.registry import Registry
     from engine.spec.evaluation import EvalConfig
 
@@ -87,7 +87,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as d:
             args = [str(Path(sys.executable).parent / "lm_eval"), "--model", "hf", "--model_args",
                     f"pretrained={path},dtype=float32", "--tasks", TRAVEL_TASK, "--include_path", str(task_dir),
-                    "--limit", str(a.limit), "--batch_size", str(benchmarks.HF_BATCH), "--device", "cpu",
+                    "--limit", str(a.limit), "--batch_size", str(benchmark_run.HF_BATCH), "--device", "cpu",
                     "--output_path", d, "--seed", "0"]
             load0 = os.getloadavg()[0]
             t0 = time.perf_counter()
@@ -102,7 +102,7 @@ def main() -> int:
             else:
                 cli = {"candidate": a.cli_candidate, "error": (p.stderr or p.stdout)[-2000:]}
         print(json.dumps(cli, default=str), flush=True)
-    print(f"\ntravel_mc (lm-eval {benchmarks.machine.package_versions(('lm_eval',)).get('lm_eval')}), limit {a.limit}, "
+    print(f"\ntravel_mc (lm-eval {__import__('engine.machine').machine.package_versions(('lm_eval',)).get('lm_eval')}), limit {a.limit}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     print(f"{'candidate':28} {'acc':>6} {'± se':>6} {'s/100 ex':>9} {'load':>10}")
     for r in rows:

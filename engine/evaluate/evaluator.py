@@ -453,7 +453,8 @@ def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] 
     if cfg.benchmarks:  # lm-eval tasks, each cached per candidate and task (engine.evaluate.benchmarks)
         from engine.evaluate.benchmarks import add_benchmarks
 
-        add_benchmarks(r, model_path, cfg, adapter=adapter, reg=reg, subprocess_=subprocess_, timeout=timeout)
+        add_benchmarks(r, model_path, cfg, adapter=adapter, reg=reg, identity=model_identity(model_path, adapter),
+                       timeout=timeout)
     r.key = key
     reg.save_evaluation(key, r.to_json(), fingerprint_id(r.fingerprint))
     if run_id:

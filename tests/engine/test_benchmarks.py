@@ -13,8 +13,9 @@ import pytest
 
 from engine.data.benchmark_task import TRAVEL_TASK, build_travel_mc, load_task_yaml, travel_mc_docs
 from engine.errors import SpecError
-from engine.evaluate import benchmarks
-from engine.evaluate.evaluator import EvalResult
+from engine.evaluate import benchmark_run, benchmarks
+from engine.evaluate.evaluator import EvalResult, model_identity
+from engine.evaluate.fingerprint import task_fingerprint
 from engine.olive.importer import from_olive_config
 from engine.runs.registry import Registry
 from engine.spec.evaluation import EvalConfig
@@ -97,15 +98,15 @@ def test_travel_task_is_lm_evals_format_seeded_with_answers_to_other_questions(t
 def test_task_fingerprint_follows_the_task_files(tmp_path):
     build_travel_mc(tmp_path)
     cfg = EvalConfig(eval_path="x", benchmarks=[{"task": TRAVEL_TASK, "limit": 10, "include_path": str(tmp_path)}])
-    fp = benchmarks.task_fingerprint(cfg.benchmarks[0], cfg)
+    fp = task_fingerprint(cfg.benchmarks[0], cfg)
     assert fp["task"] == TRAVEL_TASK and fp["limit"] == 10 and fp["task_version"] == 1.0
     assert fp["task_hash"] and fp["data_hash"] and "lm_eval" in fp["versions"]
     data = tmp_path / "travel_mc.jsonl"
     data.write_text(data.read_text().replace("Paris", "Lyon", 1))
-    assert benchmarks.task_fingerprint(cfg.benchmarks[0], cfg)["data_hash"] != fp["data_hash"]
+    assert task_fingerprint(cfg.benchmarks[0], cfg)["data_hash"] != fp["data_hash"]
     other = EvalConfig(eval_path="x", benchmarks=[{"task": TRAVEL_TASK, "limit": 11, "include_path": str(tmp_path)}])
-    assert benchmarks.task_fingerprint(other.benchmarks[0], other)["limit"] == 11
-    assert benchmarks.task_fingerprint({"task": "hellaswag", "limit": 5}, cfg)["task_file"] == "hellaswag.yaml"
+    assert task_fingerprint(other.benchmarks[0], other)["limit"] == 11
+    assert task_fingerprint({"task": "hellaswag", "limit": 5}, cfg)["task_file"] == "hellaswag.yaml"
 
 
 # -- import -----------------------------------------------------------------------------------------------------------
@@ -173,15 +174,15 @@ def test_lm_eval_runs_every_candidate_kind_with_standard_errors(demo_run, task_d
         "genai, adapter on": (cands["onnx"]["path"], "adapter"),
         "genai, adapter off": (cands["onnx"]["path"], None),
     }
-    res = {k: benchmarks.measure(p, a, cfg, entries)[TRAVEL_TASK] for k, (p, a) in runs.items()}
+    res = {k: benchmark_run.measure(p, a, cfg, entries)[TRAVEL_TASK] for k, (p, a) in runs.items()}
     for k, r in res.items():
         assert "error" not in r, (k, r)
         assert r["metric"] == "acc" and 0.0 <= r["acc"] <= 1.0 and r["examples"] == 12
         assert r["acc_stderr"] > 0 or r["acc"] in (0.0, 1.0), (k, r)
     # the adapter is really active in onnxruntime-genai: the same request scores differently with it on and off
     req = ("Question: How do I get around Paris without a car?\nAnswer:", " The Métro is fast.")
-    on = benchmarks.make_lm(cands["onnx"]["path"], "adapter", cfg)
-    off = benchmarks.make_lm(cands["onnx"]["path"], None, cfg)
+    on = benchmark_run.make_lm(cands["onnx"]["path"], "adapter", cfg)
+    off = benchmark_run.make_lm(cands["onnx"]["path"], None, cfg)
     from lm_eval.api.instance import Instance
 
     def ll(lm):
@@ -189,7 +190,7 @@ def test_lm_eval_runs_every_candidate_kind_with_standard_errors(demo_run, task_d
 
     assert abs(ll(on) - ll(off)) > 1e-4
     with pytest.raises(FileNotFoundError, match="no adapter 'nope'"):
-        benchmarks.make_lm(cands["onnx"]["path"], "nope", cfg)
+        benchmark_run.make_lm(cands["onnx"]["path"], "nope", cfg)
 
 
 @pytest.mark.slow
@@ -198,23 +199,25 @@ def test_second_evaluation_reuses_each_task(demo_run, task_dir):
     reg = Registry()
     cfg = _cfg(task_dir, limit=8)
     path = cands["onnx"]["path"]
+    ident = model_identity(path, "adapter")
     first = EvalResult(path, "adapter", "onnxruntime-genai")
     t0 = time.perf_counter()
-    assert benchmarks.add_benchmarks(first, path, cfg, adapter="adapter", reg=reg) == {TRAVEL_TASK: False}
+    assert benchmarks.add_benchmarks(first, path, cfg, adapter="adapter", reg=reg, identity=ident) == {TRAVEL_TASK: False}
     took = time.perf_counter() - t0
     assert 0 <= first.metrics["acc:travel_mc"] <= 1 and "acc_stderr:travel_mc" in first.metrics
     again = EvalResult(path, "adapter", "onnxruntime-genai")
     t0 = time.perf_counter()
-    assert benchmarks.add_benchmarks(again, path, cfg, adapter="adapter", reg=reg) == {TRAVEL_TASK: True}
+    assert benchmarks.add_benchmarks(again, path, cfg, adapter="adapter", reg=reg, identity=ident) == {TRAVEL_TASK: True}
     assert time.perf_counter() - t0 < took / 3  # no lm-eval, no model load: a registry read
     assert again.metrics == first.metrics
     # another limit is another fingerprint: measured again, not mixed up with the first
     more = EvalResult(path, "adapter", "onnxruntime-genai")
-    assert benchmarks.add_benchmarks(more, path, _cfg(task_dir, limit=9), adapter="adapter", reg=reg) == {TRAVEL_TASK: False}
+    assert benchmarks.add_benchmarks(more, path, _cfg(task_dir, limit=9), adapter="adapter", reg=reg,
+                                     identity=ident) == {TRAVEL_TASK: False}
     # a task that cannot run fails that metric only, with the reason
     bad = EvalResult(path, None, "onnxruntime-genai")
     broken = EvalConfig(eval_path="x", benchmarks=[{"task": "no_such_task", "limit": 2, "include_path": str(task_dir)}])
-    benchmarks.add_benchmarks(bad, path, broken, adapter=None, reg=reg)
+    benchmarks.add_benchmarks(bad, path, broken, adapter=None, reg=reg, identity=model_identity(path, None))
     assert "acc:no_such_task" in bad.failed and "acc:no_such_task" not in bad.metrics
 
 
