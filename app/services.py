@@ -19,6 +19,7 @@ import streamlit as st
 
 from engine import machine as machine_mod
 from engine import paths
+from engine.data import formats as data_formats
 from engine.data import inspect as dataview
 from engine.data.prepare import template_fields
 from engine.errors import DataError, GroveError
@@ -40,6 +41,7 @@ from engine.views import charts, estimate, preflight
 from engine.views import comparison as comparison_view
 from engine.views import dataset as dataset_view
 from engine.views import format as fmt
+from engine.views import labels as label_views
 from engine.views import lineage as lineage_view
 from engine.views import report as report_view
 from engine.views import runs as views
@@ -102,10 +104,12 @@ def _live(h: str, run_id: str) -> dict[str, Any]:
 
     reg = registry()
     r = reg.get_run(run_id)
+    training = reg.events(run_id, kinds=["train_step", "resumed"])
     return {
         "run": r,
         "timeline": views.timeline(reg, r),
-        "curve": views.train_curve(reg, run_id),
+        "curve": views.loss_points(training),
+        "training": views.training_summary(training),
         "log_tail": log_tail(Path(r["log_path"] or "/nonexistent"), 40),
         "logs": views.recent_logs(reg, run_id),
         "failure_tail": views.failure_tail(reg, run_id) if r["status"] == "failed" else "",
@@ -113,7 +117,8 @@ def _live(h: str, run_id: str) -> dict[str, Any]:
 
 
 def live(run_id: str) -> dict[str, Any]:
-    """A run with its timeline, training curve, log tail and notable log events."""
+    """A run with its timeline, training curve (one point per step across resumes) and its summary line, log tail
+    and notable log events."""
     return _live(home(), run_id)
 
 
@@ -168,7 +173,7 @@ def failure_hint(error_type: str | None) -> str | None:
 def submit_draft(draft: dict[str, Any]) -> dict[str, Any]:
     """Validate and queue the draft; raises GroveError (SpecError, DataError, ...) with a user-facing message."""
     spec = parse_spec(drafts.to_spec_dict(draft))
-    r = service.submit(spec, reg=registry(), gpus_available=gpus_available())
+    r = service.submit(spec, reg=registry(), gpus_available=gpus_available(), base=service.ui_bases())
     clear()
     return r
 
@@ -409,6 +414,25 @@ def _split(ds_json: str, mtime: float) -> dict[str, Any]:
     return dataview.split_stats(DatasetSpec.model_validate_json(ds_json))
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def _format(path: str, mtime: float) -> str | None:
+    return dataview.format_of(path)
+
+
+def dataset_format(path: str | None) -> str | None:
+    """The format the local file's rows have (messages, sharegpt, alpaca, prompt_response, text), or None."""
+    return _format(path, _mtime(path)) if path else None
+
+
+FORMAT_WORDS = data_formats.DESCRIBE
+CONVERSATION_FORMATS = data_formats.CONVERSATION_FORMATS
+
+
+def path_bases() -> list[str]:
+    """Where a relative path typed on the pages is read from, in order (engine.runs.submit.ui_bases)."""
+    return [str(p) for p in service.ui_bases()]
+
+
 def split_stats(ds: dict[str, Any]) -> dict[str, Any]:
     spec = DatasetSpec.model_validate({k: v for k, v in ds.items() if v is not None and not k.startswith("_")})
     return _split(spec.model_dump_json(), _mtime(spec.path or ""))
@@ -483,7 +507,7 @@ def template_round_trip(draft: dict[str, Any]) -> dict[str, Any] | None:
 
 def draft_olive_config(draft: dict[str, Any]) -> str:
     """The Olive config the draft would run with (raises GroveError when the draft is not valid yet)."""
-    return service.olive_config_text(parse_spec(drafts.to_spec_dict(draft)))
+    return service.olive_config_text(parse_spec(drafts.to_spec_dict(draft)), base=service.ui_bases())
 
 
 def import_olive(text: str, allow_code: bool = False) -> tuple[dict[str, Any], list[str]]:
@@ -523,7 +547,7 @@ def _key(run_ids: list[str]) -> str:
 @st.cache_resource(ttl=TTL, show_spinner=False, max_entries=8)
 def _comparison(h: str, ids: str) -> comparison_view.Comparison:
     run_ids = ids.split(_SEP)
-    names = {r["id"]: r["name"] for r in measured_runs()}
+    names = {r["id"]: label_views.run_label(r["name"], r["id"]) for r in measured_runs()}
     return comparison_view.Comparison.read(registry(), run_ids, names)
 
 
@@ -578,6 +602,24 @@ def _compare_table(h: str, ids: str, x: str | None, y: str | None) -> Any:
     return comparison_view.table(cmp, front, met, decided)
 
 
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=16)
+def _unmeasured(h: str, ids: str) -> list[dict[str, Any]]:
+    run_ids = ids.split(_SEP)
+    cmp = comparison(run_ids)
+    mids = [m for m, ok in zip(cmp.model_ids or [], cmp.measured(), strict=False) if m and not ok]
+    return cand_views.not_measured(cmp, registry().run_specs(run_ids), registry().measured_twins(mids))
+
+
+def compare_unmeasured(run_ids: list[str]) -> list[dict[str, Any]]:
+    """The candidates of the runs that have no number, each with why ("not measured (same as #3 … in run …)")."""
+    return _unmeasured(home(), _key(run_ids))
+
+
+def metric_format(name: str) -> str:
+    """The printf format of a metric's table column, with its unit (``%.1f tok/s``)."""
+    return fmt.metric_format(name)
+
+
 def compare_table(run_ids: list[str], x: str | None, y: str | None) -> Any:
     """Compare's table (one row per candidate, in ``comparison(run_ids)``'s order), Pareto of x and y. Read-only."""
     return _compare_table(home(), _key(run_ids), x, y)
@@ -603,7 +645,7 @@ def compare_figure(run_ids: list[str], x: str, y: str, max_points: int) -> tuple
 
 def compare_candidates(ids: list[int]) -> dict[int, dict[str, Any]]:
     """Whole candidate rows by id (pass parameters, failed metrics, paths) with ``run_name``: the ones opened."""
-    names = {r["id"]: r["name"] for r in measured_runs()}
+    names = {r["id"]: r["name"] for r in registry().list_runs(limit=100000)} if ids else {}
     out = registry().candidates_by_id([int(i) for i in ids])
     for c in out.values():
         c["run_name"] = names.get(c["run_id"], c["run_id"])
@@ -624,7 +666,7 @@ def candidate_evaluations(ids: list[int]) -> dict[int, dict[str, Any]]:
 def _lineage(h: str, run_ids: tuple[str, ...]) -> tuple[str, list[dict[str, Any]]]:
     reg = registry()
     cands = reg.candidates_of_runs(list(run_ids))
-    names = {r["id"]: r["name"] for r in measured_runs()}
+    names = {r["id"]: label_views.run_label(r["name"], r["id"]) for r in measured_runs()}
     names = {c["run_id"]: names.get(c["run_id"], c["run_id"]) for c in cands}
     events = {r: reg.events(r, kinds=["pass_finished", "pass_cached"]) for r in run_ids}
     reused = lineage_view.reuses(cands, events, names)
@@ -643,7 +685,9 @@ def report_html(run_ids: list[str]) -> str:
 
 @st.cache_data(ttl=LIVE_TTL, show_spinner=False)
 def _leaderboard(h: str) -> list[dict[str, Any]]:
-    return compare.leaderboard(cand_views.vote_rows(registry().ab_votes()))
+    board = compare.leaderboard(cand_views.vote_rows(registry().ab_votes()))
+    ids = [int(h[1:]) for h in (str(r["contestant"]).partition(" · ")[0] for r in board) if h[1:].isdigit()]
+    return cand_views.name_contestants(board, compare_candidates(ids))
 
 
 def leaderboard() -> list[dict[str, Any]]:
@@ -673,6 +717,19 @@ def chat_candidates() -> list[dict[str, Any]]:
     """Candidates chat can load: ONNX outputs (onnxruntime-genai folders) and LoRA candidates (HF + PEFT), with
     ``kind``, ``label`` and the adapters expected (``"none"`` = the base model)."""
     return _chat_candidates(home())
+
+
+def candidate_label(cand: dict[str, Any]) -> str:
+    """How every page names a candidate: its build in words, its run's name and short id, its number."""
+    return label_views.label(cand)
+
+
+def chat_best(cands: list[dict[str, Any]], exclude: tuple[int, ...] = ()) -> tuple[int, str]:
+    """(index in ``cands`` of the candidate Chat opens on, why in words): Olive's best, else the Pareto point, with the
+    best quality (engine.views.labels.best); ``exclude``: candidate ids taken by the other side of A/B."""
+    pool = [c for c in cands if c["id"] not in exclude] or cands
+    i, why = label_views.best(pool, registry().run_specs(sorted({c["run_id"] for c in pool})))
+    return (cands.index(pool[i]) if i is not None else 0), why
 
 
 def chat_adapter_name(path: str) -> str:

@@ -25,7 +25,8 @@ from typing import Any, Optional
 
 from engine import paths
 from engine.errors import GroveError
-from engine.views.format import human_size
+from engine.views.format import human_size, metric
+from engine.views.labels import build
 
 
 def _fmt_time(ts: Optional[float]) -> str:
@@ -53,17 +54,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def training_line(events: list[dict[str, Any]]) -> Optional[str]:
-    """The loss line of a run that trains. A short run logs no step loss (fewer steps than logging_steps): the
-    Trainer's closing log still carries ``train_loss``, the mean over the run, so that is shown instead."""
-    steps = [e["data"] for e in events if "loss" in e["data"]]
-    if steps:
-        return (f"{len(steps)} log points, loss {steps[0]['loss']:.3f} -> {steps[-1]['loss']:.3f} "
-                f"at step {steps[-1].get('step', '?')}")
-    final = [e["data"] for e in events if "train_loss" in e["data"]]
-    if final:
-        d = final[-1]
-        return f"mean training loss {d['train_loss']:.3f} over {d.get('step', '?')} steps (no step was logged)"
-    return None
+    """The loss line of a run that trains (engine.views.runs.training_summary: one point per step across resumes, a
+    true mean over the steps logged; a short run that logged no step shows the Trainer's mean over its steps)."""
+    from engine.views.runs import training_summary
+
+    return training_summary([{"kind": e.get("kind", "train_step"), **e} for e in events])
 
 
 LOG_LOSS = re.compile(r"""['"](train_loss|loss)['"]:\s*([0-9.eE+-]+)""")
@@ -115,19 +110,21 @@ def cmd_show(args: argparse.Namespace) -> int:
                 print(f"  {d.get('name'):24} finished in {d.get('seconds', 0):.1f}s")
             elif e["kind"] == "pass_cached":
                 print(f"  {str(d.get('name')):24} reused from cache ({d.get('model_id')})")
-    line = training_line(reg.events(run["id"], kinds=["train_step"])) or training_line_from_log(Path(run["log_path"]))
+    line = training_line(reg.events(run["id"], kinds=["train_step", "resumed"]))
+    if line is None and not reg.resumed_from(run["id"]):  # a resumed run's log holds the Trainer's wrong mean
+        line = training_line_from_log(Path(run["log_path"]))
     if line:
         print(f"\ntraining   {line}")
     cands = reg.candidates(run["id"])
     if cands:
         print("\ncandidates  (* = Olive's best, copied to the output folder; P = Pareto frontier; goals: yes/no)")
-        print(f"  {'MODEL':10} {'CHAIN':40} {'SIZE':>10} {'':3} {'GOALS':5}  METRICS")
+        print(f"  {'MODEL':10} {'CANDIDATE':22} {'CHAIN':40} {'SIZE':>10} {'':3} {'GOALS':5}  METRICS")
         for c in cands:
-            metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in (c["metrics"] or {}).items())
-            chain = " > ".join(c["pass_chain"]) or "(input model)"
+            metrics = ", ".join(f"{k}={metric(k, v)}" for k, v in (c["metrics"] or {}).items())
+            chain = f"{build(c)[:22]:22} " + (" > ".join(c["pass_chain"]) or "(input model)")
             flags = ("*" if c["is_output"] else "") + ("P" if c["pareto"] else "")
             goals = {None: "-", 1: "yes", 0: "no"}[c.get("goals_met")]
-            print(f"  {c['model_id']:10} {chain[:40]:40} {human_size(c['size_bytes'], empty='-'):>10} {flags:3} {goals:5}  {metrics or '-'}")
+            print(f"  {c['model_id']:10} {chain[:63]:63} {human_size(c['size_bytes'], empty='-'):>10} {flags:3} {goals:5}  {metrics or '-'}")
             for m, why in (c.get("failed") or {}).items():
                 print(f"  {'':10} {m} FAILED: {why[:200]}")
             if c["is_output"]:
@@ -143,8 +140,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from engine.olive.validate import load_spec
     from engine.runs import submit as service
 
+<<<<<<< HEAD
     spec = load_spec(args.spec)
     run = service.submit(spec)
+=======
+    # relative paths in the spec are read from the spec file's folder, wherever grove runs from
+    run = service.submit(load_spec(args.spec), base=Path(args.spec).expanduser().absolute().parent)
+>>>>>>> main
     print(f"queued {run['id']}  ({run['name']})")
     from engine.views.benchmarks import cost_line
 

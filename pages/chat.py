@@ -19,15 +19,18 @@ if not cands:
 by_id = {c["id"]: c for c in cands}
 
 
-def choice(side: str, default: int = 0) -> tuple[dict[str, Any], str]:
+def choice(side: str, taken: tuple[int, ...] = ()) -> tuple[dict[str, Any], str]:
     ids = list(by_id)
+    default, why = services.chat_best(cands, exclude=taken)  # the best measured candidate, and why
     cid = st.selectbox(
         f"Candidate {side}",
         ids,
-        index=min(default, len(ids) - 1),
+        index=default,
         format_func=lambda i: by_id[i]["label"],
         key=f"chat_cand_{side}",
     )
+    if cid == ids[default] and why and not taken:  # side B opens on the next best: no claim to be the best
+        st.caption(why)
     adapters = by_id[cid]["adapters"]
     ad = st.selectbox(
         f"Adapter {side}",
@@ -46,7 +49,7 @@ cols = st.columns(2) if ab else [st.container()]
 sides = []
 for n, col in enumerate(cols):
     with col:
-        sides.append(choice("AB"[n] if ab else "", default=n))
+        sides.append(choice("AB"[n] if ab else "", taken=tuple(c["id"] for c, _ in sides)))
 
 with st.expander("Settings"):
     system = st.text_area("System prompt", "You are a helpful travel assistant.", key="chat_system")

@@ -40,22 +40,29 @@ speeds = services.metric_choices(metric_names, services.SPEED)
 qualities = services.quality_choices(metric_names)
 x = c1.selectbox("Speed (x)", speeds, key="cmp_x") if speeds else None
 y = c2.selectbox("Quality (y)", qualities, key="cmp_y") if qualities else None
-needle = c3.text_input("Filter (run or pass chain contains)", key="cmp_filter").strip().lower()
+needle = c3.text_input("Filter (run, candidate or pass chain contains)", key="cmp_filter").strip().lower()
 
-table = services.compare_table(picked, x, y)
-shown = table
+table = services.compare_table(picked, x, y)  # every candidate, full precision: what the CSV exports
+unmeasured = services.compare_unmeasured(picked)  # folded away below the table, each with why
+measured = table[~table["id"].isin([r["id"] for r in unmeasured])] if unmeasured else table
+shown = measured
 if needle:
-    hay = table["run"].str.lower() + "\n" + table["pass chain"].str.lower()
-    shown = table[hay.str.contains(needle, regex=False)]
+    hay = measured["run"].str.lower() + "\n" + measured["pass chain"].str.lower()
+    if "candidate" in measured:
+        hay = hay + "\n" + measured["candidate"].str.lower()
+    shown = measured[hay.str.contains(needle, regex=False)]
 st.caption(
-    f"{len(shown)} of {len(table)} candidates" + (f" match “{needle}”" if needle else "")
+    f"{len(shown)} of {len(measured)} measured candidates" + (f" match “{needle}”" if needle else "")
     + (f"; the first {MAX_ROWS:,} are listed" if len(shown) > MAX_ROWS else "")
     + ". Click a header to sort, a row to open the candidate."
 )
 picked_row = st.dataframe(
     shown.head(MAX_ROWS), hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
-    key="cmp_table",
+    key="cmp_table", column_config=compare_views.table_config(list(table.columns)),
 )
+if unmeasured:
+    with st.expander(f"{len(unmeasured)} candidate(s) not measured"):
+        st.dataframe(unmeasured, hide_index=True, width="stretch", key="cmp_unmeasured")
 d1, d2 = st.columns(2)
 d1.download_button("Export CSV", lambda: table.to_csv(index=False).encode(), "grove-candidates.csv", "text/csv",
                    icon=":material/download:", key="cmp_csv")
@@ -86,7 +93,8 @@ if clicked is not None and clicked != st.session_state.get("cmp_clicked"):
 if st.session_state.get("cmp_open") in by_id.index and st.session_state["cmp_open"] not in order:
     order.insert(0, st.session_state["cmp_open"])
 sub = by_id.loc[order]
-labels = {i: f"#{i} {r} · {chain}" for i, r, chain in zip(order, sub["run"], sub["pass chain"], strict=True)}
+builds = sub["candidate"] if "candidate" in sub else sub["pass chain"]
+labels = {i: f"{b} · {r} #{i}" for i, r, b in zip(order, sub["run"], builds, strict=True)}  # as Chat names them
 st.subheader("Candidate")
 cid = st.selectbox("Open candidate", order, index=None, format_func=labels.get, key="cmp_open",
                    placeholder="Click a point or a row, or pick one")

@@ -10,6 +10,8 @@ from app.components import dataset_source, model_picker, template_editor
 st.title("Model & data")
 state.show_flash()
 draft = state.draft()
+st.caption("A relative path typed here is read from " + " or, failing that, ".join(f"`{b}`" for b in services.path_bases())
+           + ", and stored absolute when the run is launched.")
 
 st.subheader("Model", divider="gray")
 model_picker.pick(draft)

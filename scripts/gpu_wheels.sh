@@ -8,8 +8,11 @@
 # pyarrow, protobuf, pillow...), as the lent H100/H200 machines do. What is carried: Grove's pinned packages
 # (requirements.txt) that such a host lacks or has at another version, with the CUDA 13 onnxruntime set in place of
 # the CPU/CUDA 12 pins:
-#   onnxruntime-genai-cuda 0.18.0 + onnxruntime-gpu 1.31.1   (the set seen working on an H200; genai-cuda 0.14.1,
-#                                                            the CPU pin, is built for CUDA 12)
+#   onnxruntime-genai-cuda 0.15.2 + onnxruntime-gpu 1.31.1   (chosen by bench/gpu_adapters.py, one H100, 2026-12-06:
+#                                                            the last genai that keeps LoRA adapters on the GPU, 3x
+#                                                            faster with an adapter active than 0.16.0-0.18.0, same
+#                                                            speed without; docs/gpu.md. GROVE_GENAI_CUDA=0.18.0 picks
+#                                                            another. genai-cuda 0.14.1, the CPU pin, is built for CUDA 12)
 #   bitsandbytes 0.50.2 (its wheel is tagged manylinux_2_24; only its CPU and CUDA 13 libraries are kept)
 #   autoawq 0.2.9 (an sdist of pure Python: its wheel is built here)
 #   ray 2.60.0 (ray[client]: grpcio is pinned on its own line) without its Java jars, RLlib and the dashboard's web
@@ -51,7 +54,9 @@ skip='^(torch|triton|nvidia-.*|onnxruntime-gpu|onnxruntime-genai-cuda|autoawq|bi
 # A pin with extras (ray[client]==...) is fetched by its name alone: the extras' packages are pinned lines too.
 mapfile -t pins < <(grep -E '^[A-Za-z0-9_.-]+(\[[^]]*\])?==' requirements.txt | grep -viE "$skip" | sed -E 's/\[[^]]*\]//')
 # 2. the CUDA 13 onnxruntime set
-gpu_set=(onnxruntime-genai-cuda==0.18.0)
+gpu_set=(onnxruntime-genai-cuda==${GROVE_GENAI_CUDA:-0.15.2})
+# one genai version in the cache: a wheel of another version (an earlier run's choice) would stop the packing below
+find "$CACHE/dl" -name 'onnxruntime_genai_cuda-*.whl' ! -name "onnxruntime_genai_cuda-${GROVE_GENAI_CUDA:-0.15.2}-*" -delete
 for req in "${pins[@]}" "${gpu_set[@]}"; do dl "$req"; done
 
 # 3. autoawq: an sdist of pure Python; build its wheel here

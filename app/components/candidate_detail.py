@@ -20,7 +20,7 @@ def _chat(cid: int) -> None:
 
 def show(cand: dict[str, Any], evaluation: dict[str, Any] | None, chat_ready: bool) -> None:
     chain = " > ".join(cand.get("pass_chain") or []) or "(input model)"
-    st.markdown(f"**#{cand['id']}** · {services.markdown_literal(cand['run_name'])} · `{chain}`")
+    st.markdown(f"**{services.markdown_literal(services.candidate_label(cand))}** · `{chain}`")
     c1, c2 = st.columns(2)
     with c1:
         st.caption("Metrics")

@@ -14,7 +14,7 @@ from engine.errors import GroveError
 
 def adapter_label(cand: dict[str, Any], adapter: str) -> str:
     src = (cand.get("adapter_sources") or {}).get(adapter)
-    return f"{adapter} (from run {src['run']}, candidate #{src['candidate']})" if src else adapter
+    return f"{adapter} (from run {src.get('run_label', src['run'])}, candidate #{src['candidate']})" if src else adapter
 
 
 def stream(

@@ -9,6 +9,14 @@ import streamlit as st
 from app import services
 
 
+def table_config(columns: list[str]) -> dict[str, object]:
+    """Compare's table columns: each metric with its unit and the digits worth reading (the numbers stay numbers, so a
+    column still sorts; the CSV keeps every digit), the others as they are."""
+    known = services.metrics()
+    return {m: st.column_config.NumberColumn(m, format=services.metric_format(m), help=known[m]["what"])
+            for m in columns if m in known}
+
+
 def side_by_side(labels: dict[int, str]) -> None:
     chosen = st.multiselect("Candidates to diff (2 or more)", list(labels), format_func=labels.get, key="cmp_diff")
     if len(chosen) < 2:

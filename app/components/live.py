@@ -16,6 +16,7 @@ from app.services import ACTIVE, fmt_seconds
 
 STATE_ICON = {
     "ran": "✓ ran",
+    "measured": "✓ measured",
     "cache hit": "♻ cache hit",
     "reused": "♻ reused",
     "running": "▶ running",
@@ -89,7 +90,7 @@ def run_view(run_id: str) -> dict[str, Any]:
     """Draw a run's live state once; returns the run row."""
     data = services.live(run_id)
     run = data["run"]
-    if run["status"] in ACTIVE:
+    if run["status"] in ACTIVE:  # the progress counts passes and evaluations; the stage names the one going on
         st.progress(float(run["progress"] or 0), text=f"{run['status']}: {run['stage'] or ''}")
     reg = services.registry()  # durable runs: a resumed training, a worker restarted under this run
     if (step := reg.resumed_from(run_id)) is not None:
@@ -102,6 +103,8 @@ def run_view(run_id: str) -> dict[str, Any]:
         timeline(data["timeline"])
     with right:
         loss_chart(data["curve"], key=f"loss-{run_id}", active=run["status"] in ACTIVE)
+        if data.get("training"):
+            st.caption(f"Training: {data['training']}")
     if run["status"] == "failed":
         errors.run_failure(run, data["failure_tail"] or data["log_tail"])
     if data["logs"]:

@@ -51,3 +51,17 @@ def round_trip(r: dict | None) -> None:
         )):  # fmt: skip
             col.markdown(f"**{title}**", help=help_)
             col.code(r.get(key) or "(none)", language=None, wrap_lines=True)
+        if r.get("trained"):
+            trained = sum(p["tokens"] for p in r["trained"] if p["trained"])
+            total = sum(p["tokens"] for p in r["trained"])
+            st.markdown(f"**Trained tokens** ({trained} of {total}; the tokenizer's own tokens: highlighted tokens count "
+                        "in the loss, grey ones are masked, labels -100)")
+            _trained(r["trained"])
+
+
+def _trained(pieces: list[dict]) -> None:
+    import html
+
+    body = "".join(f'<mark style="background:#c8f7c5">{html.escape(p["text"])}</mark>' if p["trained"] else
+                   f'<span style="color:#888">{html.escape(p["text"])}</span>' for p in pieces)
+    st.markdown(f'<pre style="white-space:pre-wrap">{body}</pre>', unsafe_allow_html=True)

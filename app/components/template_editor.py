@@ -57,8 +57,50 @@ def preset_of(ds: dict[str, Any]) -> str:
     return services.FREE_PRESET if ds.get("text_template") else next(iter(services.PRESETS))
 
 
+def _format_offer(draft: dict[str, Any]) -> bool:
+    """Offer (or show) the chat format the file's rows are in; True when a conversation format is in use (the
+    template is then the tokenizer's, and only the assistant turns are trained)."""
+    ds = draft["dataset"]
+    found = services.dataset_format(ds.get("path"))
+    if ds.get("format") and ds["format"] != found and found is not None:
+        ds.pop("format")  # another file was chosen: its own format decides
+    if found in services.CONVERSATION_FORMATS and ds.get("format") != found:
+        st.info(f"The rows are {services.FORMAT_WORDS[found]}. Render them with the model's chat template and train "
+                "on the assistant turns only (multi-turn included)?")
+        if st.button(f"Use format: {found}", key=state.key("tpl-format"), type="primary"):
+            ds.update(format=found, chat_template=True, text_template=None, columns={},
+                      _preset=services.TOKENIZER_PRESET)
+    elif found == "text" and not ds.get("chat_template") and ds.get("text_template") != "{text}":
+        st.info(f"The rows are {services.FORMAT_WORDS['text']}: train on the text as is?")
+        if st.button("Use text_template: '{text}'", key=state.key("tpl-text-offer"), type="primary"):
+            ds.update(text_template="{text}", chat_template=False, _preset=services.FREE_PRESET, columns={})
+            st.session_state[state.key("tpl-preset")] = services.FREE_PRESET
+            st.session_state[state.key(f"tpl-text-{services.FREE_PRESET}")] = "{text}"
+    if ds.get("format") not in services.CONVERSATION_FORMATS:
+        return False
+    st.markdown(f"**Format: {ds['format']}** — {services.FORMAT_WORDS[ds['format']]}, rendered with the tokenizer's "
+                "chat template. Only the assistant turns are trained (highlighted in the preview below); the "
+                "evaluation asks for each conversation's last assistant turn, given the turns before it.")
+    if not services.chat_template(draft["model"].get("name", "")):
+        st.warning("This model's tokenizer has no chat template: pick a model that has one.")
+    if st.button("Use a text template instead", key=state.key("tpl-format-off"), type="tertiary"):
+        ds.pop("format", None)
+        ds.update(chat_template=False, _preset=next(iter(services.PRESETS)))
+        ds["text_template"] = services.PRESETS[ds["_preset"]]
+        st.rerun()
+    ds.update(chat_template=True, text_template=None, columns={})
+    ds["system_prompt"] = (
+        st.text_input("System prompt (optional; for conversations that have none)", value=ds.get("system_prompt") or "",
+                      key=state.key("tpl-sys")) or None
+    )
+    return True
+
+
 def edit(draft: dict[str, Any], columns: list[str]) -> None:
     ds = draft["dataset"]
+    if _format_offer(draft):
+        _sizes(ds)
+        return
     ds["_preset"] = preset_of(ds)
     names = list(services.PRESETS)
     preset = st.selectbox(
@@ -98,6 +140,10 @@ def edit(draft: dict[str, Any], columns: list[str]) -> None:
         except DataError as e:
             st.error(services.markdown_literal(str(e)))
             return
+    _sizes(ds)
+
+
+def _sizes(ds: dict[str, Any]) -> None:
     c = st.columns(4)
     ds["max_seq_len"] = c[0].number_input(
         "max_seq_len (tokens)", 8, 131072, int(ds.get("max_seq_len") or 512), step=64, key=state.key("tpl-seq")
@@ -134,7 +180,11 @@ def preview(draft: dict[str, Any]) -> None:
         format_func=lambda i: f"row {i + 1}",
     )
     for i in rows:
-        st.code(r["texts"][i], language=None, wrap_lines=True)
+        parts = r.get("parts") or []
+        if i < len(parts) and not all(t for _, t in parts[i]):
+            _marked(parts[i])
+        else:
+            st.code(r["texts"][i], language=None, wrap_lines=True)
     lens, limit = r["lengths"], int(ds["max_seq_len"])
     cut = sum(n > limit for n in lens)
     c = st.columns(5)
@@ -150,6 +200,17 @@ def preview(draft: dict[str, Any]) -> None:
     if stats["duplicates_train_eval"]:
         st.warning("Some eval prompts also appear in train: " + "; ".join(stats["duplicate_examples"][:3]))
     _histogram(lens, limit, r["exact"])
+
+
+def _marked(parts: list) -> None:
+    """A training text with its trained parts (the assistant turns) highlighted."""
+    import html
+
+    body = "".join(
+        f'<mark style="background:#c8f7c5">{html.escape(t)}</mark>' if trained else
+        f'<span style="color:#888">{html.escape(t)}</span>' for t, trained in parts)
+    st.markdown(f'<pre style="white-space:pre-wrap">{body}</pre>', unsafe_allow_html=True)
+    st.caption("Highlighted: trained (assistant turns); grey: context only, masked from the loss (labels -100).")
 
 
 def _histogram(lens: list[int], limit: int, exact: bool) -> None:

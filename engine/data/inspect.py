@@ -141,7 +141,8 @@ def render(row: dict[str, Any], ds: DatasetSpec, chat_template: str | None = Non
             raise DataError("the model has no chat template of its own: pick a text template preset")
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        msgs = ([{"role": "system", "content": ds.system_prompt}] if ds.system_prompt else []) + [
+        msgs = r["messages"] if isinstance(r.get("messages"), list) else (
+            [{"role": "system", "content": ds.system_prompt}] if ds.system_prompt else []) + [
             {"role": "user", "content": str(r.get(ds.prompt_column, ""))},
             {"role": "assistant", "content": str(r.get(ds.response_column, ""))},
         ]
@@ -157,6 +158,32 @@ def render(row: dict[str, Any], ds: DatasetSpec, chat_template: str | None = Non
         ) from None
     except (ValueError, IndexError) as e:
         raise DataError(f"text_template is not a valid format string: {e}") from None
+
+
+def trained_parts(row: dict[str, Any], ds: DatasetSpec, chat_template: str | None) -> list[tuple[str, bool]]:
+    """One (prepared) row's training text in parts, ``[(text, trained)]``: with the chat template only the
+    assistant turns are trained (engine.data.chat's spans, rendered here with jinja: no transformers in the UI);
+    with a text template every part is. Raises DataError like ``render``."""
+    if not ds.chat_template or not isinstance(row.get("messages"), list) or not chat_template:
+        return [(render(row, ds, chat_template), True)]
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from engine.data.chat import assistant_spans
+
+    tpl = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(chat_template)
+    full, spans = assistant_spans(row["messages"], lambda m, gen: tpl.render(
+        messages=m, add_generation_prompt=gen, bos_token="", eos_token=""))
+    parts, at = [], 0
+    for s, e in spans:
+        parts += [(full[at:s], False), (full[s:e], True)]
+        at = e
+    parts.append((full[at:], False))
+    return [(t, f) for t, f in parts if t]
+
+
+def format_of(path: str | Path) -> str | None:
+    """The format (engine.data.formats) the local file's rows have, or None."""
+    return data.detect_format(Path(str(path)).expanduser())
 
 
 def template_offer(path: str | Path) -> str | None:

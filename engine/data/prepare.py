@@ -16,13 +16,15 @@ import hashlib
 import json
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from engine import paths
+from engine.data import formats
 from engine.errors import DataError
-from engine.spec.schema import DatasetSpec, plain_fields
+from engine.spec.schema import CONVERSATION_FORMATS, DatasetSpec, plain_fields
 
 SUFFIXES = {".jsonl", ".json", ".csv", ".parquet"}
 # Minimum sizes, and why. A held-out split (dataset.eval_split) needs MIN_EVAL_ROWS so that a score over it says
@@ -66,8 +68,7 @@ def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
-            for i, row in enumerate(table.to_pylist(), start=1):
-                yield i, row
+            yield from enumerate(table.to_pylist(), start=1)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} {_where_not_utf8(path)})") from None
     except OSError as e:
@@ -89,21 +90,45 @@ def _where_not_utf8(path: Path) -> str:
     return "somewhere in the file"
 
 
+class _Lines:
+    """A file's lines, counted: the csv reader pulls them one by one, so ``n`` is the last physical line read."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.n = f, 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.f)
+        self.n += 1
+        return line
+
+
 def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """CSV rows numbered as records (a quoted field may span lines): 'record N (line L)' names both."""
+    """CSV rows numbered by the physical line each record starts on, as an editor shows it (a quoted field may
+    span lines, so the record count and the line differ)."""
     with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
+        lines = _Lines(f)
+        reader = csv.reader(lines)
+        start = 1
         try:
-            if not reader.fieldnames:
+            header = next(reader, None)
+            if not header:
                 raise DataError(f"{path}: empty CSV file (no header line)")
-            rec = 0
-            for row in reader:
-                rec += 1
-                if None in row:
-                    raise DataError(f"{path} record {rec} (line {reader.line_num}): more fields than the header has")
-                yield rec, row
+            while True:
+                start = lines.n + 1
+                row = next(reader, None)
+                if row is None:
+                    return
+                if not row:  # a blank line
+                    continue
+                if len(row) > len(header):
+                    raise DataError(f"{path} line {start}: more fields than the header has ({len(row)} against "
+                                    f"{len(header)})")
+                yield start, {h: (row[i] if i < len(row) else None) for i, h in enumerate(header)}
         except csv.Error as e:
-            raise DataError(f"{path} record {rec + 1} (line {reader.line_num}): not valid CSV ({e})") from None
+            raise DataError(f"{path} line {start}: not valid CSV ({e})") from None
 
 
 def _iter_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -112,15 +137,13 @@ def _iter_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         while head and head.isspace():
             head = f.read(1)
         f.seek(0)
-        if head == "[":  # a JSON array file
+        if head == "[":  # a JSON array file: each item numbered by the line it starts on
+            text = f.read()
             try:
-                data = json.load(f)
+                data = json.loads(text)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path} line {e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
-            for i, row in enumerate(data, start=1):
-                if not isinstance(row, dict):
-                    raise DataError(f"{path} item {i}: expected an object with columns, got {type(row).__name__}")
-                yield i, row
+            yield from zip(_item_lines(text, len(data)), _objects(path, data), strict=True)
             return
         for i, line in enumerate(f, start=1):
             text = line.strip().strip("\ufeff")
@@ -133,6 +156,26 @@ def _iter_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(row, dict):
                 raise DataError(f"{path} line {i}: expected a JSON object, got {type(row).__name__}")
             yield i, row
+
+
+def _objects(path: Path, data: list[Any]) -> Iterator[dict[str, Any]]:
+    for i, row in enumerate(data, start=1):
+        if not isinstance(row, dict):
+            raise DataError(f"{path} item {i}: expected an object with columns, got {type(row).__name__}")
+        yield row
+
+
+def _item_lines(text: str, n: int) -> list[int]:
+    """The line each of the ``n`` items of a (valid) JSON array text starts on, as an editor shows it."""
+    dec, lines, at, line, counted = json.JSONDecoder(), [], text.index("[") + 1, 1, 0
+    for _ in range(n):
+        while text[at] in " \t\r\n,":
+            at += 1
+        line += text.count("\n", counted, at)
+        counted = at
+        lines.append(line)
+        _, at = dec.raw_decode(text, at)
+    return lines
 
 
 def read_rows(path: Path, *, what: str = "dataset") -> list[tuple[int, dict[str, Any]]]:
@@ -150,7 +193,7 @@ def template_fields(template: str) -> list[str]:
         raise DataError(f"text_template: {e}") from None
 
 
-def pretemplated_column(rows: list[dict[str, Any]]) -> Optional[str]:
+def pretemplated_column(rows: list[dict[str, Any]]) -> str | None:
     """The column of a dataset whose rows hold the training text already rendered (a single ``text`` field with the
     conversation templated), or None. Grove then offers ``text_template: '{text}'``: train on the text as is."""
     if not rows:
@@ -161,19 +204,29 @@ def pretemplated_column(rows: list[dict[str, Any]]) -> Optional[str]:
     return None
 
 
-def template_offer(path: Path) -> Optional[str]:
-    """``'{text}'`` when the local file at ``path`` is pre-templated (see ``pretemplated_column``), else None.
-    Never raises: a file that cannot be read offers nothing (its reading error comes with the checks)."""
+def head_rows(path: Path, n: int = 50) -> list[dict[str, Any]]:
+    """The first ``n`` rows of a local file ([] when it cannot be read: its reading error comes with the checks)."""
     try:
         _check_path(path, "dataset")
         rows = []
         for _, r in iter_rows(path):
             rows.append(r)
-            if len(rows) >= 50:
+            if len(rows) >= n:
                 break
     except DataError:
-        return None
-    col = pretemplated_column(rows)
+        return []
+    return rows
+
+
+def detect_format(path: Path, ds: DatasetSpec | None = None) -> str | None:
+    """The format (engine.data.formats) of the local file at ``path``, from its first rows; None when unknown."""
+    return formats.detect(head_rows(path), ds)
+
+
+def template_offer(path: Path) -> str | None:
+    """``'{text}'`` when the local file at ``path`` is pre-templated (see ``pretemplated_column``), else None.
+    Never raises: a file that cannot be read offers nothing (its reading error comes with the checks)."""
+    col = pretemplated_column(head_rows(path))
     return "{" + col + "}" if col else None
 
 
@@ -204,8 +257,21 @@ def check_sizes(ds: DatasetSpec, n_rows: int, n_train: int, n_eval: int) -> None
         raise DataError(f"train split too small: {n_train} rows in {where}; training needs at least {min_train}")
 
 
+def resolve_format(ds: DatasetSpec, rows: list[dict[str, Any]], source: str) -> DatasetSpec:
+    """``ds`` with its format filled in from ``rows`` (as in the file) when the spec leaves it out. Only the chat
+    template needs it (a text template names its columns itself): conversations (messages, sharegpt, alpaca) or
+    prompt/response pairs; a file of pre-rendered text is refused, with the setting to use."""
+    if ds.format or not ds.chat_template:
+        return ds
+    fmt = formats.detect(rows, ds)
+    if fmt == "text":
+        raise DataError(f"{source}: {formats.offer('text', source)} (chat_template needs conversations)")
+    return ds.model_copy(update={"format": fmt or "prompt_response"})
+
+
 def apply_columns(rows: list[tuple[int, dict[str, Any]]], ds: DatasetSpec, source: str) -> list[tuple[int, dict[str, Any]]]:
-    """Rename columns, then check each row has every column the template needs (non-empty)."""
+    """Rename columns, then check each row has every column the template needs (non-empty). For the chat template
+    each row also gets ``messages``: its conversation (engine.data.formats), checked turn by turn."""
     needed = ds.template_fields if not ds.text_template else template_fields(ds.text_template)
     out = []
     for ln, row in rows:
@@ -215,13 +281,21 @@ def apply_columns(rows: list[tuple[int, dict[str, Any]]], ds: DatasetSpec, sourc
     for col in needed:
         if all(col not in r for _, r in out):
             hint = f" (columns: {', '.join(available)})" if available else ""
-            raise DataError(f"{source}: the template uses column '{col}', which the dataset does not have{hint}")
-    unit = "record" if source.lower().endswith(".csv") else "row" if source.lower().endswith(".parquet") else "line"
+            found = formats.detect([r for _, r in out[:50]])
+            offer = formats.offer(found, source) if found in CONVERSATION_FORMATS else None
+            raise DataError(f"{source}: the template uses column '{col}', which the dataset does not have{hint}"
+                            + (f"; {offer}" if offer else ""))
+    unit = "row" if source.lower().endswith(".parquet") or "[" in source else "line"
     for ln, r in out:
         for col in needed:
             v = r.get(col)
             if v is None or (isinstance(v, str) and not v.strip()):
                 raise DataError(f"{source} {unit} {ln}: column '{col}' is missing or empty")
+        if ds.chat_template:
+            msgs = formats.to_messages(r, ds.format or "prompt_response", ds, f"{source} {unit} {ln}")
+            if ds.format in CONVERSATION_FORMATS:
+                r.clear()
+            r["messages"] = msgs
     return out
 
 
@@ -242,30 +316,28 @@ def split_rows(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[
 
 
 def key_text(r: dict[str, Any], ds: DatasetSpec) -> str:
-    col = ds.prompt_column if ds.chat_template else (template_fields(ds.text_template or "") or [""])[0]
-    return " ".join(str(r.get(col, "")).lower().split())
+    """What makes two rows the same example (for duplicates between train and eval): the user turns of a
+    conversation, else the template's first column."""
+    if isinstance(r.get("messages"), list):
+        text = " ".join(str(m.get("content", "")) for m in r["messages"] if m.get("role") == "user")
+    else:
+        col = ds.prompt_column if ds.chat_template else (template_fields(ds.text_template or "") or [""])[0]
+        text = str(r.get(col, ""))
+    return " ".join(text.lower().split())
 
 
 def messages_of(r: dict[str, Any], ds: DatasetSpec) -> list[dict[str, str]]:
-    """One (mapped) row as a conversation: the dataset's system prompt, the user turn, the assistant turn."""
-    msgs = []
-    if ds.system_prompt:
-        msgs.append({"role": "system", "content": ds.system_prompt})
-    msgs += [
-        {"role": "user", "content": str(r[ds.prompt_column])},
-        {"role": "assistant", "content": str(r[ds.response_column])},
-    ]
-    return msgs
-
-
-def _with_messages(r: dict[str, Any], ds: DatasetSpec) -> dict[str, Any]:
-    return {**r, "messages": messages_of(r, ds)} if ds.chat_template else r
+    """One (mapped) row as a conversation: its ``messages`` when it has them (apply_columns), else the dataset's
+    system prompt, the user turn, the assistant turn."""
+    if isinstance(r.get("messages"), list):
+        return r["messages"]
+    return formats.to_messages(r, ds.format or "prompt_response", ds, "row")
 
 
 def dataset_key(ds: DatasetSpec) -> str:
     """Content address of the prepared data: file bytes (or hub coordinates) + every setting that shapes it."""
     h = hashlib.sha256()
-    h.update(b"prepared-v2")  # bump when the prepared files change shape
+    h.update(b"prepared-v3")  # bump when the prepared files change shape
     settings = ds.model_dump(exclude={"max_seq_len"})
     h.update(json.dumps(settings, sort_keys=True).encode())
     for p, what in ((ds.path, "dataset"), (ds.eval_path, "eval dataset")):
@@ -277,10 +349,12 @@ def dataset_key(ds: DatasetSpec) -> str:
     return h.hexdigest()[:16]
 
 
-def load_local(ds: DatasetSpec) -> tuple[list[dict[str, Any]], Optional[list[dict[str, Any]]]]:
+def load_local(ds: DatasetSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     assert ds.path
     src = Path(ds.path).expanduser()
-    rows = apply_columns(read_rows(src), ds, str(src))
+    raw = read_rows(src)
+    ds = resolve_format(ds, [r for _, r in raw[:50]], str(src))
+    rows = apply_columns(raw, ds, str(src))
     ev = None
     if ds.eval_path:
         esrc = Path(ds.eval_path).expanduser()
@@ -299,7 +373,9 @@ def load_hub(ds: DatasetSpec) -> list[dict[str, Any]]:
     rows = [(i + 1, dict(r)) for i, r in enumerate(d)]
     if not rows:
         raise DataError(f"Hugging Face dataset '{ds.hf_name}' split {ds.hf_split} is empty")
-    return [r for _, r in apply_columns(rows, ds, f"{ds.hf_name}[{ds.hf_split}]")]
+    source = f"{ds.hf_name}[{ds.hf_split}]"
+    ds = resolve_format(ds, [r for _, r in rows[:50]], source)
+    return [r for _, r in apply_columns(rows, ds, source)]
 
 
 def prepared(ds: DatasetSpec) -> Prepared:
@@ -345,7 +421,7 @@ def prepare(ds: DatasetSpec) -> Prepared:
     for name, part in (("train.jsonl", train), ("eval.jsonl", ev)):
         with open(tmp / name, "w", encoding="utf-8") as f:
             for r in part:
-                f.write(json.dumps(_with_messages(r, ds), ensure_ascii=False, default=str) + "\n")
+                f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
     if not ds.chat_template:
         # a folder with the rendered texts alone, for calibration passes that load a dataset by folder name (AWQ)
         (tmp / "calib").mkdir()

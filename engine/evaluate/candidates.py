@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from engine.evaluate import progress as eval_progress
 from engine.evaluate.evaluator import eval_key, evaluate_cached
 from engine.evaluate.fingerprint import fingerprint, fingerprint_id
 from engine.olive import config as olive_config
@@ -85,8 +86,11 @@ def evaluate_run(run_id: str, reg: Any = None) -> int:
         spec_ev = {}
     done = 0
     _join_cached(run_id, cands, cfg, reg)
-    for c, adapter, model_id in missing(cands, spec_ev.get("evaluate_intermediate_models", True)):
-        res = evaluate_cached(c["path"], cfg, adapter=adapter, reg=reg, run_id=run_id)
+    todo = missing(cands, spec_ev.get("evaluate_intermediate_models", True))
+    eval_progress.emit("measure_started", run_id, reg, candidates=len(todo))  # the run's stage and progress count them
+    for c, adapter, model_id in todo:
+        what = " > ".join(c.get("pass_chain") or []) + (" (adapter off)" if model_id != c["model_id"] else "")
+        res = evaluate_cached(c["path"], cfg, adapter=adapter, reg=reg, run_id=run_id, label=what)
         row = {k: c[k] for k in ("model_id", "parent_model_id", "from_pass", "pass_chain", "pass_params", "path",
                                  "model_type", "size_bytes", "is_output") if k in c}
         row.update(model_id=model_id, metrics=res.metrics, failed=res.failed, fingerprint_id=fid, pareto=0,

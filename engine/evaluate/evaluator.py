@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine import machine
+from engine.evaluate import progress as eval_progress
 from engine.evaluate.backends import Genai, Hf, form_of
 from engine.evaluate.fingerprint import fingerprint, fingerprint_id
 from engine.evaluate.scores import normalize, rouge_l
@@ -70,16 +71,22 @@ def load_rows(cfg: EvalConfig) -> list[dict[str, Any]]:
 
 
 def render(cfg: EvalConfig, row: dict[str, Any], chat_render: Any = None) -> tuple[str, str, str]:
-    """(prompt prefix, full text, reference response) for one row."""
+    """(prompt prefix, full text, reference response) for one row; a conversation (``messages``) is scored on its
+    last assistant turn, given the turns before it."""
     if cfg.text_template:
         ref = str(row[cfg.response_column]) if cfg.response_column in row else ""
         full = cfg.text_template.format(**row)
         marked = cfg.text_template.format(**{**row, cfg.response_column: SENTINEL})
         prefix = marked.split(SENTINEL, 1)[0]
         return prefix, full, ref
-    msgs = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
-    msgs.append({"role": "user", "content": str(row[cfg.prompt_column])})
-    ref = str(row[cfg.response_column])
+    if isinstance(row.get("messages"), list):  # a prepared conversation: its last assistant turn, given the turns before
+        turns = row["messages"]
+        last = max(i for i, m in enumerate(turns) if m["role"] == "assistant")
+        msgs, ref = list(turns[:last]), str(turns[last]["content"])
+    else:
+        msgs = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+        msgs.append({"role": "user", "content": str(row[cfg.prompt_column])})
+        ref = str(row[cfg.response_column])
     prefix = chat_render(msgs, add_generation_prompt=True)
     full = chat_render([*msgs, {"role": "assistant", "content": ref}], add_generation_prompt=False)
     return prefix, full, ref
@@ -310,8 +317,10 @@ def evaluate(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None)
         if not tc.ok and not tc.error:
             res.failed.update({m: tc.message() for m in QUALITY})
             rows = []
+    report = eval_progress.Reporter(str(folder), adapter)  # per example and answer, to the run's progress
     if rows:
-        _measure(res, "quality", QUALITY, lambda: _quality(backend, cfg, rows, chat_render, res))
+        _measure(res, "quality", QUALITY, lambda: _quality(backend, cfg, rows, chat_render, res, report))
+    report("timing", 0, 1)
     _measure(res, "speed", SPEED, lambda: _speed(backend, cfg, load_rows(cfg), chat_render, res))
     _measure(res, "memory", ("peak_memory_mb",), lambda: res.metrics.__setitem__("peak_memory_mb", _peak_memory_mb(use_gpu, gpu_before)))
     res.seconds = time.perf_counter() - t0
@@ -329,10 +338,13 @@ def _measure(res: EvalResult, what: str, names: tuple[str, ...], fn: Any) -> Non
                 res.failed[n] = reason
 
 
-def _quality(backend: Any, cfg: EvalConfig, rows: list[dict[str, Any]], chat_render: Any, res: EvalResult) -> None:
+def _quality(backend: Any, cfg: EvalConfig, rows: list[dict[str, Any]], chat_render: Any, res: EvalResult,
+             report: Any = None) -> None:
+    report = report or (lambda *a: None)
     nll, ntok, rl, em = 0.0, 0, [], []
     scored = []
-    for row in rows:
+    for k, row in enumerate(rows):
+        report("scoring", k, len(rows))
         prefix, full, ref = render(cfg, row, chat_render)
         p_ids, f_ids = backend.encode(prefix), backend.encode(full)
         f_ids = f_ids[: backend.context]
@@ -340,10 +352,13 @@ def _quality(backend: Any, cfg: EvalConfig, rows: list[dict[str, Any]], chat_ren
         nll -= sum(lps)
         ntok += len(lps)
         scored.append((row, prefix, ref, p_ids[: backend.context - 1], lps))
-    if hasattr(backend, "greedy_many"):  # PyTorch: answers in batches (the per-token overhead is per step)
-        answers = backend.greedy_many([s[3] for s in scored], cfg.answer_tokens)
-    else:
-        answers = [backend.greedy(s[3], cfg.answer_tokens) for s in scored]
+    answers: list[list[int]] = []
+    step = getattr(backend, "BATCH", 1) if hasattr(backend, "greedy_many") else 1
+    for i in range(0, len(scored), step):  # PyTorch: answers in batches (the per-token overhead is per step)
+        report("answers", i, len(scored))
+        chunk = [s[3] for s in scored[i : i + step]]
+        answers += backend.greedy_many(chunk, cfg.answer_tokens) if step > 1 else [backend.greedy(chunk[0], cfg.answer_tokens)]
+    report("answers", len(scored), len(scored))
     for i, ((row, prefix, ref, _p, lps), ids) in enumerate(zip(scored, answers, strict=True)):
         answer = backend.decode(ids).strip()
         rl.append(rouge_l(answer, ref))
@@ -435,7 +450,8 @@ def eval_key(model_path: str, adapter: Optional[str], cfg: EvalConfig) -> str:
 
 
 def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] = None, reg: Any = None,
-                    subprocess_: bool = True, timeout: float = 3600, run_id: Optional[str] = None) -> EvalResult:
+                    subprocess_: bool = True, timeout: float = 3600, run_id: Optional[str] = None,
+                    label: str | None = None) -> EvalResult:
     """Evaluate once per model + adapter + fingerprint; later calls read the registry. With ``run_id``, the
     evaluation is linked to that run's model folder, which is how the run's candidates find it."""
     from engine.runs.relay import open_registry
@@ -445,9 +461,13 @@ def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] 
     hit = reg.get_evaluation(key)
     if run_id:
         reg.link_evaluation(run_id, model_path, key, adapter)
+        eval_progress.emit("eval_started", run_id, reg, model=model_path, adapter=adapter, label=label, reused=bool(hit))
     if hit:
         r = EvalResult(**{k: hit[k] for k in ("model_path", "adapter", "form", "metrics", "failed", "samples", "fingerprint", "seconds")})
         r.reused, r.key = True, key
+        if run_id:
+            eval_progress.emit("eval_finished", run_id, reg, model=model_path, adapter=adapter, label=label, reused=True,
+                               seconds=0.0)
         return r
     r = evaluate_in_subprocess(model_path, cfg, adapter=adapter, timeout=timeout) if subprocess_ else evaluate(model_path, cfg, adapter=adapter)
     if cfg.benchmarks:  # lm-eval tasks, each cached per candidate and task (engine.evaluate.benchmarks)
@@ -459,6 +479,8 @@ def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: Optional[str] 
     reg.save_evaluation(key, r.to_json(), fingerprint_id(r.fingerprint))
     if run_id:
         reg.link_evaluation(run_id, model_path, key, adapter)
+        eval_progress.emit("eval_finished", run_id, reg, model=model_path, adapter=adapter, label=label, reused=False,
+                           seconds=round(r.seconds, 3))
     return r
 
 

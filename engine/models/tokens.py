@@ -273,7 +273,8 @@ def _strip_bos(text: str, bos: str | None) -> str:
     return text[len(bos):] if bos and text.startswith(bos) else text
 
 
-def round_trip(folder: str | Path, train_text: str, messages: list[dict[str, str]]) -> dict[str, Any]:
+def round_trip(folder: str | Path, train_text: str, messages: list[dict[str, str]], *, chat: bool = False,
+               max_len: int | None = None) -> dict[str, Any]:
     """The chat-template round trip for one training example, as three renderings of the same conversation:
 
     - ``training``: the text the run trains on (its text template, or the tokenizer's chat template);
@@ -283,7 +284,11 @@ def round_trip(folder: str | Path, train_text: str, messages: list[dict[str, str
 
     ``ok`` is True when the training text begins with the chat prompt (the BOS text aside): chat then asks in the
     format the model was trained on. False names the first differing character in ``problem``; None when the model
-    has no chat template (nothing to compare)."""
+    has no chat template (nothing to compare).
+
+    ``trained``: the training text's tokens in runs, ``[{"text", "trained", "tokens"}]``: with the chat template
+    (``chat``) only the assistant turns are trained (engine.data.chat, what Olive's pre-processing labels); with a
+    text template every token is."""
     folder = Path(folder)
     out: dict[str, Any] = {"training": train_text, "tokenizer": "", "chat_prompt": "", "ok": None, "problem": "",
                            "position": None}  # fmt: skip
@@ -296,6 +301,10 @@ def round_trip(folder: str | Path, train_text: str, messages: list[dict[str, str
             out["problem"] = "the model has no chat template: chat sends the raw question"
             return out
         out["tokenizer"] = hf.apply_chat_template(messages, tokenize=False)
+        if chat:
+            from engine.data.chat import pieces
+
+            out["trained"] = pieces(hf, messages, max_len)
         with tempfile.TemporaryDirectory(prefix="grove-roundtrip-") as d:
             try:
                 og_tok, _model = genai_tokenizer(folder, Path(d))
@@ -333,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.round_trip:
         req = json.loads(sys.stdin.read())
-        print(json.dumps(round_trip(a.folder, req["train_text"], req["messages"]), ensure_ascii=False))
+        print(json.dumps(round_trip(a.folder, req["train_text"], req["messages"], chat=bool(req.get("chat")),
+                                    max_len=req.get("max_len")), ensure_ascii=False))
         return 0
     r = check_tokens(a.folder, reference=a.reference)
     print(json.dumps(r.to_json(), indent=2, ensure_ascii=False) if a.json else r.message())

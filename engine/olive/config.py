@@ -35,6 +35,7 @@ DEFAULT_LAYERS = 64
 TRAIN_DATA = "train_data"
 CALIB_DATA = "calib_data"
 SYSTEM = "local_system"
+CHAT_PRE_PROCESS = "grove_chat_pre_process"  # registered by engine/data/olive_chat.py
 EVALUATOR = "grove"  # the name of Grove's evaluator (and its one metric) in a workflow
 
 
@@ -50,6 +51,8 @@ def cuda_int4_builder_options(has_adapter: bool) -> dict[str, Any]:
       merged build 276 -> 444, adapter build without adapter 216 -> 411);
     - with an adapter, ``grove_fuse_lora_qkv`` (engine.olive.compat G2): the fused qkv projection is kept, with one
       LoRA A/B pair, instead of three projections and three pairs (adapter on 51 -> 68 tok/s, off 370 -> 411).
+      genai 0.15.2's builder (the GPU set's, docs/gpu.md) has no such path: there the option is ignored and the qkv
+      projection is split (bench/gpu_adapters.py, one H100: adapter on 270 tok/s, off 371, stock 457).
     Not set, measured no better: ``fuse_mlp_gate_up`` (the merged build with it, 444 tok/s, against the stock build
     without it, 455), the fpA_intB kernel (``ep.cuda.fpa_intb_gemm``: 346 against 455). ``int4_block_size`` stays at
     genai's 32 (128 decodes 9 % faster, 497 tok/s, with four times coarser scales: a quality choice left to the user).
@@ -107,8 +110,12 @@ def _data_configs(spec: RunSpec, train_path: Optional[Path]) -> list[dict[str, A
     if ds is None or train_path is None:
         return []
     pre: dict[str, Any] = {"max_seq_len": ds.max_seq_len}
+    chat: dict[str, Any] = {}
     if ds.chat_template:
-        pre.update({"chat_template": True, "message_col": "messages"})
+        # Grove's pre-processing (engine/data/olive_chat.py): the chat template's tokens, labels on the assistant
+        # turns only (Olive's own chat_template pre-processing trains on every token)
+        pre = {"type": CHAT_PRE_PROCESS, "params": {"max_seq_len": ds.max_seq_len, "message_col": "messages"}}
+        chat = {"user_script": str(Path(__file__).parent.parent / "data" / "olive_chat.py")}
     else:
         pre["text_template"] = ds.text_template
     configs = []
@@ -125,6 +132,7 @@ def _data_configs(spec: RunSpec, train_path: Optional[Path]) -> list[dict[str, A
         {
             "name": TRAIN_DATA,
             "type": "HuggingfaceContainer",
+            **chat,
             "load_dataset_config": {"data_name": "json", "data_files": str(train_path), "split": "train"},
             "pre_process_data_config": pre,
         }

@@ -17,7 +17,7 @@ What it checks, without running Olive or writing anything:
 
 ``problems(spec)`` returns findings; ``refuse(spec)`` raises ``SpecError`` with every error in it;
 ``draft_findings(draft)`` is what the pre-flight adds to its own findings; ``load_spec`` wraps
-``engine.spec.schema.load_spec`` to offer ``{text}`` for a pre-templated dataset.
+``engine.spec.schema.load_spec`` to offer ``{text}`` for a pre-templated dataset and ``format:`` for conversations.
 """
 
 from __future__ import annotations
@@ -242,6 +242,7 @@ def _model_problems(spec: RunSpec) -> list[Finding]:
     if problem == "no_config":
         return out + [_f("error", "model.name", f"model folder {rp} has no config.json: is it a Hugging Face model "
                          "folder?", "give the folder that holds config.json")]
+    out += model_files_problems(rp)
     cfg = rp / "config.json"
     try:
         auto_map = json.loads(cfg.read_text(encoding="utf-8")).get("auto_map")
@@ -253,6 +254,38 @@ def _model_problems(spec: RunSpec) -> list[Finding]:
     elif auto_map:
         out.append(_f("warning", "model.trust_remote_code", f"{cfg} has auto_map: the run executes the model's own "
                       "Python code (trust_remote_code is on)", "run only models whose authors you trust"))
+    return out
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.pt", "*.pth")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_SETS = (("tokenizer.json",), ("tokenizer.model",), ("vocab.json", "merges.txt"), ("vocab.txt",),
+                  ("spiece.model",))
+
+
+def model_files_problems(folder: Path) -> list[Finding]:
+    """A model folder that holds config.json but no weights (or no tokenizer) would be queued and fail in its
+    first pass: refuse it here, naming what is missing. Sharded weights: every shard the index names must be there."""
+    out: list[Finding] = []
+    index = next((folder / n for n in WEIGHT_INDEXES if (folder / n).is_file()), None)
+    if index is not None:
+        try:
+            shards = sorted(set((json.loads(index.read_text(encoding="utf-8")).get("weight_map") or {}).values()))
+        except (OSError, ValueError, AttributeError):
+            shards = []
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            out.append(_f("error", "model.name", f"model folder {folder} lacks {len(missing)} weight shard(s) that "
+                          f"{index.name} names: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
+                          "copy the whole model folder (every shard)"))
+    elif not any(any(folder.glob(pat)) for pat in WEIGHT_PATTERNS):
+        out.append(_f("error", "model.name", f"model folder {folder} has config.json but no weights (no "
+                      "*.safetensors, pytorch_model*.bin or a sharded index)",
+                      "copy the model's weight files into the folder (a download may have stopped half-way)"))
+    if not any(all((folder / n).is_file() for n in names) for names in TOKENIZER_SETS):
+        out.append(_f("error", "model.name", f"model folder {folder} has no tokenizer (none of tokenizer.json, "
+                      "tokenizer.model, vocab.json + merges.txt, vocab.txt)",
+                      "copy the tokenizer files beside config.json"))
     return out
 
 
@@ -373,12 +406,12 @@ def load_spec(path: Union[str, Path]) -> RunSpec:
 
 
 def template_offer_message(dataset_path: str) -> Optional[str]:
-    """The offer for a pre-templated dataset, in words, or None (for the CLI and Model & data)."""
-    offer = data.template_offer(Path(dataset_path).expanduser())
-    if not offer:
-        return None
-    return (f"the rows of {dataset_path} hold one 'text' field, already templated: set text_template: '{offer}' "
-            "to train on the text as is")
+    """The setting a dataset's own shape calls for, in words, or None (for the CLI and Model & data): a
+    pre-templated 'text' column, or conversations (messages, ShareGPT, Alpaca) for the chat template."""
+    from engine.data import formats
+
+    fmt = data.detect_format(Path(dataset_path).expanduser())
+    return formats.offer(fmt, dataset_path) if fmt in ("text", *formats.CONVERSATION_FORMATS) else None
 
 
 def _template_offer_for(path: Union[str, Path], e: SpecError) -> Optional[str]:

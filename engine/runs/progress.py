@@ -1,5 +1,11 @@
 """Progress capture inside a runner: Olive's log lines, the Trainer's steps and per-pass GPU memory become registry
-events. ``EventSink`` collects them from any thread; the runner's heartbeat thread writes them in batches."""
+events. ``EventSink`` collects them from any thread; the runner's heartbeat thread writes them in batches.
+
+The run's progress counts its work in units: one per pass (a training pass advances step by step) and one per
+evaluation (advanced answer by answer): Olive's own evaluations (the input model, the outputs) and the measurements
+after the workflow (engine.evaluate.candidates). Evaluations run in processes of their own and write ``eval_*`` and
+``measure_started`` events straight to the registry (engine.evaluate.progress); the heartbeat reads them back
+(``EventSink.absorb``) and names the stage: ``measuring 3 candidates (2 of 3): 12 of 20 answers``."""
 
 from __future__ import annotations
 
@@ -29,7 +35,66 @@ class EventSink:
         self.progress = 0.0
         self.passes_done = 0
         self.n_passes = 1
+        self.pass_frac = 0.0  # of the pass running now (a training pass: its steps)
+        self.n_evals = 0  # evaluations expected (planned_evaluations; exact once the measuring starts)
+        self.evals_done = 0
+        self.eval_frac = 0.0  # of the evaluation running now (its answers)
+        self.measuring = 0  # candidates measured after the workflow (0 while Olive runs)
+        self._measure_base = 0  # evaluations done when the measuring started
+        self._eval_pass = ""  # the stage an evaluation interrupted (Olive evaluates between passes)
+        self._last_event = 0  # the last eval_* event absorbed
+        self._absorb_lock = threading.Lock()
         self.olive_errors: list[BaseException] = []  # exceptions Olive logged and swallowed (it may still exit 0)
+
+    def update(self) -> None:
+        """Recompute ``progress`` from the units done; it never goes back, and stays below 1 until the run ends."""
+        total = max(self.n_passes + self.n_evals, 1)
+        done = self.passes_done + min(self.pass_frac, 1.0) + self.evals_done + min(self.eval_frac, 1.0)
+        self.progress = max(self.progress, min(done / total, 0.99))
+
+    def absorb(self) -> None:
+        """Read the evaluations' events written since the last call (by the evaluator's own processes) into the
+        stage and the progress."""
+        with self._absorb_lock:  # the heartbeat and the runner's last call: each event counted once
+            events = self.reg.events(self.run_id, kinds=list(EVAL_EVENTS), after_id=self._last_event)
+            for e in events:
+                self._last_event = max(self._last_event, int(e["id"]))
+                self.on_eval_event(e["kind"], e["data"])
+            if events:
+                self.update()
+
+    def on_eval_event(self, kind: str, d: dict[str, Any]) -> None:
+        if kind == "measure_started":
+            self.measuring = int(d.get("candidates") or 0)
+            self._measure_base = self.evals_done
+            self.n_evals = self.evals_done + self.measuring  # exact from here on
+            self.stage = f"measuring {self.measuring} candidates" if self.measuring else "measuring: nothing left"
+            return
+        if kind == "eval_started":
+            self.eval_frac = 0.0
+            if not self.stage.startswith(("evaluating", "measuring")):
+                self._eval_pass = self.stage
+        elif kind == "eval_progress":
+            done, total = int(d.get("done") or 0), max(int(d.get("total") or 1), 1)
+            lo, hi = EVAL_PHASES.get(str(d.get("phase")), (0.0, 1.0))
+            self.eval_frac = lo + (hi - lo) * done / total
+        elif kind == "eval_finished":
+            self.evals_done += 1
+            self.eval_frac = 0.0
+            self.n_evals = max(self.n_evals, self.evals_done)
+        self.stage = self._eval_stage(kind, d)
+
+    def _eval_stage(self, kind: str, d: dict[str, Any]) -> str:
+        what = {"scoring": "{done} of {total} examples scored", "answers": "{done} of {total} answers",
+                "timing": "timing decode"}.get(str(d.get("phase")), "")
+        detail = what.format(done=d.get("done"), total=d.get("total")) if kind == "eval_progress" else (
+            "loading" if kind == "eval_started" else "done")
+        if self.measuring:
+            k = min(self.evals_done - self._measure_base + (kind != "eval_finished"), self.measuring)
+            return f"measuring {self.measuring} candidates ({max(k, 1)} of {self.measuring}): {detail}"
+        if kind == "eval_finished":
+            return self._eval_pass or "running"
+        return f"evaluating {d.get('label') or 'a candidate'}: {detail}"
 
     def emit(self, kind: str, **data: Any) -> None:
         with self._lock:
@@ -44,6 +109,26 @@ class EventSink:
                 buf, self._buf = self._buf, []
             self.reg.add_events(self.run_id, buf)
             self.reg.heartbeat(self.run_id, stage=self.stage, progress=round(self.progress, 4))
+
+
+EVAL_EVENTS = ("measure_started", "eval_started", "eval_progress", "eval_finished")
+# the share of one evaluation each of its phases takes (engine.evaluate.evaluator: scoring, answers, timing)
+EVAL_PHASES = {"scoring": (0.0, 0.3), "answers": (0.3, 0.85), "timing": (0.85, 1.0)}
+
+
+def planned_evaluations(spec: dict[str, Any], n_passes: int) -> int:
+    """How many evaluations a run of ``spec`` (the run's spec as JSON) is expected to make, which its progress counts:
+    the input model, the output, every intermediate model, and the int4 build with its adapter off
+    (engine.evaluate.candidates)."""
+    ev = spec.get("evaluation") or {}
+    if not ev.get("enabled"):
+        return 0
+    n = int(ev.get("evaluate_input_model", True)) + 1
+    if ev.get("evaluate_intermediate_models", True):
+        n += max(n_passes - 1, 0)
+    if any(p.get("type") == "ExtractAdapters" for p in spec.get("passes") or []):
+        n += 1
+    return n
 
 
 class OliveLogHandler(logging.Handler):
@@ -68,13 +153,13 @@ class OliveLogHandler(logging.Handler):
             self.sink.emit("pass_started", name=m["name"], type=m["type"])
         elif m := CACHE_HIT.match(msg):
             self.done += 1
-            self.sink.passes_done = self.done
-            self.sink.progress = min(self.done / self.n_passes, 0.99)
+            self.sink.passes_done, self.sink.pass_frac = self.done, 0.0
+            self.sink.update()
             self.sink.emit("pass_cached", name=self._pending, model_id=m["model_id"])
         elif m := PASS_END.match(msg):
             self.done += 1
-            self.sink.passes_done = self.done
-            self.sink.progress = min(self.done / self.n_passes, 0.99)
+            self.sink.passes_done, self.sink.pass_frac = self.done, 0.0
+            self.sink.update()
             self.sink.emit("pass_finished", name=m["name"], type=m["type"], seconds=float(m["seconds"]))
         elif m := SEARCH_POINT.match(msg):
             self.sink.emit("search_point", step=int(m["step"]), point=m["point"])
@@ -82,24 +167,48 @@ class OliveLogHandler(logging.Handler):
             self.sink.emit("log", level=record.levelname, message=msg[:2000])
 
 
+LOSS_POINTS = 50  # the fewest loss points a training run logs (more when its logging_steps asks for more)
+
+
 def install_trainer_callback(sink: EventSink) -> None:
     """Add a TrainerCallback to every transformers.Trainer built in this process (Olive's LoRA/QLoRA passes)."""
     import transformers
 
     class GroveProgress(transformers.TrainerCallback):
+        start_step = 0  # the step this process's training started from (> 0 after a resume from a checkpoint)
+
         def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001
-            sink.emit("train_started", max_steps=state.max_steps)
+            self.start_step = int(state.global_step or 0)
+            sink.emit("train_started", max_steps=state.max_steps, start_step=self.start_step)
+            # resumed: the loss points up to the checkpoint, from its state, so the curve before the crash stays
+            # (those the dead attempt wrote are kept too; readers keep one point per step)
+            for h in state.log_history or []:
+                if "loss" in h and "step" in h and int(h["step"]) <= self.start_step:
+                    data = {k: float(v) for k, v in h.items() if isinstance(v, (int, float)) and k != "step"}
+                    sink.emit("train_step", step=int(h["step"]), max_steps=state.max_steps, restored=True, **data)
 
         def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
             logs = logs or {}
             data = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
+            if "train_loss" in data and self.start_step and state.global_step > self.start_step:
+                # after a resume the Trainer divides the loss of the steps it ran by every step of the run: keep the
+                # mean over the steps it did run, and say which (engine.views.runs.training_summary)
+                data["trainer_train_loss"] = data.pop("train_loss")
+                data["mean_loss"] = data["trainer_train_loss"] * state.global_step / (state.global_step - self.start_step)
+                data["mean_from_step"] = self.start_step + 1
             sink.emit("train_step", step=state.global_step, max_steps=state.max_steps, **data)
 
         def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+            # a loss point at least every max_steps/LOSS_POINTS steps, whatever logging_steps says, so a run has a
+            # curve (logging only reads the loss the Trainer already sums: training is unchanged)
+            every = max(1, -(-int(state.max_steps or 0) // LOSS_POINTS))
+            if state.global_step and state.global_step % every == 0:
+                control.should_log = True
             if state.max_steps:
                 sink.stage = f"training {state.global_step}/{state.max_steps}"
                 # progress inside the training pass, so the UI can estimate what is left
-                sink.progress = min((sink.passes_done + state.global_step / state.max_steps) / sink.n_passes, 0.99)
+                sink.pass_frac = state.global_step / state.max_steps
+                sink.update()
 
     original = transformers.Trainer.__init__
     if getattr(original, "_grove", False):

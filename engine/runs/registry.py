@@ -569,20 +569,41 @@ class Registry:
     # The columns Compare's table and chart read: no pass parameters (pass_params reads them for the points drawn),
     # and the run as its position in the list asked for (an int per row costs less to read than the id's text).
     COMPARE_COLUMNS = ("id", "run", "pass_chain", "adapter_path", "size_bytes", "metrics", "is_output", "goals_met",
-                       "fingerprint_id")
+                       "fingerprint_id", "model_id", "model_type", "precision")
+    # the build's precision (ModelBuilder's ``precision`` parameter) for the candidate's label, read in SQL: the pass
+    # parameters themselves are not read for Compare's table
+    # (ModelBuilder's own name first: json_extract is cheap; any other pass's ``precision`` only when the text has one)
+    _PRECISION = ("coalesce(json_extract(c.pass_params, '$.modelbuilder.precision'), case when instr(c.pass_params,"
+                  " '\"precision\"') then (select j.value from json_tree(c.pass_params) j where j.key = 'precision'"
+                  " and j.type = 'text' limit 1) end)")
 
     def compare_columns(self, run_ids: list[str]) -> dict[str, list[Any]]:
         """Compare's candidates of the given runs as columns (one list per name in COMPARE_COLUMNS; ``run``: the
         index of the candidate's run in ``run_ids``), runs in the given order, then by id. ``metrics`` is decoded in
         one ``json.loads`` for the whole column (not one per row: 10,000 rows decode in ~15 ms instead of ~150);
         ``pass_chain`` stays JSON text (a few distinct values)."""
-        cols = ", ".join("p.key" if k == "run" else f"c.{k}" for k in self.COMPARE_COLUMNS)
+        special = {"run": "p.key", "precision": self._PRECISION}
+        cols = ", ".join(special.get(k, f"c.{k}") for k in self.COMPARE_COLUMNS)
         sql = f"select {cols} from json_each(?) p join candidates c on c.run_id = p.value order by p.key, c.id"
         with self.db() as db:
             rows = db.conn.execute(sql, [json.dumps(list(run_ids))]).fetchall()
         out = {k: list(c) for k, c in zip(self.COMPARE_COLUMNS, zip(*rows, strict=True), strict=True)} if rows else {
             k: [] for k in self.COMPARE_COLUMNS}
         out["metrics"] = json.loads("[" + ",".join(v or "{}" for v in out["metrics"]) + "]")
+        return out
+
+    def measured_twins(self, model_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The first measured candidate of each of these Olive model ids, in any run (the same cached model in two
+        runs has one id): ``{model_id: {id, run_id, run_name}}``. Compare says "not measured (same as …)" with it."""
+        if not model_ids:
+            return {}
+        sql = ("select c.model_id, c.id, c.run_id, r.name from json_each(?) p join candidates c on c.model_id = p.value"
+               " join runs r on r.id = c.run_id where c.metrics is not null and c.metrics not in ('', '{}', 'null')"
+               " order by c.id")
+        out: dict[str, dict[str, Any]] = {}
+        with self.db() as db:
+            for mid, cid, rid, name in db.conn.execute(sql, [json.dumps(sorted(set(model_ids)))]).fetchall():
+                out.setdefault(mid, {"id": cid, "run_id": rid, "run_name": name})
         return out
 
     def pass_params(self, ids: list[int]) -> dict[int, str]:

@@ -31,7 +31,13 @@ from typing import Any, Optional
 from engine import paths
 from engine.olive import config as olive_config
 from engine.olive.footprint import candidates_from_footprint, evaluation_adapter, expected_files, final_model_ids
-from engine.runs.progress import EventSink, OliveLogHandler, install_memory_probe, install_trainer_callback
+from engine.runs.progress import (
+    EventSink,
+    OliveLogHandler,
+    install_memory_probe,
+    install_trainer_callback,
+    planned_evaluations,
+)
 from engine.runs.registry import Registry
 from engine.runs.relay import open_registry
 
@@ -75,6 +81,7 @@ def run(run_id: str) -> int:
         cancel_seen = False
         while not stop.wait(HEARTBEAT_S):
             try:
+                sink.absorb()  # the evaluations' progress, written by their own processes
                 sink.flush()
                 # a cancel is honoured even when no worker is alive to signal the process group
                 if not cancel_seen and reg.get_run(run_id)["cancel_requested"]:
@@ -105,6 +112,8 @@ def run(run_id: str) -> int:
         from engine.runs import olive_cache
 
         handler = OliveLogHandler(sink, len(config.get("passes", {})))
+        if olive_config.grove_eval_config(config):
+            sink.n_evals = planned_evaluations(json.loads(row["spec"]), handler.n_passes)  # evaluation counts in progress and ETA
         logging.getLogger("olive").addHandler(handler)
         install_trainer_callback(sink)
         install_memory_probe(sink)
@@ -172,10 +181,11 @@ def _measure_the_rest(run_id: str, sink: EventSink) -> None:
     """Candidates Olive did not evaluate (intermediate models, int4 builds with the adapter off), measured by the
     evaluator in its own interpreter (engine.evaluate.candidates). A failure there leaves them unmeasured, with a
     warning: the run's models are still good."""
-    sink.stage = "measuring every candidate"
+    sink.stage = "measuring the other candidates"
     sink.emit("log", level="INFO", message="measuring the candidates Olive did not evaluate")
     sink.flush()
     p = subprocess.run([sys.executable, "-m", "engine.evaluate.candidates", run_id], capture_output=True, text=True)
+    sink.absorb()
     print(p.stdout[-2000:], p.stderr[-4000:], sep="\n", flush=True)
     if p.returncode != 0:
         sink.emit("log", level="WARNING", message=f"some candidates were not measured (exit {p.returncode}); see the log")

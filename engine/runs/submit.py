@@ -43,6 +43,41 @@ def check_resources(spec: RunSpec, gpus_available: Optional[int] = None, where: 
         )
 
 
+def ui_bases() -> list[Path]:
+    """Where the UI reads a relative path from: the repository, then GROVE_HOME (the first where it exists)."""
+    return [paths.REPO_ROOT, paths.home()]
+
+
+def _absolute(value: str, bases: list[Path]) -> str:
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return os.path.normpath(p)
+    hit = next((b for b in bases if (b / p).exists()), bases[0])
+    return os.path.normpath(Path(hit).absolute() / p)  # '..' folded, symlinks kept (the roots check resolves them)
+
+
+def resolve_paths(spec: RunSpec, base: Any = None) -> RunSpec:
+    """``spec`` with every relative path made absolute, once, at submit: the model folder and the dataset files.
+
+    ``base``: the folder (or folders, the first where the path exists wins) a relative path is read from: the spec
+    file's folder for ``grove submit`` and the import, ``ui_bases()`` for the UI, the current directory for the
+    Python API when none is given. A model name that is no folder there and reads as a Hugging Face id stays one."""
+    from engine.olive.validate import looks_like_path
+
+    bases = [Path(b) for b in (base if isinstance(base, (list, tuple)) else [base or Path.cwd()])]
+    update: dict[str, Any] = {}
+    name = spec.model.name.strip()
+    if not Path(name).expanduser().is_absolute() and (
+            any((b / name).exists() for b in bases) or looks_like_path(name) or name.startswith("~")):
+        update["model"] = spec.model.model_copy(update={"name": _absolute(name, bases)})
+    ds = spec.dataset
+    if ds is not None:
+        files = {k: _absolute(v, bases) for k, v in (("path", ds.path), ("eval_path", ds.eval_path)) if v}
+        if any(files[k] != getattr(ds, k) for k in files):
+            update["dataset"] = ds.model_copy(update=files)
+    return spec.model_copy(update=update) if update else spec
+
+
 def spec_hash(spec: RunSpec, data_key: str) -> str:
     h = hashlib.sha256()
     h.update(spec.model_dump_json(exclude={"name"}).encode())
@@ -76,22 +111,25 @@ def olive_config_for(spec: RunSpec, output_dir: Path) -> tuple[dict[str, Any], s
 
 
 
-def olive_config_text(spec: RunSpec) -> str:
-    """The Olive workflow config this spec would run with (local data is prepared, as at launch)."""
-    cfg, _, _ = olive_config_for(spec, paths.home() / "exports" / "output")
+def olive_config_text(spec: RunSpec, *, base: Any = None) -> str:
+    """The Olive workflow config this spec would run with (local data is prepared, as at launch; relative paths are
+    resolved as ``submit`` resolves them)."""
+    cfg, _, _ = olive_config_for(resolve_paths(spec, base), paths.home() / "exports" / "output")
     return olive_config.dumps(cfg)
 
 
 def submit(spec: RunSpec, *, reg: Optional[Registry] = None, parent_run: Optional[str] = None,
-           gpus_available: Optional[int] = None) -> dict[str, Any]:
+           gpus_available: Optional[int] = None, base: Any = None) -> dict[str, Any]:
     """Check everything that can be checked before launch, then queue the run.
 
+    Relative paths are resolved first, against ``base`` (``resolve_paths``), and the run stores them absolute.
     The checks are the ones every entrance runs (engine.olive.validate: pass types and parameters against Olive's
     catalog, model and dataset paths inside the allowed roots, code that would run); nothing is written before
     they pass, and a dataset is prepared (read, split, written) only after them."""
     from engine.olive import validate
     from engine.runs.registry import new_run_id
 
+    spec = resolve_paths(spec, base)
     validate.refuse(spec)
     check_resources(spec, gpus_available)
     reg = reg or Registry()

@@ -21,6 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.errors import SpecError
 
 SPEC_VERSION = 1
+# Dataset formats (engine.data.formats): conversations rendered with the model's chat template, trained on the
+# assistant turns only; prompt/response pairs (a text template or the chat template); pre-rendered text.
+CONVERSATION_FORMATS = ("messages", "sharegpt", "alpaca")
+DATASET_FORMATS = (*CONVERSATION_FORMATS, "prompt_response", "text")
 PASS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
@@ -70,7 +74,13 @@ class ModelSpec(_Frozen):
 class DatasetSpec(_Frozen):
     """Training data: a local JSONL/CSV/Parquet file, or a Hugging Face dataset name + split."""
 
-    path: Optional[str] = Field(None, description="Local .jsonl, .json, .csv or .parquet file.")
+    path: Optional[str] = Field(
+        None, description="Local .jsonl, .json, .csv or .parquet file. A relative path is resolved once, at submit "
+        "(against the spec file's folder for `grove submit`, the repository or GROVE_HOME in the UI), and stored absolute.")
+    format: Literal["messages", "sharegpt", "alpaca", "prompt_response", "text"] | None = Field(
+        None, description="How rows hold the conversation: messages (OpenAI/TRL role/content turns), sharegpt "
+        "(conversations of from/value turns), alpaca (instruction/input/output), prompt_response, text (already "
+        "rendered). Detected from the file when absent. messages, sharegpt and alpaca imply chat_template: true.")
     hf_name: Optional[str] = Field(None, description="Hugging Face dataset name (instead of path).")
     hf_subset: Optional[str] = Field(None, description="Hugging Face dataset configuration name.")
     hf_split: str = Field("train", description="Hugging Face split to read.")
@@ -95,6 +105,18 @@ class DatasetSpec(_Frozen):
     max_samples: Optional[int] = Field(None, gt=0, description="Use at most this many training rows.")
     max_seq_len: int = Field(512, ge=8, le=131072, description="Training sequence length in tokens.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _format_implies(cls, data: Any) -> Any:
+        """A conversation format is rendered with the chat template; ``format: text`` trains on '{text}'."""
+        if isinstance(data, dict):
+            fmt = data.get("format")
+            if fmt in CONVERSATION_FORMATS and data.get("chat_template") is None and not data.get("text_template"):
+                data = {**data, "chat_template": True}
+            if fmt == "text" and not data.get("text_template") and not data.get("chat_template"):
+                data = {**data, "text_template": "{text}"}
+        return data
+
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
         if bool(self.path) == bool(self.hf_name):
@@ -103,6 +125,11 @@ class DatasetSpec(_Frozen):
             raise ValueError("give either 'text_template' or 'chat_template: true', not both")
         if not self.text_template and not self.chat_template:
             raise ValueError("give a 'text_template' or set 'chat_template: true'")
+        if self.format in CONVERSATION_FORMATS and not self.chat_template:
+            raise ValueError(f"format '{self.format}' holds conversations, rendered with the model's chat template: "
+                             "remove text_template (chat_template: true is implied)")
+        if self.format == "text" and self.chat_template:
+            raise ValueError("format 'text' is already rendered: give text_template: '{text}', not chat_template")
         return self
 
     @field_validator("text_template")
@@ -114,6 +141,9 @@ class DatasetSpec(_Frozen):
 
     @property
     def template_fields(self) -> list[str]:
+        if self.format in CONVERSATION_FORMATS:
+            return {"messages": ["messages"], "sharegpt": ["conversations"], "alpaca": ["instruction", "output"]}[
+                self.format]
         if self.chat_template:
             return [self.prompt_column, self.response_column]
         return plain_fields(self.text_template or "")
@@ -382,6 +412,11 @@ def _loc(err: dict[str, Any]) -> str:
     return ".".join(str(x) for x in err.get("loc", ()))
 
 
+def _words(msg: str) -> str:
+    """A validator's own message without pydantic's "Value error, " in front of it."""
+    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
 def yaml_error_location(e: yaml.YAMLError) -> tuple[str, str]:
     """``("line L, column C", problem)`` for a YAML error. An unclosed quote is reported where the quote opens
     (YAML's context mark), not at the end of the file where the scanner gave up."""
@@ -410,7 +445,7 @@ def parse_spec(data: Union[dict[str, Any], str], *, source: str = "") -> RunSpec
     try:
         return RunSpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError([(_loc(err), err["msg"]) for err in e.errors()], source=source) from None
+        raise SpecError([(_loc(err), _words(err["msg"])) for err in e.errors()], source=source) from None
 
 
 def load_spec(path: Union[str, Path]) -> RunSpec:

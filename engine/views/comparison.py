@@ -59,6 +59,8 @@ class Comparison:
     fingerprint_ids: list[str | None]
     metrics: list[dict[str, Any]]
     params: dict[int, str] | None = None  # pass parameters (JSON text) by candidate id, when the rows had them
+    model_ids: list[str | None] | None = None  # Olive's model ids (the same cached model in two runs has one)
+    builds: list[str] | None = None  # each candidate's build in words (engine.views.labels.build)
     metric_names: list[str] = field(init=False)
     chain_labels: list[str] = field(init=False)
     _columns: dict[str, tuple[np.ndarray, np.ndarray]] = field(init=False, default_factory=dict)
@@ -98,6 +100,8 @@ class Comparison:
                 goals_met=np.array([bool(v) for v in cols["goals_met"]], dtype=bool),
                 fingerprint_ids=cols["fingerprint_id"],
                 metrics=[m or {} for m in cols["metrics"]],
+                model_ids=cols.get("model_id"),
+                builds=_builds(cols, [list(c) for c in chains], chain_of_text[text_code]),
             )
 
     @classmethod
@@ -105,8 +109,10 @@ class Comparison:
         """From decoded registry rows that may carry ``run_name`` (``Registry.candidates``)."""
         cols: dict[str, list[Any]] = {
             k: [c.get(k) for c in cands]
-            for k in ("id", "adapter_path", "size_bytes", "metrics", "is_output", "goals_met", "fingerprint_id")
+            for k in ("id", "adapter_path", "size_bytes", "metrics", "is_output", "goals_met", "fingerprint_id", "model_id",
+                  "model_type")
         }
+        cols["precision"] = [c.get("pass_params") for c in cands]  # labels.build reads the precision from them
         run_ids = list(dict.fromkeys(c["run_id"] for c in cands))
         index = {r: k for k, r in enumerate(run_ids)}
         cols["run"] = [index[c["run_id"]] for c in cands]
@@ -127,8 +133,13 @@ class Comparison:
         return self._columns[metric]
 
     def label(self, i: int) -> str:
-        """Run and pass chain of the candidate at index i."""
-        return f"{self.run_names[self.run_code[i]]} · {self.chain_labels[self.chain_code[i]]}"
+        """Build, run and pass chain of the candidate at index i."""
+        build = f"{self.builds[i]} · " if self.builds else ""
+        return f"{build}{self.run_names[self.run_code[i]]} · {self.chain_labels[self.chain_code[i]]}"
+
+    def measured(self) -> np.ndarray:
+        """Which candidates have at least one number."""
+        return np.fromiter((bool(m) for m in self.metrics), bool, len(self))
 
     def fingerprint_counts(self) -> dict[str, int]:
         """How many measured candidates each evaluation fingerprint has (``unknown`` for those without one)."""
@@ -137,6 +148,24 @@ class Comparison:
             if m:
                 out[fp or "unknown"] = out.get(fp or "unknown", 0) + 1
         return out
+
+
+def _builds(cols: dict[str, list[Any]], chains: list[list[str]], chain_code: np.ndarray) -> list[str] | None:
+    """Each candidate's build in words, computed once per distinct (chain, model type, adapter, precision, id kind)."""
+    if "model_type" not in cols:
+        return None
+    from engine.views import labels
+
+    suffix = labels.NO_ADAPTER_SUFFIX
+    keys = [(code, mtype, adapter or "", prec if isinstance(prec, str) or prec is None else labels._precision(prec),
+             bool(mid) and mid.endswith(suffix))
+            for code, mtype, adapter, prec, mid in zip(chain_code.tolist(), cols["model_type"], cols["adapter_path"],
+                                                       cols["precision"], cols["model_id"], strict=True)]
+    codes, distinct = _codes([(c, t, a.endswith(".onnx_adapter"), bool(a), p, off) for c, t, a, p, off in keys])
+    words = [labels.build({"pass_chain": chains[c], "model_type": t, "precision": p,
+                           "adapter_path": "x.onnx_adapter" if onnx else "x" if a else None,
+                           "model_id": suffix if off else ""}) for c, t, onnx, a, p, off in distinct]
+    return [words[k] for k in codes.tolist()]
 
 
 # -- what the page computes from it ---------------------------------------------------------------------------------
@@ -183,8 +212,8 @@ def goals(cmp: Comparison, specs: dict[str, str]) -> tuple[dict[str, Any], np.nd
 
 
 def table(cmp: Comparison, front: np.ndarray, met: np.ndarray, decided: np.ndarray) -> Any:
-    """Compare's table as one DataFrame (same order as the candidates): id, run, pass chain, adapter, every metric,
-    size_mb, goals met (decided by the run's goals, else what Olive recorded), Olive's best, Pareto."""
+    """Compare's table as one DataFrame (same order as the candidates): id, run, pass chain, candidate (its build in
+    words), adapter, every metric, size_mb, goals met (decided by the run's goals, else what Olive recorded), Olive's best, Pareto."""
     import pandas as pd
 
     adapter_code, adapters = _codes([os.path.basename(a) if a else "—" for a in cmp.adapters])
@@ -196,6 +225,7 @@ def table(cmp: Comparison, front: np.ndarray, met: np.ndarray, decided: np.ndarr
                                          validate=False),
         "pass chain": pd.Categorical.from_codes(label_code[cmp.chain_code] if len(cmp) else cmp.chain_code,
                                                 categories=labels, validate=False),
+        **({"candidate": pd.Categorical(cmp.builds)} if cmp.builds is not None else {}),
         "adapter": pd.Categorical.from_codes(adapter_code, categories=adapters, validate=False),
     }
     for m in cmp.metric_names:

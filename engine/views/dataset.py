@@ -18,4 +18,6 @@ def rendered(ds: DatasetSpec, model: str, limit: int = 5000) -> dict[str, Any]:
     ct = dataview.chat_template_of(model) if model else None
     texts = [dataview.render(r, ds, ct) for r in rows[:limit]]
     lens, exact = dataview.token_lengths(texts, dataview.tokenizer_file(model) if model else None)
-    return {"texts": texts[:50], "lengths": lens, "exact": exact, "rows": len(rows)}
+    # which parts of each text are trained (the assistant turns, with the chat template)
+    parts = [dataview.trained_parts(r, ds, ct) for r in rows[:50]]
+    return {"texts": texts[:50], "parts": parts, "lengths": lens, "exact": exact, "rows": len(rows)}

@@ -148,9 +148,10 @@ def _first_example(ds_dict: dict[str, Any], folder: Path) -> str | None:
         train_text = dataview.render(row, ds, dataview.chat_template_of(folder))
     except Exception:  # noqa: BLE001
         return None
-    if ds.prompt_column not in row or ds.response_column not in row:
+    if not isinstance(row.get("messages"), list) and (ds.prompt_column not in row or ds.response_column not in row):
         return None
-    return json.dumps({"train_text": train_text, "messages": prepare.messages_of(row, ds)}, ensure_ascii=False)
+    return json.dumps({"train_text": train_text, "messages": prepare.messages_of(row, ds), "chat": ds.chat_template,
+                       "max_len": ds.max_seq_len}, ensure_ascii=False)
 
 
 def round_trip(draft: dict[str, Any], wait: bool = False) -> dict[str, Any] | None:

@@ -15,7 +15,8 @@ import numpy as np
 from engine import machine
 from engine.evaluate import compare
 from engine.spec.metrics import SPEED, quality_names
-from engine.views import charts, comparison
+from engine.views import charts, comparison, labels
+from engine.views import format as fmt
 
 PACKAGES = ("grove", "olive-ai", "onnxruntime", "onnxruntime-genai", "torch", "transformers", "peft", "plotly", "streamlit")
 CSS = """
@@ -59,7 +60,7 @@ def axes(metric_names: list[str]) -> list[tuple[str, str]]:
 def build(reg: Any, run_ids: list[str], *, max_points: int = 2000) -> str:
     """The report of the given runs (ids or unique prefixes) as one HTML page."""
     runs = [reg.find_run(r) for r in run_ids]
-    names = {r["id"]: r["name"] for r in runs}
+    names = {r["id"]: labels.run_label(r["name"], r["id"]) for r in runs}  # name · short id, as every page says
     cands = [{**c, "run_name": names[r["id"]]} for r in runs for c in reg.candidates(r["id"])]
     cmp = comparison.Comparison.from_candidates(cands)
     metric_names = cmp.metric_names
@@ -86,6 +87,10 @@ def build(reg: Any, run_ids: list[str], *, max_points: int = 2000) -> str:
     if table is None:
         table = comparison.table(cmp, np.zeros(len(cmp), dtype=bool), met, decided)
     rows = table.astype(object).where(table.notna(), None).to_dict("records")
+    for r in rows:  # each metric with its unit and the digits worth reading (the CSV on Compare keeps them all)
+        for m in metric_names:
+            r[m] = fmt.metric(m, r.get(m), empty="not measured" if not any(r.get(k) is not None for k in metric_names) else "—")
+        r["size_mb"] = fmt.metric("size_mb", r.get("size_mb"))
     goals = {names[rid]: {m: {k: g[k] for k in ("type", "value", "bound")} for m, g in b.items()} for rid, b in bounds.items() if b}
     if goals:
         parts += ["<h2>Goals</h2>", _pre(goals)]
@@ -96,13 +101,14 @@ def build(reg: Any, run_ids: list[str], *, max_points: int = 2000) -> str:
         chain = " > ".join(c.get("pass_chain") or []) or "(input)"
         body = [f"<p>run {_e(c['run_name'])} · model {_e(c['model_id'])} · {_e(c.get('path'))}</p>",
                 "<h4>Pass parameters</h4>", _pre(c.get("pass_params") or {}),
-                "<h4>Metrics</h4>", _table([c.get("metrics") or {}])]
+                "<h4>Metrics</h4>",
+                _table([{m: fmt.metric(m, v) for m, v in (c.get("metrics") or {}).items()}])]
         if c.get("failed"):
             body += ["<h4>Failed metrics</h4>", _pre(c["failed"])]
         if ev:
             body += [f"<h4>Fingerprint {_e(ev.get('fingerprint_id'))}</h4>", _pre(ev.get("fingerprint") or {})]
             body += [f"<h4>Kept samples ({len(ev.get('samples') or [])})</h4>", _table(ev.get("samples") or [])]
-        parts.append(f"<details><summary>#{c['id']} {_e(chain)}</summary>{''.join(body)}</details>")
+        parts.append(f"<details><summary>{_e(labels.label(c))} · {_e(chain)}</summary>{''.join(body)}</details>")
     parts += ["<h2>Package versions</h2>", _table([machine.package_versions(PACKAGES)])]
     parts.append("<h2>Run specs</h2>")
     for r in runs:

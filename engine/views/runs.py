@@ -19,6 +19,7 @@ from engine import paths
 from engine.data import inspect as dataview
 from engine.models import smollm
 from engine.olive import config as olive_config
+from engine.runs.progress import planned_evaluations
 from engine.runs.registry import ACTIVE, Registry
 from engine.views.format import fmt_seconds
 
@@ -123,7 +124,8 @@ def original_seconds(reg: Registry, run_id: str | None) -> float | None:
 
 
 def timeline(reg: Registry, run: dict[str, Any], now: float | None = None) -> list[dict[str, Any]]:
-    """The run's passes in order: ran (with seconds), reused from cache (with time saved), running, or planned."""
+    """The run's passes and evaluations in the order they ran: ran or measured (with seconds), reused from cache (with
+    time saved), running (an evaluation: how many answers), or planned (the passes left, then the measurements left)."""
     now = now or time.time()
     types = _pass_types(run)
     events = reg.events(run["id"], kinds=["pass_started", "pass_finished", "pass_cached", "reused"])
@@ -168,6 +170,8 @@ def timeline(reg: Registry, run: dict[str, Any], now: float | None = None) -> li
                 saved_s=_pass_seconds(reg, name, st["type"] or None, run["id"]),
                 detail=f"model {d.get('model_id')}",
             )
+    stages += _evaluations(reg, run)
+    stages.sort(key=lambda s: s.get("started", 0.0))  # Olive evaluates between passes: in the order they ran
     active = run.get("status") == "running"
     for st in stages:
         if st["state"] == "running":
@@ -184,17 +188,115 @@ def timeline(reg: Registry, run: dict[str, Any], now: float | None = None) -> li
             for p in planned
             if p not in seen
         ]
+        left = _evaluations_left(reg, run, sum(s["type"] == EVALUATOR for s in stages))
+        if left:
+            stages.append({"pass": "measurements", "type": EVALUATOR, "state": "planned", "seconds": None,
+                           "saved_s": None, "detail": f"about {left} more candidate(s) to measure"})
     return stages
 
 
-def train_curve(reg: Registry, run_id: str) -> list[dict[str, Any]]:
-    """Training log points (step, loss, learning_rate, ...) in order; the final summary line is skipped."""
-    pts = []
-    for e in reg.events(run_id, kinds=["train_step"]):
+EVALUATOR = "Grove evaluator"
+
+
+def _evaluations(reg: Registry, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """One stage per evaluation of the run (Olive's and the measurements after the workflow): measured (seconds),
+    reused (an earlier evaluation with the same settings), or running (with its progress)."""
+    out: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    measuring = False
+    for e in reg.events(run["id"], kinds=["measure_started", "eval_started", "eval_progress", "eval_finished"]):
         d = e["data"]
-        if "loss" in d and "step" in d:
-            pts.append({k: d.get(k) for k in ("step", "max_steps", "loss", "learning_rate", "grad_norm", "epoch")})
-    return pts
+        if e["kind"] == "measure_started":
+            measuring = True
+            continue
+        if e["kind"] == "eval_started":
+            what = d.get("label") or _model_name(d.get("model"), d.get("adapter"))
+            current = {"pass": "measure" if measuring else "evaluate", "type": EVALUATOR, "state": "running",
+                       "started": e["ts"], "seconds": None, "saved_s": None, "detail": what}
+            out.append(current)
+        elif current is not None and e["kind"] == "eval_progress":
+            noun = {"scoring": "examples scored", "answers": "answers"}.get(d.get("phase"), "")
+            current["progress"] = f"{d.get('done')} of {d.get('total')} {noun}" if noun else "timing decode"
+        elif current is not None and e["kind"] == "eval_finished":
+            current.update(state="reused" if d.get("reused") else "measured",
+                           seconds=float(d.get("seconds") or 0) if not d.get("reused") else 0.0)
+            current = None
+    for st in out:
+        if st["state"] == "running" and st.get("progress"):
+            st["detail"] = f"{st['detail']}: {st['progress']}"
+        st.pop("progress", None)
+    return out
+
+
+def _model_name(model: str | None, adapter: str | None) -> str:
+    """A model folder as a stage names it: its last two path parts, and the adapter."""
+    parts = Path(model or "?").parts[-2:]
+    return "/".join(parts) + (f" + {Path(adapter).name}" if adapter else "")
+
+
+def _evaluations_left(reg: Registry, run: dict[str, Any], seen: int) -> int:
+    """Evaluations the run has still to make, as planned from its spec (engine.runs.progress.planned_evaluations),
+    exact once its measuring started."""
+    started = reg.events(run["id"], kinds=["measure_started"])
+    try:
+        spec = json.loads(run.get("spec") or "{}")
+    except ValueError:
+        return 0
+    if started:
+        before = len([e for e in reg.events(run["id"], kinds=["eval_started"]) if e["id"] < started[-1]["id"]])
+        return max(0, before + int(started[-1]["data"].get("candidates") or 0) - seen)
+    return max(0, planned_evaluations(spec, len(olive_config.planned_passes(run.get("olive_config")))) - seen)
+
+
+def train_curve(reg: Registry, run_id: str) -> list[dict[str, Any]]:
+    """Training log points (step, loss, learning_rate, ...) in step order, one per step, across resumes
+    (loss_points); the final summary line is skipped."""
+    return loss_points(reg.events(run_id, kinds=["train_step", "resumed"]))
+
+
+CURVE_KEYS = ("step", "max_steps", "loss", "learning_rate", "grad_norm", "epoch")
+
+
+def loss_points(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One loss point per step from ``train_step`` and ``resumed`` events in the order written. A resume from step k
+    drops the points past k (the dead attempt trained those steps again), so the curve before the crash stays and
+    the steps after it are the resumed ones."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for e in events:
+        d = e["data"]
+        if e["kind"] == "resumed":
+            k = int(d.get("step") or 0)
+            by_step = {s: p for s, p in by_step.items() if s <= k}
+        elif e["kind"] == "train_step" and "loss" in d and "step" in d:
+            by_step[int(d["step"])] = {k: d.get(k) for k in CURVE_KEYS}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def training_summary(events: list[dict[str, Any]]) -> str | None:
+    """The training line of ``grove show``: the logged points with a true mean over the steps they cover (each point
+    is the mean of the steps since the one before), or, with no step logged, the Trainer's mean over the steps it
+    ran (corrected after a resume: the Trainer divides by every step of the run), or nothing it cannot vouch for.
+    ``events``: the run's ``train_step`` and ``resumed`` events."""
+    pts = loss_points(events)
+    resumed = [int(e["data"].get("step") or 0) for e in events if e["kind"] == "resumed"]
+    note = f"; resumed from step {resumed[-1]}, the points before it kept" if resumed else ""
+    if pts:
+        prev, total, n = 0, 0.0, 0
+        for p in pts:
+            w = int(p["step"]) - prev
+            total, n, prev = total + float(p["loss"]) * w, n + w, int(p["step"])
+        return (f"{len(pts)} log points, loss {pts[0]['loss']:.3f} -> {pts[-1]['loss']:.3f} at step {pts[-1]['step']}; "
+                f"mean {total / max(n, 1):.3f} over steps 1-{prev}{note}")
+    final = [e["data"] for e in events if e["kind"] == "train_step" and ("train_loss" in e["data"] or "mean_loss" in e["data"])]
+    if not final:
+        return None
+    d = final[-1]
+    if "mean_loss" in d:
+        return (f"mean training loss {d['mean_loss']:.3f} over steps {int(d['mean_from_step'])}-{d.get('step', '?')} "
+                f"(resumed from step {int(d['mean_from_step']) - 1}; no step was logged before it)")
+    if resumed:  # the Trainer's mean after a resume, from before Grove corrected it: not a mean of anything
+        return f"no training loss to report: no step was logged, and the run resumed from step {resumed[-1]}"
+    return f"mean training loss {d['train_loss']:.3f} over {d.get('step', '?')} steps (no step was logged)"
 
 
 def recent_logs(reg: Registry, run_id: str, limit: int = 20) -> list[dict[str, Any]]:

@@ -97,6 +97,43 @@ def test_compare_table_chart_diff_and_export(ui_home):
     assert "lora.r" not in diff.index  # equal in both: folded away by "Only what differs"
 
 
+def test_compare_formats_metrics_and_folds_unmeasured_candidates_away(ui_home):
+    """Issue 20: units and sensible digits in the table (the CSV keeps every digit); the merged run's candidates that
+    were deliberately not measured are folded away with why, never listed as rows of None."""
+    fp = evaluation("k1", eval_path="travel.jsonl")
+    add_run(ui_home, "first", "succeeded", candidates=[
+        {**cand("lora1", ["lora"], fp, loss=3.3123456, decode_tps=25.0), "model_type": "HfModel", "adapter_path": "/x/ad"},
+        {**cand("x1", ["lora", "modelbuilder", "extractadapters"], fp, loss=3.36, decode_tps=120.4), "model_type": "ONNXModel"},
+    ])
+    second = add_run(ui_home, "merged", "succeeded", candidates=[
+        {**cand("lora1", ["lora"], fp), "is_output": 0, "model_type": "HfModel", "adapter_path": "/x/ad"},
+        {**cand("merged", ["lora", "mergeadapterweights"], fp), "is_output": 0, "model_type": "HfModel"},
+        {**cand("m4", ["lora", "mergeadapterweights", "modelbuilder"], fp, loss=3.34, decode_tps=135.8499),
+         "model_type": "ONNXModel"},
+    ])
+    at = open_page("compare")
+    df = at.dataframe[0].value
+    assert len(df) == 3 and not df[["loss", "decode_tps"]].isna().any().any()  # no row of None
+    assert set(df["candidate"]) == {"PyTorch + LoRA", "int4 + adapter", "merged int4"}
+    assert df["decode_tps"].max() == 135.8499  # the numbers stay numbers (they sort; the CSV has every digit)
+    config = json.loads(at.dataframe[0].proto.columns)
+    assert config["decode_tps"]["type_config"]["format"] == "%.1f tok/s"
+    assert config["loss"]["type_config"]["format"] == "%.3f nats"
+    folded = at.dataframe[1].value
+    first_lora = int(df[(df["candidate"] == "PyTorch + LoRA")]["id"].iloc[0])
+    assert list(folded["measured"]) == [
+        f"not measured (same as #{first_lora} in run first · {_short_of('first')})",  # Olive's cache: one model id
+        "not measured (the run's evaluation is off)",
+    ]
+    assert second["id"] not in set(folded["run"])  # runs are named, then told apart by the end of their id
+    assert set(folded["run"]) == {f"merged · {_short_of('merged')}"}
+    assert "2 candidate(s) not measured" in [e.label for e in at.expander]
+
+
+def _short_of(name: str) -> str:
+    return next(r["id"] for r in Registry().list_runs() if r["name"] == name).rsplit("-", 1)[-1]
+
+
 def test_compare_warns_when_fingerprints_differ(ui_home):
     fp1 = evaluation("k1", eval_path="travel.jsonl", max_samples=50)
     fp2 = evaluation("k2", eval_path="travel.jsonl", max_samples=10)
@@ -224,6 +261,39 @@ def test_chat_ab_side_by_side_and_feedback(chat_home):
     rows = Registry().feedback()
     assert len(rows) == before + 1 and rows[-1]["rating"] == 1 and rows[-1]["prompt"] == TRAVEL
     assert rows[-1]["candidate_id"] == onnx["id"] and rows[-1]["answer"]
+
+
+def test_chat_opens_on_the_best_measured_candidate_and_says_why(ui_home, tmp_path):
+    """Issue 20: not on the PyTorch LoRA (the slowest) but on Olive's best with the best quality; every candidate is
+    named by its build and its run (name and the end of its id), so two runs' candidates never look alike."""
+    fp = evaluation("k1", eval_path="travel.jsonl")
+
+    def folder(name: str, marker: str) -> str:
+        d = tmp_path / name
+        d.mkdir()
+        (d / marker).write_text("{}")
+        return str(d)
+
+    lora = {**cand("lora1", ["lora"], fp, loss=3.31, decode_tps=25.2), "is_output": 0, "model_type": "HfModel",
+            "path": folder("lora", "config.json"), "adapter_path": str(tmp_path / "lora" / "adapter")}
+    run1 = add_run(ui_home, "demo: adapter", "succeeded", candidates=[
+        lora,
+        {**cand("x1", ["lora", "modelbuilder", "extractadapters"], fp, loss=3.36, decode_tps=120.4),
+         "model_type": "ONNXModel", "path": folder("x1", "genai_config.json")},
+    ])
+    add_run(ui_home, "demo: merged", "succeeded", candidates=[
+        {**cand("m4", ["lora", "mergeadapterweights", "modelbuilder"], fp, loss=3.34, decode_tps=135.8),
+         "model_type": "ONNXModel", "path": folder("m4", "genai_config.json")},
+    ])
+    at = open_page("chat")
+    box = at.selectbox(key="chat_cand_")
+    short = run1["id"].rsplit("-", 1)[-1]
+    assert box.value is not None and "merged int4 · demo: merged" in box.format_func(box.value)
+    assert f"PyTorch + LoRA · demo: adapter · {short} #" in " ".join(box.options)
+    assert any("Olive's best" in c.value and "loss (3.340 nats)" in c.value for c in at.caption), text(at)
+    at.toggle(key="chat_ab").set_value(True).run()
+    b = at.selectbox(key="chat_cand_B")
+    assert "int4 + adapter · demo: adapter" in b.format_func(b.value)  # the next best for side B
 
 
 def test_chat_without_candidates_says_what_to_do(ui_home):

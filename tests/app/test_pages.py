@@ -170,6 +170,30 @@ def test_free_template_and_column_mapping(ui_home, tmp_path):
     assert any("missing" in shown(e.value) for e in at.error)
 
 
+def test_a_conversation_dataset_is_offered_its_format_and_shows_the_trained_turns(ui_home):
+    import html
+    import shutil
+
+    data = ui_home / "chat" / "messages.jsonl"
+    data.parent.mkdir()
+    shutil.copyfile(REPO / "tests" / "inputs" / "datasets" / "messages.jsonl", data)
+    conv = json.loads(data.read_text().splitlines()[0])["messages"]
+    at = open_page("model_data")
+    assert "A relative path typed here is read from" in text(at)
+    by_label(at.selectbox, "Dataset file").set_value(str(data)).run(timeout=120)
+    assert any("OpenAI/TRL 'messages' format" in shown(i.value) for i in at.info)
+    by_label(at.button, "Use format: messages").click().run(timeout=120)
+    assert not at.exception
+    ds = at.session_state["draft"]["dataset"]
+    assert ds["format"] == "messages" and ds["chat_template"] is True and not ds.get("text_template")
+    assert "Only the assistant turns are trained" in text(at)
+    marked = next(m.value for m in at.markdown if "<mark" in m.value)
+    trained = "".join(re.findall(r"<mark[^>]*>(.*?)</mark>", marked, re.S))
+    assert html.escape(conv[2]["content"]) in trained and html.escape(conv[4]["content"]) in trained
+    assert html.escape(conv[1]["content"]) not in trained and html.escape(conv[1]["content"]) in marked
+    assert "Value error" not in text(at)
+
+
 def test_dataset_upload_is_saved_under_grove_home(ui_home):
     at = open_page("model_data")
     at.radio[1].set_value("Upload a file").run()
@@ -462,6 +486,36 @@ def test_live_view_of_a_running_run_with_a_cache_hit(ui_home):
     assert "… planned" in f and "extractadapters" in f
     assert any("Reuse saved about 12s" in shown(c.value) for c in at.caption)
     assert at.get("progress") and "running: pass lora" in at.get("progress")[0].proto.text
+
+
+def test_live_view_names_the_measuring_stage_and_keeps_a_resumed_curve(ui_home):
+    """Issue 20: the evaluations after the workflow are stages of their own (with answers counted), and a training
+    resumed from its step-4 checkpoint keeps the points before the crash and reports a true mean."""
+    events = [
+        (0, "pass_started", {"name": "lora", "type": "LoRA"}),
+        *[(1 + s, "train_step", {"step": s, "max_steps": 8, "loss": 3.0}) for s in range(1, 7)],  # killed at 6
+        (10, "resumed", {"step": 4, "checkpoint": "checkpoint-4"}),
+        *[(10 + s, "train_step", {"step": s, "max_steps": 8, "loss": 2.0}) for s in range(5, 9)],
+        (19, "pass_finished", {"name": "lora", "type": "LoRA", "seconds": 19.0}),
+        (30, "measure_started", {"candidates": 3}),
+        (31, "eval_started", {"model": "/c/lora/models", "label": "lora"}),
+        (40, "eval_finished", {"model": "/c/lora/models", "seconds": 9.0}),
+        (41, "eval_started", {"model": "/c/int4/models", "label": "lora > modelbuilder"}),
+        (42, "eval_progress", {"model": "/c/int4/models", "phase": "answers", "done": 2, "total": 40}),
+    ]
+    r = add_run(ui_home, "now", "running", events=events)
+    Registry().update_run(r["id"], stage="measuring 3 candidates (2 of 3): 2 of 40 answers", progress=0.7)
+    at = AppTest.from_function(_live_script, args=(r["id"],), default_timeout=UI_TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "measuring 3 candidates (2 of 3): 2 of 40 answers" in at.get("progress")[0].proto.text
+    f = frames(at)
+    assert "✓ measured" in f and "lora > modelbuilder: 2 of 40 answers" in f and "about 1 more candidate(s)" in f
+    captions = [shown(c.value) for c in at.caption]
+    assert any("Training resumed from step 4" in c for c in captions)
+    assert any("8 log points" in c and "mean 2.500 over steps 1-8; resumed from step 4" in c for c in captions), captions
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert fig["data"][0]["x"] == list(range(1, 9))  # one point per step: the curve before the crash stays
 
 
 # -- no heavy imports in the UI process ------------------------------------------------------------------------

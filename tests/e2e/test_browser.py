@@ -274,7 +274,7 @@ def test_compare_opens_a_candidate_the_report_renders_offline_and_chat_switches_
     idle(pg)
     pg.get_by_text("Kept samples:").first.wait_for()
     body = main_text(pg)
-    assert re.search(r"#\d+ · lab: LoRA", body) and "Fingerprint" in body and "Pass parameters" in body, body[-2000:]
+    assert re.search(r"· lab: LoRA[^\n]* #\d+", body) and "Fingerprint" in body and "Pass parameters" in body, body[-2000:]
     shot(pg, "8-compare-candidate")
 
     # the report of that run, written by `grove report`, opened from disk with every network request refused
@@ -294,9 +294,9 @@ def test_compare_opens_a_candidate_the_report_renders_offline_and_chat_switches_
     rp.screenshot(path=str(SHOTS / "9-report.png"), full_page=False)
     offline.close()
 
-    # Chat: the int4 ONNX candidate, an answer streamed with its adapter on, then with it off
+    # Chat: the int4 ONNX candidate with its adapter, an answer streamed with its adapter on, then with it off
     goto(pg, "Chat")
-    choose(pg, "Candidate", "ONNX")
+    choose(pg, "Candidate", "int4 + adapter")  # candidates are named by their build (engine.views.labels)
     chat = pg.locator('[data-testid="stChatInput"] textarea')
     for adapter in ("adapter", "none"):
         choose(pg, "Adapter", adapter)

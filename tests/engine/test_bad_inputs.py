@@ -34,6 +34,11 @@ def _home(base: Path) -> Path:
     (home / "model" / "config.json").write_text(json.dumps(GEOMETRY))
     (home / "remote").mkdir()
     (home / "remote" / "config.json").write_text(json.dumps({**GEOMETRY, "auto_map": {"AutoModel": "m.M"}}))
+    for m in ("model", "remote"):  # a folder the check takes as a model (its files are not loaded before launch)
+        (home / m / "model.safetensors").write_bytes(b"")
+        (home / m / "tokenizer.json").write_text("{}")
+    (home / "bare").mkdir()  # config.json alone: a download that stopped half-way
+    (home / "bare" / "config.json").write_text(json.dumps(GEOMETRY))
     rows = [{"prompt": f"question {i}", "response": f"answer {i}"} for i in range(60)]
     (home / "good.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (home / "folder.jsonl").mkdir()

@@ -158,8 +158,10 @@ def test_compare_columns_keep_the_runs_order_and_the_opened_candidate_reads_its_
     cmp = comparison.Comparison.read(reg, [runs[1]["id"], runs[0]["id"]], {r["id"]: r["name"] for r in runs})
     assert cmp.metric_names == ["decode_tps", "rouge_l"] and cmp.fingerprint_counts() == {"unknown": 4}
     df = comparison.table(cmp, comparison.pareto(cmp, "decode_tps", "rouge_l"), *comparison.goals(cmp, {})[1:])
-    assert list(df.columns) == ["id", "run", "pass chain", "adapter", "decode_tps", "rouge_l", "size_mb", "goals met",
-                                "Olive's best", "Pareto"]
+    assert list(df.columns) == ["id", "run", "pass chain", "candidate", "adapter", "decode_tps", "rouge_l", "size_mb",
+                                "goals met", "Olive's best", "Pareto"]
+    # each candidate's build in words (engine.views.labels), the same words Chat and the report use
+    assert list(df["candidate"]) == ["PyTorch + LoRA", "ONNX + adapter", "PyTorch + LoRA", "ONNX + adapter", "base PyTorch"]
     assert list(df["pass chain"]) == ["lora", "lora > mb", "lora", "lora > mb", "(input)"]
     assert list(df["adapter"])[:2] == ["—", "adapter_weights.onnx_adapter"] and list(df["size_mb"])[:2] == [2.0, 2.0]
     assert list(df["Pareto"]) == [True, True, False, True, False]  # NaN speed: beaten by nothing, beats nothing

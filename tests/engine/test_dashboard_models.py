@@ -325,7 +325,10 @@ def test_chat_ready_probes_candidate_folders(tmp_path):
         (1, "ONNX", ["none", "adapter_weights"]),
         (2, "LoRA", ["none", "adapter"]),
     ]
-    assert ready[0]["label"] == "ONNX · LoRA · run r2026010 #1"
+    # the build in words, the run's name and the end of its id (not the id cut to its date), the candidate's number
+    ready = cand_views.chat_ready(cands, lambda p: Path(p).name.split(".")[0], {base["run_id"]: "travel"})
+    assert ready[0]["label"] == "ONNX + adapter · travel · abcd #1"  # no precision recorded: "ONNX"
+    assert ready[1]["label"] == "PyTorch + LoRA · travel · abcd #2"
 
 
 def test_registry_read_models_for_the_pages(fresh_home):

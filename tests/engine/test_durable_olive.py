@@ -40,13 +40,15 @@ def home(demo, grove_home, fresh_home, monkeypatch):
     return fresh_home
 
 
-def _spec(name: str, passes: list[str], steps: int = 6, checkpoint: int | None = None, **lora: object):
+def _spec(name: str, passes: list[str], steps: int = 6, checkpoint: int | None = None, log_every: int | None = 1,
+          **lora: object):
     d = recipes.lab_recipe(str(paths.demo_dir() / "model"), str(paths.demo_dir() / "travel_sample.jsonl"),
                            name=name, max_steps=steps)
     d["passes"] = [p for p in d["passes"] if p["type"] in passes]
     for p in d["passes"]:
         if p["type"] == "LoRA":
-            p["params"]["training_args"]["logging_steps"] = 1
+            if log_every:
+                p["params"]["training_args"]["logging_steps"] = log_every
             p["params"].update(lora)
         if p["type"] == "ModelBuilder":
             p["params"]["precision"] = "fp32"
@@ -95,11 +97,13 @@ def _lora_entries(home: Path) -> list[Path]:
     return [d for d in runs.iterdir() if d.is_dir()] if runs.is_dir() else []
 
 
-def test_lora_resumes_after_kill_9_and_a_half_written_entry_is_never_reused(home, monkeypatch):
+def test_lora_resumes_after_kill_9_and_a_half_written_entry_is_never_reused(home, monkeypatch, capsys):
     """Worker and runner killed mid-LoRA (as a machine restart would): the half-written cache entry is discarded,
     the re-queued run resumes from its last checkpoint and continues past it."""
     reg = Registry()
-    r = service.submit(_spec("resume", ["LoRA"], steps=STEPS, checkpoint=EVERY))
+    # logging_steps left to Olive's default (issue 20: a resumed run then said "no step was logged" and gave the
+    # Trainer's mean over the resumed steps divided by all steps): Grove logs a point per step of a 20-step run
+    r = service.submit(_spec("resume", ["LoRA"], steps=STEPS, checkpoint=EVERY, log_every=None))
     wp = subprocess.Popen([sys.executable, "-m", "engine.runs.worker"], env=dict(os.environ),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -132,14 +136,32 @@ def test_lora_resumes_after_kill_9_and_a_half_written_entry_is_never_reused(home
     k = reg.resumed_from(r["id"])
     assert k is not None and k >= EVERY and k % EVERY == 0 and k <= killed_at + EVERY
     after = [int(e["data"]["step"]) for e in reg.events(r["id"], kinds=["train_step"])
-             if e["id"] > reg.events(r["id"], kinds=["resumed"])[-1]["id"]]
+             if e["id"] > reg.events(r["id"], kinds=["resumed"])[-1]["id"] and not e["data"].get("restored")]
     assert after and after[0] == k + 1 and after[-1] == STEPS  # continued past the checkpoint, to the end
     assert not (half[0] / "models" / "stale.bin").exists()
     msgs = [e["data"].get("message", "") for e in reg.events(r["id"], kinds=["log"])]
     assert any("half-written" in m for m in msgs)
     assert (half[0] / "run.json").exists()
     assert not (Path(done["run_dir"]) / "checkpoints").exists()
-    print(f"killed at step >= {killed_at}, resumed from step {k}: lost <= {max(0, killed_at - k)} of {STEPS} steps")
+    # the curve keeps the points before the crash, one point per step; the mean is over the steps logged
+    from engine.cli import main as cli
+    from engine.views import runs as views
+
+    curve = views.train_curve(reg, r["id"])
+    assert [p["step"] for p in curve] == list(range(1, STEPS + 1))
+    final = [e["data"] for e in reg.events(r["id"], kinds=["train_step"]) if "mean_loss" in e["data"]]
+    assert final and final[-1]["mean_from_step"] == k + 1 and "train_loss" not in final[-1]
+    resumed_mean = sum(p["loss"] for p in curve if p["step"] > k) / (STEPS - k)
+    assert final[-1]["mean_loss"] == pytest.approx(resumed_mean, abs=1e-3)  # the Trainer's, corrected, is a true mean
+    assert final[-1]["trainer_train_loss"] < 0.9 * final[-1]["mean_loss"]  # what grove show used to report
+    capsys.readouterr()
+    assert cli(["show", r["id"]]) == 0
+    shown = capsys.readouterr().out
+    mean = sum(p["loss"] for p in curve) / STEPS
+    assert f"mean {mean:.3f} over steps 1-{STEPS}; resumed from step {k}" in shown, shown
+    assert "no step was logged" not in shown
+    print(f"killed at step >= {killed_at}, resumed from step {k}: lost <= {max(0, killed_at - k)} of {STEPS} steps; "
+          f"mean loss {mean:.3f} (the Trainer's after the resume: {final[-1]['trainer_train_loss']:.3f})")
 
 
 def test_disk_full_in_the_runner_fails_the_run(home, monkeypatch):

@@ -123,6 +123,8 @@ def test_more_gpus_than_exist_is_refused_at_submit(env, tmp_path, monkeypatch):
     monkeypatch.setenv("GROVE_ALLOWED_ROOTS", str(tmp_path))
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "m" / "tokenizer.json").write_text("{}")
     data = tmp_path / "d.jsonl"
     data.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(40)))
     d = lab_recipe(str(tmp_path / "m"), str(data), device="gpu")
