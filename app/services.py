@@ -35,6 +35,7 @@ from engine.spec import drafts, recipes
 from engine.spec import metrics as metrics_mod
 from engine.spec.passes import GPU_ONLY, canonical_pass_type
 from engine.spec.schema import DatasetSpec, parse_spec
+from engine.views import benchmarks as bench_view
 from engine.views import candidates as cand_views
 from engine.views import charts, estimate, preflight
 from engine.views import comparison as comparison_view
@@ -458,12 +459,27 @@ QUALITY = metrics_mod.QUALITY
 _DECODE = metrics_mod.SPEED.index("decode_tps")
 SPEED = metrics_mod.SPEED[_DECODE:] + metrics_mod.SPEED[:_DECODE]
 metric_choices = cand_views.metric_choices
+
+
+def quality_choices(measured: list[str]) -> list[str]:
+    """Compare's quality axis: benchmark accuracies (acc:<task>) first, then the held-out split's metrics."""
+    return metrics_mod.quality_names(measured) or measured
 side_by_side = cand_views.side_by_side
 
 
 def metrics() -> dict[str, dict[str, Any]]:
     """The evaluator's metrics: name -> {higher_is_better, unit, what} (engine.spec.metrics.METRICS)."""
     return metrics_mod.METRICS
+
+
+def benchmark_cost(draft: dict[str, Any]) -> str | None:
+    """What the draft's benchmark tasks cost before launch (examples x candidates, estimated time); None without any."""
+    return bench_view.cost_line(drafts.to_spec_dict(draft))
+
+
+def travel_benchmark() -> dict[str, Any]:
+    """The local travel multiple-choice task (written under GROVE_HOME/benchmarks once) as a benchmark entry."""
+    return bench_view.travel_task()
 
 
 PRESETS = dataview.PRESETS

@@ -141,9 +141,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from engine.olive.validate import load_spec
     from engine.runs import submit as service
 
+    spec = load_spec(args.spec)
     # relative paths in the spec are read from the spec file's folder, wherever grove runs from
-    run = service.submit(load_spec(args.spec), base=Path(args.spec).expanduser().absolute().parent)
+    run = service.submit(spec, base=Path(args.spec).expanduser().absolute().parent)
     print(f"queued {run['id']}  ({run['name']})")
+    from engine.views.benchmarks import cost_line
+
+    cost = cost_line(json.loads(spec.to_json()))
+    if cost:
+        print(cost)
     return 0
 
 

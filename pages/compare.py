@@ -41,7 +41,7 @@ cmp = services.comparison(picked)
 metric_names = cmp.metric_names
 c1, c2, c3 = st.columns(3)
 speeds = services.metric_choices(metric_names, services.SPEED)
-qualities = services.metric_choices(metric_names, services.QUALITY)
+qualities = services.quality_choices(metric_names)
 x = c1.selectbox("Speed (x)", speeds, key="cmp_x") if speeds else None
 y = c2.selectbox("Quality (y)", qualities, key="cmp_y") if qualities else None
 needle = c3.text_input("Filter (run, candidate or pass chain contains)", key="cmp_filter").strip().lower()

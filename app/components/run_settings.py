@@ -7,6 +7,7 @@ from typing import Any
 import streamlit as st
 
 from app import services, state
+from app.components import benchmarks
 
 EPS = {
     "cpu": ["CPUExecutionProvider"],
@@ -54,6 +55,7 @@ def evaluation(draft: dict[str, Any]) -> None:
     )
     if not ev["enabled"]:
         return
+    bench_metrics = benchmarks.editor(draft)
     rows = [
         {
             "metric": m["name"],
@@ -63,7 +65,7 @@ def evaluation(draft: dict[str, Any]) -> None:
         }
         for i, m in enumerate(ev.get("metrics") or [])
     ] or [{"metric": "perplexity", "priority": 1, "goal": "", "value": None}]
-    metrics = services.metrics()
+    metrics = {**services.metrics(), **{b: services.metrics()[b] for b in bench_metrics}}
     edited = st.data_editor(
         rows,
         num_rows="dynamic",

@@ -532,6 +532,11 @@ def evaluate_cached(model_path: str, cfg: EvalConfig, *, adapter: str | None = N
                                seconds=0.0)
         return r
     r = evaluate_in_subprocess(model_path, cfg, adapter=adapter, timeout=timeout) if subprocess_ else evaluate(model_path, cfg, adapter=adapter, reg=reg)
+    if cfg.benchmarks:  # lm-eval tasks, each cached per candidate and task (engine.evaluate.benchmarks)
+        from engine.evaluate.benchmarks import add_benchmarks
+
+        add_benchmarks(r, model_path, cfg, adapter=adapter, reg=reg, identity=model_identity(model_path, adapter),
+                       timeout=timeout)
     r.key = key
     if r.pending:  # queued before the evaluation is saved: no reader sees it unmeasured and not pending
         from engine.runs.devices import host_of

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from engine import machine
+from engine.data.benchmark_task import load_task_yaml, task_file
 from engine.spec.evaluation import EvalConfig
 
+BENCHMARK_VERSION_PACKAGES = ("lm_eval", "onnxruntime-genai-cuda", "onnxruntime-gpu", "torch", "transformers", "peft",
+                              "datasets")
 VERSION_PACKAGES = ("onnxruntime-genai-cuda", "onnxruntime-gpu", "torch", "transformers", "peft", "grove")
 
 
 def fingerprint(cfg: EvalConfig) -> dict[str, Any]:
     """Everything that changes an evaluation's numbers: results are compared only when these match."""
     versions = machine.package_versions(VERSION_PACKAGES)
-    return {
+    fp = {
         "dataset": cfg.data_key or _file_hash(cfg.eval_path),
         "split_seed": cfg.split_seed,
         "eval_rows": min(cfg.max_samples, _count_rows(cfg.eval_path)),
@@ -28,6 +32,9 @@ def fingerprint(cfg: EvalConfig) -> dict[str, Any]:
         "execution_provider": cfg.execution_provider,
         "versions": versions,
     }
+    if cfg.benchmarks:  # only when asked, so fingerprints without benchmarks stay what they were
+        fp["benchmarks"] = fingerprints(cfg)
+    return fp
 
 
 def fingerprint_id(fp: dict[str, Any]) -> str:
@@ -50,3 +57,61 @@ def _file_hash(p: str) -> str:
 def _count_rows(p: str) -> int:
     with open(p, encoding="utf-8") as f:
         return sum(1 for ln in f if ln.strip())
+
+
+# -- benchmark tasks (engine.evaluate.benchmarks): the task, its limit, its files' hashes, its version ----------------
+def _local_data_files(doc: dict[str, Any], base: Path) -> list[Path]:
+    files: list[Any] = []
+    dk = doc.get("dataset_kwargs") or {}
+    df = dk.get("data_files") if isinstance(dk, dict) else None
+    if isinstance(df, dict):
+        for v in df.values():
+            files += v if isinstance(v, list) else [v]
+    elif isinstance(df, (list, str)):
+        files += df if isinstance(df, list) else [df]
+    for k in ("dataset_path",):
+        if isinstance(doc.get(k), str):
+            files.append(doc[k])
+    out = []
+    for f in files:
+        if not isinstance(f, str):
+            continue
+        p = Path(f) if Path(f).is_absolute() else base / f
+        if p.is_file():
+            out.append(p)
+    return out
+
+
+def _sha(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def task_fingerprint(entry: dict[str, Any], cfg: EvalConfig) -> dict[str, Any]:
+    """Everything that changes a task's number: the task, its limit and few-shot count, the hash of its YAML file and
+    of the local data files it reads, its version, the device and the package versions (lm-eval's among them)."""
+    task, inc = entry["task"], entry.get("include_path")
+    f = task_file(task, inc)
+    doc = load_task_yaml(f.read_text(encoding="utf-8")) if f else None
+    doc = doc if isinstance(doc, dict) else {}
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    return {
+        "task": task,
+        "limit": entry.get("limit"),
+        "num_fewshot": entry.get("num_fewshot", 0),
+        "task_file": f.name if f else None,
+        "task_hash": _sha([f]) if f else None,
+        "data_hash": _sha(_local_data_files(doc, f.parent)) if f and _local_data_files(doc, f.parent) else None,
+        "task_version": meta.get("version"),
+        "device": cfg.device,
+        "execution_provider": cfg.execution_provider,
+        "versions": machine.package_versions(BENCHMARK_VERSION_PACKAGES),
+    }
+
+
+def fingerprints(cfg: EvalConfig) -> list[dict[str, Any]]:
+    """The fingerprint of each benchmark task of ``cfg`` (part of the candidate's evaluation fingerprint)."""
+    return [task_fingerprint(b, cfg) for b in (cfg.benchmarks or ())]

@@ -13,7 +13,7 @@ from engine.evaluate.evaluator import evaluate_cached
 from engine.olive.footprint import evaluation_adapter
 from engine.runs import devices
 from engine.spec.evaluation import EvalConfig
-from engine.spec.metrics import METRICS
+from engine.spec.metrics import METRICS, benchmark_metric, stderr_metric
 
 METRIC_NAME = "grove"
 RUN_ID_ENV = "GROVE_RUN_ID"  # set by the runner: the run whose workflow asks for the evaluation
@@ -40,4 +40,9 @@ def evaluate(model: Any, device: Any = None, execution_providers: Any = None, co
         res = evaluate_cached(folder, cfg, adapter=adapter, run_id=os.environ.get(RUN_ID_ENV))
     # a failed metric gets the worst value: it can never meet a goal or win a comparison (a speed metric deferred until
     # the device is free too, for Olive's own goals; the run's candidates leave it out: "speed pending")
-    return {m: float(res.metrics[m]) if m in res.metrics and m not in res.failed else worst(m) for m in METRICS}
+    names = [*METRICS, *(benchmark_metric(b["task"]) for b in cfg.benchmarks or ())]
+    out = {m: float(res.metrics[m]) if m in res.metrics and m not in res.failed else worst(m) for m in names}
+    for b in cfg.benchmarks or ():  # the standard errors Olive records beside the accuracies (never ranked)
+        se = stderr_metric(b["task"])
+        out[se] = float(res.metrics[se]) if se in res.metrics else math.inf
+    return out

@@ -233,7 +233,7 @@ def build(
 def evaluator(spec: RunSpec, eval_path: Path, data_key: str) -> dict[str, Any]:
     """Grove's evaluator as an Olive custom metric (engine/evaluate/olive_metric.py) with the user's priorities and goals."""
     from engine.spec.evaluation import EvalConfig
-    from engine.spec.metrics import METRICS
+    from engine.spec.metrics import METRICS, benchmark_metric, stderr_metric
 
     ev, ds = spec.evaluation, spec.dataset
     assert ds is not None
@@ -243,16 +243,21 @@ def evaluator(spec: RunSpec, eval_path: Path, data_key: str) -> dict[str, Any]:
         data_key=data_key, split_seed=ds.split_seed, max_samples=ev.max_eval_samples,
         prompt_length=ev.prompt_length, generation_length=ev.generation_length, repeats=ev.repeats,
         device=spec.target.device, execution_provider=spec.target.execution_provider,
+        benchmarks=[{**b.model_dump(), "include_path": str(Path(b.include_path).expanduser().resolve()) if b.include_path
+                     else None} for b in ev.benchmarks],
     )
     chosen = {m.name: m for m in ev.metrics}
     sub_types = []
-    for name, info in METRICS.items():
+    names = {**{n: METRICS[n] for n in METRICS}, **{benchmark_metric(b.task): METRICS[benchmark_metric(b.task)] for b in ev.benchmarks}}
+    for name, info in names.items():
         st: dict[str, Any] = {"name": name, "higher_is_better": info["higher_is_better"], "priority": -1}
         if name in chosen:
             st["priority"] = chosen[name].priority
             if chosen[name].goal is not None:
                 st["goal"] = {"type": chosen[name].goal.type, "value": chosen[name].goal.value}
         sub_types.append(st)
+    # each benchmark accuracy's standard error rides along (never ranked), so Compare can draw the error bar
+    sub_types += [{"name": stderr_metric(b.task), "higher_is_better": False, "priority": -1} for b in ev.benchmarks]
     import dataclasses
 
     return {

@@ -646,12 +646,12 @@ def _grove_metric(mtype: str, sub: str) -> tuple[str | None, str]:
     return None, f"Olive metric type '{mtype}' has no counterpart in Grove"
 
 
-# ---- LMEvaluator: not mapped here (issue 23 replaces this one function with lm-eval tasks) ----------------------
+# ---- LMEvaluator: lm-eval tasks as Grove's benchmark tasks (engine/olive/import_lmeval.py) ----------------------
 def _lm_evaluator(name: str, ev: dict[str, Any], imp: _Import) -> None:
-    tasks = ev.get("tasks") or []
-    imp.notes.append(f"evaluators.{name} (LMEvaluator, lm-eval tasks {', '.join(map(str, tasks)) or '?'}) not "
-                     "mapped: Grove measures candidates on the run's own dataset; choose metrics in the Evaluation "
-                     "section")
+    from engine.olive.import_lmeval import import_lm_evaluators
+
+    notes, _ = import_lm_evaluators({"evaluators": {name: ev}}, imp.draft)
+    imp.notes.extend(notes)
 
 
 def import_text(text: str, catalog: dict[str, Any] | None = None, *, allow_code: bool = False,

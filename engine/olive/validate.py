@@ -311,6 +311,37 @@ def _dataset_problems(spec: RunSpec) -> list[Finding]:
     return out
 
 
+def _benchmark_problems(spec: RunSpec) -> list[Finding]:
+    """Each benchmark task must be defined somewhere: in its include_path (a folder or YAML file inside the allowed
+    roots) or among the tasks lm-eval ships (which read their data from the hub at run time)."""
+    from engine.data.benchmark_task import task_file
+
+    out: list[Finding] = []
+    for i, b in enumerate(spec.evaluation.benchmarks):
+        where = f"evaluation.benchmarks.{i}"
+        if b.include_path:
+            p = Path(b.include_path).expanduser()
+            if not p.exists():
+                out.append(_f("error", f"{where}.include_path", f"not found: {p.resolve()} (read from {Path.cwd()})",
+                              "give the folder (or YAML file) of lm-eval task definitions"))
+                continue
+            if not paths.is_allowed(p):
+                out.append(_f("error", f"{where}.include_path", f"{p.resolve()} is outside the allowed roots "
+                              f"({', '.join(map(str, paths.allowed_roots()))})",
+                              "move the tasks under GROVE_HOME or add their folder to GROVE_ALLOWED_ROOTS (a:b:c)"))
+                continue
+            if task_file(b.task, str(p.resolve())) is None:
+                out.append(_f("error", f"{where}.task", f"no task '{b.task}' is defined in {p.resolve()}",
+                              "name a task that a YAML file there defines (its 'task:' line)"))
+        elif task_file(b.task, None) is None:
+            out.append(_f("error", f"{where}.task", f"'{b.task}' is not a task lm-eval ships",
+                          "check the name (lm_eval ls tasks), or set include_path to the folder of your own task"))
+        else:
+            out.append(_f("info", f"{where}.task", f"'{b.task}' is lm-eval's own task: its data is read from the "
+                          "Hugging Face hub when the run starts (the machine needs access to it)"))
+    return out
+
+
 # -- entry points ----------------------------------------------------------------------------------------------------
 def _catalog() -> dict[str, Any] | None:
     from engine.olive import catalog
@@ -329,6 +360,7 @@ def problems(spec: RunSpec, *, catalog: dict[str, Any] | None = None, files: boo
     if files:
         out += _model_problems(spec)
         out += _dataset_problems(spec)
+        out += _benchmark_problems(spec)
     if catalog:
         for i, p in enumerate(spec.passes):
             out += _pass_problems(i, p.model_dump(), catalog, spec.allow_user_code)

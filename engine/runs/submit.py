@@ -75,6 +75,10 @@ def resolve_paths(spec: RunSpec, base: Any = None) -> RunSpec:
         files = {k: _absolute(v, bases) for k, v in (("path", ds.path), ("eval_path", ds.eval_path)) if v}
         if any(files[k] != getattr(ds, k) for k in files):
             update["dataset"] = ds.model_copy(update=files)
+    bench = [b.model_copy(update={"include_path": _absolute(b.include_path, bases)}) if b.include_path else b
+             for b in spec.evaluation.benchmarks]  # a local benchmark task's folder, like the dataset files
+    if bench != list(spec.evaluation.benchmarks):
+        update["evaluation"] = spec.evaluation.model_copy(update={"benchmarks": bench})
     return spec.model_copy(update=update) if update else spec
 
 

@@ -4,7 +4,7 @@ to the evaluator through Olive's metric plug-in as plain keyword arguments."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 
 @dataclass(frozen=True)
@@ -26,3 +26,6 @@ class EvalConfig:
     keep_samples: int = 5  # unused since every evaluated example is kept (at most max_samples); stays so stored configs load
     device: str = "cpu"
     execution_provider: str = "CPUExecutionProvider"
+    # lm-eval tasks measured beside the metrics above (engine.evaluate.benchmarks): one dict per task with ``task``,
+    # ``limit``, ``num_fewshot`` and ``include_path`` (a folder or YAML file of local task definitions, or None)
+    benchmarks: Any = ()

@@ -236,6 +236,69 @@ PERCENT_RANGES = {
 }
 
 
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MAX_BENCHMARK_LIMIT = 100_000
+
+
+class BenchmarkSpec(_Frozen):
+    """One lm-evaluation-harness task measured on every candidate (engine.evaluate.benchmarks)."""
+
+    task: str = Field(description="lm-eval task name: a hub task (hellaswag, arc_easy, mmlu...) or one defined in "
+                      "include_path.")
+    limit: int = Field(description="Examples of the task to evaluate (lm-eval's --limit): the cost is limit x candidates.")
+    num_fewshot: int = Field(0, description="Few-shot examples put before each question (lm-eval's --num_fewshot).")
+    include_path: str | None = Field(None, description="A folder (or one YAML file) of lm-eval task definitions over "
+                                        "local files, as lm-eval's --include_path; empty for the tasks lm-eval ships.")
+
+
+def _grove_error(message: str) -> Exception:
+    """A validation error whose message pydantic shows as is (no "Value error, " before it)."""
+    from pydantic_core import PydanticCustomError
+
+    return PydanticCustomError("grove", message)
+
+
+def _benchmark_problems(v: Any) -> list[str]:
+    """What is wrong with ``evaluation.benchmarks`` as given (a list of {task, limit, num_fewshot, include_path}),
+    in Grove's words, each naming the entry and its field."""
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        return ["benchmarks: must be a list of tasks, e.g. [{task: hellaswag, limit: 100}]"]
+    out, seen = [], set()
+    for i, b in enumerate(v):
+        at = f"benchmarks.{i}"
+        if isinstance(b, str):
+            out.append(f"{at}: give the task with a limit, e.g. {{task: {b}, limit: 100}}")
+            continue
+        if not isinstance(b, dict):
+            out.append(f"{at}: must be a mapping like {{task: hellaswag, limit: 100}}")
+            continue
+        extra = sorted(set(b) - set(BenchmarkSpec.model_fields))
+        if extra:
+            out.append(f"{at}: unknown field(s) {', '.join(extra)}; known: {', '.join(BenchmarkSpec.model_fields)}")
+        task = b.get("task")
+        if not isinstance(task, str) or not TASK_NAME.match(task):
+            out.append(f"{at}.task: needs an lm-eval task name (letters, digits, '_', '.', '-'), got {task!r}")
+        elif task in seen:
+            out.append(f"{at}.task: '{task}' is listed twice")
+        else:
+            seen.add(task)
+        limit = b.get("limit")
+        if "limit" not in b:
+            out.append(f"{at}.limit: missing; say how many examples of the task to evaluate (e.g. 100): the cost is "
+                       "examples x candidates")
+        elif isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_BENCHMARK_LIMIT:
+            out.append(f"{at}.limit: must be a whole number of examples from 1 to {MAX_BENCHMARK_LIMIT}, got {limit!r}")
+        shots = b.get("num_fewshot", 0)
+        if isinstance(shots, bool) or not isinstance(shots, int) or not 0 <= shots <= 25:
+            out.append(f"{at}.num_fewshot: must be a whole number from 0 to 25, got {shots!r}")
+        inc = b.get("include_path")
+        if inc is not None and (not isinstance(inc, str) or not inc.strip()):
+            out.append(f"{at}.include_path: must be a folder or YAML file path, got {inc!r}")
+    return out
+
+
 class EvaluationSpec(_Frozen):
     """How candidates are measured (engine.evaluate.evaluator); off unless enabled."""
 
@@ -248,6 +311,33 @@ class EvaluationSpec(_Frozen):
     evaluate_input_model: bool = True
     # the models between input and output (a PyTorch fine-tune, a merged model): measured after the workflow
     evaluate_intermediate_models: bool = True
+    benchmarks: list[BenchmarkSpec] = Field(
+        default_factory=list, description="lm-eval tasks measured on every candidate, each with a limit: "
+        "[{task: hellaswag, limit: 200}, {task: travel_mc, limit: 100, include_path: runs/benchmarks}]")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _benchmarks_ok(cls, data: Any) -> Any:
+        # checked before pydantic sees the entries, so each problem is said in Grove's words with its entry and field
+        if isinstance(data, dict) and "benchmarks" in data:
+            problems = _benchmark_problems(data["benchmarks"])
+            if problems:
+                raise _grove_error("; ".join(problems))
+            if data["benchmarks"] is None:
+                data = {**data, "benchmarks": []}
+        return data
+
+    @model_validator(mode="after")
+    def _benchmark_metrics_ok(self) -> EvaluationSpec:
+        from engine.spec.metrics import benchmark_task
+
+        tasks = [b.task for b in self.benchmarks]
+        for i, m in enumerate(self.metrics):
+            t = benchmark_task(m.name)
+            if t is not None and t not in tasks:
+                raise _grove_error(f"metrics.{i}.name: '{m.name}' measures the task '{t}', which is not in "
+                                 f"evaluation.benchmarks ({', '.join(tasks) or 'none'})")
+        return self
 
     @field_validator("metrics")
     @classmethod
@@ -257,7 +347,8 @@ class EvaluationSpec(_Frozen):
         errors = []
         for i, m in enumerate(v):
             if m.name not in METRICS:
-                errors.append(f"metrics.{i}.name: unknown metric '{m.name}'; known: {', '.join(METRICS)}")
+                errors.append(f"metrics.{i}.name: unknown metric '{m.name}'; known: {', '.join(METRICS)}, or "
+                              "acc:<task> for a task of evaluation.benchmarks")
                 continue
             if m.goal is not None and m.goal.type.startswith("percent"):
                 lo, hi = PERCENT_RANGES[(m.goal.type, METRICS[m.name]["higher_is_better"])]

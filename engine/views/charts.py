@@ -73,9 +73,14 @@ def pareto_figure(
     hover = params if params is not None else (cmp.params or {})
     sizes = np.clip(np.sqrt(np.nan_to_num(np.asarray(size_mb, dtype=float)).clip(0)), 6.0, 40.0)
 
+    errors = {axis: _error_bars(cmp, metric) for axis, metric in (("x", x), ("y", y))}
+
     def trace(ids: Any, name: str, **marker: Any) -> go.Scatter:
         text = [literal(cmp.label(i)) + "<br>" + param_summary(hover.get(int(cmp.ids[i]), "{}")) for i in ids]
+        bars = {f"error_{a}": {"type": "data", "array": e[ids], "visible": True, "thickness": 1, "width": 3}
+                for a, e in errors.items() if e is not None and "symbol" not in marker}  # not on the overlay rings
         return go.Scatter(
+            **bars,
             x=xs[ids],
             y=ys[ids],
             mode="markers",
@@ -127,6 +132,20 @@ def pareto_figure(
     fig.update_layout(xaxis_title=x, yaxis_title=y, height=460, legend_title="run (dominated in grey)",
                       clickmode="event+select")
     return fig
+
+
+def _error_bars(cmp: Any, metric: str) -> Any:
+    """The standard errors of a benchmark metric (``acc_stderr:<task>``) as a column (0 where missing), else None."""
+    import numpy as np
+
+    from engine.spec.metrics import stderr_of
+
+    name = stderr_of(metric)
+    if name is None or name not in cmp.metric_names:
+        return None
+    vals, present = cmp.column(name)
+    with np.errstate(invalid="ignore"):
+        return np.where(present & np.isfinite(vals), vals, 0.0)  # a failed task's error is recorded as inf
 
 
 def warm() -> None:

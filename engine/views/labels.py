@@ -12,7 +12,7 @@ import json
 import math
 from typing import Any
 
-from engine.spec.metrics import METRICS, QUALITY
+from engine.spec.metrics import METRICS, QUALITY, is_quality
 
 NO_ADAPTER_SUFFIX = "-no-adapter"  # engine.evaluate.candidates: the adapter-off measurement of an ONNX build
 TUNING = (("qlora", "QLoRA"), ("loha", "LoHa"), ("lokr", "LoKr"), ("dora", "DoRA"), ("lora", "LoRA"))
@@ -97,7 +97,7 @@ def quality_metric(cands: list[dict[str, Any]], specs: dict[str, str] | None = N
             ms = (json.loads(text or "{}").get("evaluation") or {}).get("metrics") or []
         except ValueError:
             continue
-        ranked = sorted((m for m in ms if isinstance(m, dict) and m.get("name") in QUALITY),
+        ranked = sorted((m for m in ms if isinstance(m, dict) and is_quality(str(m.get("name")))),
                         key=lambda m: m.get("priority") or 99)
         if ranked:
             votes[ranked[0]["name"]] = votes.get(ranked[0]["name"], 0) + 1

@@ -14,7 +14,7 @@ import numpy as np
 
 from engine import machine
 from engine.evaluate import compare
-from engine.spec.metrics import QUALITY, SPEED
+from engine.spec.metrics import SPEED, quality_names
 from engine.views import charts, comparison, labels
 from engine.views import format as fmt
 
@@ -50,7 +50,7 @@ def _pre(obj: Any) -> str:
 def axes(metric_names: list[str]) -> list[tuple[str, str]]:
     """The charts to draw: (speed, quality) pairs that were measured, decode speed first, at most two."""
     speeds = [m for m in ("decode_tps", *SPEED) if m in metric_names]
-    quals = [m for m in QUALITY if m in metric_names]
+    quals = quality_names(metric_names)  # benchmark accuracies first, with their error bars
     pairs = list(dict.fromkeys((s, q) for s in speeds[:1] for q in quals[:2]))
     if "size_mb" in metric_names and quals:
         pairs.append(("size_mb", quals[0]))

@@ -1,0 +1,122 @@
+"""Benchmark: the local travel multiple-choice task (lm-evaluation-harness) on every candidate of the demo, and the same
+number from lm-eval's own command line for one candidate.
+
+Candidates (the two demo runs on SmolLM2-135M-Instruct, `grove demo` in GROVE_HOME): the base model (PyTorch), the
+LoRA fine-tune (PyTorch + PEFT), int4 ONNX with the adapter on and off (onnxruntime-genai), the merged int4 ONNX.
+Each is measured by Grove (engine.evaluate.benchmark_run.measure in its own interpreter: lm-eval's simple_evaluate on HFLM or on lm-eval's
+onnxruntime-genai model loaded by Grove's backend) in a fresh interpreter; then `lm_eval --model hf` (its own CLI,
+--include_path the task's folder) on one candidate, to show the two agree. Prints a table (accuracy ± standard
+error, seconds per 100 examples) with the load average, and writes JSON.
+
+Usage: python bench/bench_benchmarks.py --home GROVE_HOME [--limit 100] [--cli-candidate base]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _results import write_json  # bench/ is sys.path[0] when a benchmark runs as a script
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def candidates(reg) -> dict[str, tuple[str, str | None]]:
+    """{label: (folder, adapter)} of the demo runs' candidates."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for r in reg.list_runs():
+        for c in reg.candidates(r["id"]):
+            chain = c.get("pass_chain") or []
+            path, kind = c.get("path") or "", (c.get("model_type") or "").lower()
+            if not path or not Path(path).exists():
+                continue
+            if not chain:
+                out.setdefault("base (PyTorch)", (path, None))
+            elif kind.startswith(("hf", "pytorch")) and c.get("adapter_path") and "merge" not in " ".join(chain).lower():
+                out.setdefault("LoRA (PyTorch + PEFT)", (path, c["adapter_path"]))
+            elif Path(path, "genai_config.json").is_file():
+                if c["model_id"].endswith("-no-adapter"):
+                    out.setdefault("int4 ONNX, adapter off", (path, None))
+                elif Path(path, "adapter_weights.onnx_adapter").is_file():
+                    out.setdefault("int4 ONNX + adapter", (path, "adapter"))
+                else:
+                    out.setdefault("merged int4 ONNX", (path, None))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--home", required=True, help="GROVE_HOME where `grove demo` ran")
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--cli-candidate", default="base (PyTorch)")
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "benchmarks.json"))
+    a = ap.parse_args()
+    os.environ["GROVE_HOME"] = a.home
+    from engine.data.benchmark_task import TRAVEL_TASK, build_travel_mc
+    from engine.evaluate import benchmark_run, benchmarks
+    from engine.runs.registry import Registry
+    from engine.spec.evaluation import EvalConfig
+
+    task_dir = build_travel_mc().parent
+    entry = {"task": TRAVEL_TASK, "limit": a.limit, "num_fewshot": 0, "include_path": str(task_dir)}
+    cfg = EvalConfig(eval_path="", benchmarks=[entry])
+    cands = candidates(Registry())
+    rows = []
+    for label, (path, adapter) in cands.items():
+        load0 = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        r = benchmarks.measure_in_subprocess(path, adapter, cfg, [entry])[TRAVEL_TASK]
+        wall = time.perf_counter() - t0
+        row = {"candidate": label, "path": path, "adapter": adapter, "wall_s": wall, "load_before": load0,
+               "load_after": os.getloadavg()[0], **r}
+        if "error" not in r:
+            row["s_per_100"] = 100 * r["seconds"] / r["examples"]
+        rows.append(row)
+        print(json.dumps(row, default=str), flush=True)
+    cli = None
+    if a.cli_candidate in cands and cands[a.cli_candidate][1] is None:
+        path = cands[a.cli_candidate][0]
+        with tempfile.TemporaryDirectory() as d:
+            args = [str(Path(sys.executable).parent / "lm_eval"), "--model", "hf", "--model_args",
+                    f"pretrained={path},dtype=float32", "--tasks", TRAVEL_TASK, "--include_path", str(task_dir),
+                    "--limit", str(a.limit), "--batch_size", str(benchmark_run.HF_BATCH), "--device", "cpu",
+                    "--output_path", d, "--seed", "0"]
+            load0 = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            p = subprocess.run(args, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            found = sorted(Path(d).rglob("results_*.json"))
+            if p.returncode == 0 and found:
+                res = json.loads(found[-1].read_text())["results"][TRAVEL_TASK]
+                cli = {"candidate": a.cli_candidate, "command": " ".join(args[:-4]), "acc": res["acc,none"],
+                       "acc_stderr": res["acc_stderr,none"], "wall_s": wall, "load_before": load0,
+                       "load_after": os.getloadavg()[0]}
+            else:
+                cli = {"candidate": a.cli_candidate, "error": (p.stderr or p.stdout)[-2000:]}
+        print(json.dumps(cli, default=str), flush=True)
+    print(f"\ntravel_mc (lm-eval {__import__('engine.machine').machine.package_versions(('lm_eval',)).get('lm_eval')}), limit {a.limit}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"{'candidate':28} {'acc':>6} {'± se':>6} {'s/100 ex':>9} {'load':>10}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['candidate']:28} failed: {r['error'][:200]}")
+            continue
+        print(f"{r['candidate']:28} {r['acc']:6.3f} {r['acc_stderr']:6.3f} {r['s_per_100']:9.1f} "
+              f"{r['load_before']:4.1f}-{r['load_after']:4.1f}")
+    if cli and "error" not in cli:
+        print(f"{'lm_eval CLI: ' + cli['candidate']:28} {cli['acc']:6.3f} {cli['acc_stderr']:6.3f} "
+              f"{'(wall ' + format(cli['wall_s'], '.0f') + ' s)':>9} {cli['load_before']:4.1f}-{cli['load_after']:4.1f}")
+    write_json(a.out, {"limit": a.limit, "cores": os.cpu_count(), "rows": rows, "cli": cli}, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
