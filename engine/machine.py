@@ -9,12 +9,12 @@ import os
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 NVIDIA_SMI_TIMEOUT_S = 10
 
 
-def _nvidia_smi(*args: str) -> Optional[list[list[str]]]:
+def _nvidia_smi(*args: str) -> list[list[str]] | None:
     """Rows of ``nvidia-smi ... --format=csv,noheader,nounits`` split on commas; None when it cannot run."""
     try:
         out = subprocess.run(["nvidia-smi", *args, "--format=csv,noheader,nounits"], capture_output=True, text=True,
@@ -44,7 +44,7 @@ def gpu_memory() -> list[dict[str, int]]:
     return gpus
 
 
-def gpu_used_mb(index: Optional[str] = None) -> Optional[float]:
+def gpu_used_mb(index: str | None = None) -> float | None:
     """Device memory in use (MB) on ``index`` (default: the first GPU this process sees); None if unreadable."""
     visible = index or (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0] or "0"
     rows = _nvidia_smi("-i", visible, "--query-gpu=memory.used")
@@ -96,7 +96,7 @@ def dir_size(p: Path | str) -> int:
     return total
 
 
-def cmdline(pid: Optional[int]) -> Optional[list[bytes]]:
+def cmdline(pid: int | None) -> list[bytes] | None:
     """A live (not zombie) process's command line as arguments; None when it is gone or unreadable."""
     if not pid:
         return None
@@ -108,7 +108,7 @@ def cmdline(pid: Optional[int]) -> Optional[list[bytes]]:
     return None if state == "Z" else cmd
 
 
-def process_runs(pid: Optional[int], *needles: str) -> bool:
+def process_runs(pid: int | None, *needles: str) -> bool:
     """Whether process ``pid`` is alive and its command line contains any of ``needles``."""
     cmd = cmdline(pid)
     if cmd is None:
@@ -132,7 +132,7 @@ def hostname() -> str:
     return os.uname().nodename
 
 
-def gpus_short(want: int, gpus_available: Optional[int] = None) -> Optional[int]:
+def gpus_short(want: int, gpus_available: int | None = None) -> int | None:
     """None when ``want`` GPUs are there (or none are wanted); else how many this machine has (detected when
     ``gpus_available`` is None)."""
     if want <= 0:

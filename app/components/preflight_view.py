@@ -48,7 +48,7 @@ def round_trip(r: dict | None) -> None:
             ("Training text", "training", "what the run trains on (the text template, or the tokenizer's chat template)"),
             ("Tokenizer's chat template", "tokenizer", "transformers' apply_chat_template of the same conversation"),
             ("Chat prompt (onnxruntime-genai)", "chat_prompt", "what Chat and the evaluator send for the question"),
-        )):  # fmt: skip
+        ), strict=True):  # fmt: skip
             col.markdown(f"**{title}**", help=help_)
             col.code(r.get(key) or "(none)", language=None, wrap_lines=True)
         if r.get("trained"):

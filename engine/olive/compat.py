@@ -35,8 +35,9 @@ import importlib.abc
 import importlib.util
 import sys
 import sysconfig
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 _applied: set[str] = set()
 PTH_NAME = "grove_olive_compat.pth"

@@ -4,10 +4,10 @@ its cluster's nodes into its heartbeat (``workers.slots``), so no reader needs a
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 
-def cluster_status(reg: Any = None) -> Optional[dict[str, Any]]:
+def cluster_status(reg: Any = None) -> dict[str, Any] | None:
     """The newest live Ray worker's view of its cluster, or None when no live worker runs on Ray.
 
     ``{"address", "nodes": [{"node_id", "address", "host", "head", "cpus", "cpus_used", "gpus", "gpus_used",

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 from filelock import FileLock
 
@@ -39,7 +39,7 @@ def report(stage: str, fraction: float) -> None:
     tmp.replace(f)
 
 
-def progress() -> Optional[dict[str, Any]]:
+def progress() -> dict[str, Any] | None:
     """The background set-up's last reported stage and percentage (None when none is known)."""
     try:
         return json.loads(_progress_file().read_text())
@@ -70,12 +70,12 @@ def specs() -> list[Any]:
     return [recipes.demo_spec()]
 
 
-def queue(reg: Optional[Registry] = None) -> list[dict[str, Any]]:
+def queue(reg: Registry | None = None) -> list[dict[str, Any]]:
     """Queue the demo runs (the model must be set up)."""
     return [submit.submit(s, reg=reg) for s in specs()]
 
 
-def launch(reg: Registry) -> Optional[list[dict[str, Any]]]:
+def launch(reg: Registry) -> list[dict[str, Any]] | None:
     """Queue the demo runs if the model is set up (the queued runs); otherwise start setting it up (then queueing)
     in the background, unless that is already running (None)."""
     if default.current() is not None:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 from engine import machine, paths
 
@@ -18,7 +18,7 @@ class Executor(Protocol):
     """How a run is started and stopped. The local executor starts processes; others may start remote jobs."""
 
     def launch(self, run: dict[str, Any], gpus: list[int]) -> Any: ...
-    def poll(self, handle: Any) -> Optional[int]: ...
+    def poll(self, handle: Any) -> int | None: ...
     def signal(self, handle: Any, sig: int) -> None: ...
 
 
@@ -26,11 +26,11 @@ class Executor(Protocol):
 class LocalHandle:
     run_id: str
     pid: int
-    popen: Optional[subprocess.Popen] = None  # None for a runner adopted after a worker restart
+    popen: subprocess.Popen | None = None  # None for a runner adopted after a worker restart
 
 
 class LocalExecutor:
-    def __init__(self, module: Optional[str] = None) -> None:
+    def __init__(self, module: str | None = None) -> None:
         # GROVE_RUNNER_MODULE lets the fault tests start a stand-in runner through the real worker
         self.module = module or os.environ.get("GROVE_RUNNER_MODULE", "engine.runs.runner")
 
@@ -56,7 +56,7 @@ class LocalExecutor:
             logf.close()
         return LocalHandle(run["id"], p.pid, p)
 
-    def poll(self, h: LocalHandle) -> Optional[int]:
+    def poll(self, h: LocalHandle) -> int | None:
         if h.popen is not None:
             return h.popen.poll()
         return None if pid_is_runner(h.pid, h.run_id) else -1
@@ -68,7 +68,7 @@ class LocalExecutor:
             pass
 
 
-def pid_is_runner(pid: Optional[int], run_id: str) -> bool:
+def pid_is_runner(pid: int | None, run_id: str) -> bool:
     cmd = machine.cmdline(pid)
     # a runner is started as `python -m <runner module> RUN_ID`: the run id as the last argument identifies it
     return cmd is not None and len(cmd) >= 2 and run_id.encode() in cmd[-2:] and b"-m" in cmd

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, Optional
+from typing import Any
 
 from engine.olive import config as olive_config
 from engine.olive.footprint import expected_files
 from engine.runs.registry import Registry
 
 
-def find_twin(reg: Registry, run: dict[str, Any]) -> Optional[dict[str, Any]]:
+def find_twin(reg: Registry, run: dict[str, Any]) -> dict[str, Any] | None:
     """The succeeded run identical to ``run`` whose output is complete (None when there is none): a cheap check
     the worker makes in its tick before it copies anything in a thread."""
     full = reg.get_run(run["id"])

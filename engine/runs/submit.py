@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from engine import machine, paths
 from engine.errors import ResourceError, RunStateError
@@ -30,7 +30,7 @@ def env_fingerprint() -> dict[str, str]:
     return machine.package_versions(FINGERPRINT_PACKAGES)
 
 
-def check_resources(spec: RunSpec, gpus_available: Optional[int] = None, where: str = "this machine has") -> None:
+def check_resources(spec: RunSpec, gpus_available: int | None = None, where: str = "this machine has") -> None:
     if gpus_available is None and spec.resources.gpus and os.environ.get("GROVE_EXECUTOR", "").strip().lower() == "ray":
         from engine.runs.ray_cluster import max_gpus_per_node  # the cluster's largest node decides
 
@@ -122,8 +122,8 @@ def olive_config_text(spec: RunSpec, *, base: Any = None) -> str:
     return olive_config.dumps(cfg)
 
 
-def submit(spec: RunSpec, *, reg: Optional[Registry] = None, parent_run: Optional[str] = None,
-           gpus_available: Optional[int] = None, base: Any = None) -> dict[str, Any]:
+def submit(spec: RunSpec, *, reg: Registry | None = None, parent_run: str | None = None,
+           gpus_available: int | None = None, base: Any = None) -> dict[str, Any]:
     """Check everything that can be checked before launch, then queue the run.
 
     Relative paths are resolved first, against ``base`` (``resolve_paths``), and the run stores them absolute.
@@ -151,7 +151,7 @@ def submit(spec: RunSpec, *, reg: Optional[Registry] = None, parent_run: Optiona
     )
 
 
-def _searchable(spec: RunSpec) -> Optional[dict[str, list[str]]]:
+def _searchable(spec: RunSpec) -> dict[str, list[str]] | None:
     if spec.search is None:
         return None
     from engine.olive import catalog
@@ -159,12 +159,12 @@ def _searchable(spec: RunSpec) -> Optional[dict[str, list[str]]]:
     return catalog.searchable_params([p.type for p in spec.passes])
 
 
-def cancel(run_id: str, reg: Optional[Registry] = None) -> dict[str, Any]:
+def cancel(run_id: str, reg: Registry | None = None) -> dict[str, Any]:
     reg = reg or Registry()
     return reg.request_cancel(reg.find_run(run_id)["id"])
 
 
-def retry(run_id: str, reg: Optional[Registry] = None) -> dict[str, Any]:
+def retry(run_id: str, reg: Registry | None = None) -> dict[str, Any]:
     from engine.spec.schema import parse_spec
 
     reg = reg or Registry()
@@ -174,6 +174,6 @@ def retry(run_id: str, reg: Optional[Registry] = None) -> dict[str, Any]:
     return submit(parse_spec(json.loads(run["spec"])), reg=reg, parent_run=run["id"])
 
 
-def export_config(run_id: str, reg: Optional[Registry] = None) -> str:
+def export_config(run_id: str, reg: Registry | None = None) -> str:
     reg = reg or Registry()
     return reg.find_run(run_id)["olive_config"]

@@ -4,17 +4,17 @@ to the evaluator through Olive's metric plug-in as plain keyword arguments."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     eval_path: str
-    text_template: Optional[str] = None
+    text_template: str | None = None
     chat_template: bool = False
     prompt_column: str = "prompt"
     response_column: str = "response"
-    system_prompt: Optional[str] = None
+    system_prompt: str | None = None
     data_key: str = ""
     split_seed: int = 0
     max_samples: int = 50

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from engine.runs.executors import LocalExecutor
 from engine.runs.registry import Registry

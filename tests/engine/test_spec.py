@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pydantic
 import pytest
 
 from engine.errors import SpecError
@@ -26,7 +27,7 @@ def test_lab_recipe_is_a_valid_spec():
 
 def test_spec_is_frozen():
     s = parse_spec(good())
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         s.name = "other"  # type: ignore[misc]
 
 
