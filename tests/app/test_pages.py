@@ -146,7 +146,11 @@ def test_dataset_preview_template_presets_tokens_and_split(ui_home):
     assert int(cut.value) > 200
     # the tokenizer's own chat template (Phi-3 style, from chat_template.jinja)
     by_label(at.selectbox, "Template preset").set_value("Tokenizer's chat template").run()
-    assert at.code[0].value.startswith("<|user|>\nWhat's a must-see in Paris?<|end|>")
+    # the chat template trains on the assistant turn alone: the preview marks it, the question is context only
+    marked = next(m.value for m in at.markdown if m.value.startswith("<pre"))
+    assert marked.startswith('<pre style="white-space:pre-wrap"><span style="color:#888">&lt;|user|&gt;\nWhat&#x27;s '
+                             "a must-see in Paris?&lt;|end|&gt;")
+    assert '<mark style="background:#c8f7c5">' in marked
     assert at.session_state["draft"]["dataset"]["chat_template"] is True
     # page 2 of the preview
     by_label(at.number_input, "Page").set_value(2).run()
