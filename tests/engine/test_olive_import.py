@@ -185,9 +185,12 @@ def test_olive_accuracy_and_latency_metrics_map_onto_grove_evaluation(passes, de
     assert "speed.p90 (latency) not mapped" in all_notes and "tput.avg (throughput) not mapped" in all_notes
     assert not [n for n in notes if n.startswith(("to fix", "to fill in"))]
     assert _spec_check(d, passes, demo["model"]) == []
-    # LMEvaluator: named as not mapped here, in one place (lm-eval tasks are issue 23's)
+    # LMEvaluator: its tasks become Grove's benchmark tasks (engine/olive/import_lmeval.py), a baseline run of them
     d, notes = importer.import_text((HERE / "baseline_lm_eval.json").read_text(), passes)
-    assert any("LMEvaluator, lm-eval tasks arc_easy) not mapped" in n for n in notes)
+    assert d["passes"] == [] and d["evaluation"]["enabled"] is True
+    assert d["evaluation"]["benchmarks"] == [{"task": "arc_easy", "limit": 8, "num_fewshot": 0, "include_path": None}]
+    assert any(n.startswith("LMEvaluator tasks imported as benchmarks: arc_easy (limit 8)") for n in notes), notes
+    assert any("evaluators.score.batch_size not imported" in n for n in notes), notes
 
 
 def test_no_pass_spec_is_a_baseline_run_and_pydantic_never_speaks(demo):
