@@ -278,6 +278,9 @@ def test_the_readme_spec_submits_from_another_directory(demo, tmp_path, python):
     shutil.copytree(demo["model"], proj / "runs" / "demo" / "model")
     shutil.copyfile(demo["dataset"], proj / "runs" / "demo" / "travel_sample.jsonl")
     (proj / "spec.yaml").write_text(_readme_spec())
+    from engine.data.benchmark_task import build_travel_mc
+
+    build_travel_mc(proj / "runs" / "benchmarks")  # what the Workflow page's travel task button writes
     (home / "catalog" / catalog.catalog_path().name).write_text(json.dumps(catalog.load()))
     env = {**os.environ, "GROVE_HOME": str(home), "GROVE_ALLOWED_ROOTS": str(proj),
            "PYTHONPATH": str(README.parent)}
