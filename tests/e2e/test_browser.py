@@ -268,7 +268,9 @@ def test_compare_opens_a_candidate_the_report_renders_offline_and_chat_switches_
     goto(pg, "Compare")
     settle(pg)
     cells = grids(pg)  # the columns in view: the grid draws the others as it scrolls
-    assert "decode_tps" in cells and "lora > modelbuilder > extractadapters" in cells, cells[:500]
+    # the table's columns in view depend on the window's width: decode_tps is on the chart's axis if not in the grid
+    assert "lora > modelbuilder > extractadapters" in cells, cells[:500]
+    assert "decode_tps" in cells or "decode_tps" in main_text(pg), cells[:500]
     point = pg.locator('[data-testid="stPlotlyChart"] .scatterlayer .trace .points path').first
     point.click(force=True)
     idle(pg)
