@@ -87,7 +87,7 @@ def test_cancel_during_training_then_identical_launch_succeeds(demo_run, grove_h
     assert not (Path(run["run_dir"]) / "tmp").exists()
     assert not list(Path("/tmp").glob(f"olive_tmp*{pid}*"))
     again = service.submit(spec)
-    done = run_to_end(again["id"])
+    done = run_to_end(again["id"], timeout=900)  # 120 LoRA steps and the evaluation: minutes on a busy 2-core machine
     assert done["status"] == "succeeded", done["error_message"]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,8 @@ from engine.runs.registry import Registry
 from engine.runs.worker import Slots, Worker
 
 from .helpers import fake_run, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
 
 CPU = devices.cpu()
 
@@ -100,6 +103,7 @@ def test_a_measurement_waits_for_a_chat_and_defers_for_a_run(fresh_home):
 
 
 def test_the_worker_starts_no_run_on_a_device_a_measurement_holds(fresh_home, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the stand-in runner is a module of tests/, as in test_worker
     monkeypatch.setenv("GROVE_RUNNER_MODULE", "tests.engine.fake_runner")
     reg = Registry()
     claim = reg.claim_device(CPU, label="speed of m")["id"]
