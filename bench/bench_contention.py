@@ -29,11 +29,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from _results import write_json  # bench/ is sys.path[0] when a benchmark runs as a script
+from _worker import ticking_worker
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -69,19 +69,9 @@ def one(setup: str, home: Path, model: str, dataset: str, quick: bool) -> dict:
     running, wait for them and every deferred speed measurement, then measure each candidate alone."""
     from engine.runs import submit as service
     from engine.runs.registry import Registry
-    from engine.runs.worker import POLL_S, Worker
 
     reg = Registry()
-    w = Worker(reg)
-    w.start()
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            w.tick()
-            time.sleep(POLL_S)
-
-    threading.Thread(target=loop, daemon=True).start()
+    w, stop = ticking_worker(reg)
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     runs = [service.submit(s) for s in specs(model, dataset, quick)]

@@ -19,11 +19,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from _results import write_json  # bench/ is sys.path[0] when a benchmark runs as a script
+from _worker import ticking_worker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,21 +43,11 @@ def main() -> int:
     from engine.models import tiny as demo
     from engine.runs import submit as service
     from engine.runs.registry import Registry
-    from engine.runs.worker import Worker
     from engine.spec import recipes
 
     demo.build_demo()
     reg = Registry()
-    w = Worker(reg)
-    w.start()
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            w.tick()
-            time.sleep(0.1)
-
-    threading.Thread(target=loop, daemon=True).start()
+    w, stop = ticking_worker(reg, poll_s=0.1)
 
     def grove_once(spec) -> tuple[float, str]:
         t0 = time.perf_counter()

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from _results import write_json  # bench/ is sys.path[0] when a benchmark runs as a script
+from _worker import ticking_worker
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -49,21 +50,11 @@ def one(executor: str, home: Path, steps: int, gpus: int = 0, n: int = 1) -> dic
     os.environ["GROVE_EXECUTOR"] = executor
     from engine.runs import submit as service
     from engine.runs.registry import Registry
-    from engine.runs.worker import POLL_S, Worker
     from engine.spec import recipes
     from engine.spec.schema import parse_spec
 
     reg = Registry()
-    w = Worker(reg)
-    w.start()
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            w.tick()
-            time.sleep(POLL_S)
-
-    threading.Thread(target=loop, daemon=True).start()
+    w, stop = ticking_worker(reg)
     if gpus:
         d = recipes.lab_recipe(str(home / "demo" / "model"), str(home / "demo" / "travel_sample.jsonl"), device="gpu", max_steps=steps)
         d["passes"] = [p for p in d["passes"] if p["type"] == "LoRA"]
