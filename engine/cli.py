@@ -10,6 +10,7 @@
     grove cancel RUN            cancel a queued or running run
     grove export RUN [-o F]     the run's Olive config (runs with `olive run --config F`)
     grove worker                run the worker in the foreground
+    grove target ls|add|check   target environments (OpenVINO...): list them, create one, run its check
 """
 
 from __future__ import annotations
@@ -278,6 +279,40 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return worker.main(["--until-idle"] if args.until_idle else [])
 
 
+def cmd_target(args: argparse.Namespace) -> int:
+    from engine import targets
+    from engine.targets import env as tenv
+
+    if args.action == "ls":
+        for st in tenv.listing():
+            line = f"{st['name']:14} {st['state']:12} {', '.join(st['providers'])}"
+            if st["state"] in ("ready", "stale"):
+                line += f"  ({st.get('size_mb', 0):.0f} MB, {len(st.get('packages') or {})} packages, {st['path']})"
+            elif st["state"] == "not created":
+                line += f"  (`grove target add {st['name']}`: {st['pins']} pinned packages)"
+            elif st["state"] == "unavailable":
+                line += f"  (not here: {st['missing']})"
+            print(line)
+        return 0
+    if not args.name:
+        raise GroveError(f"grove target {args.action}: name a target ({', '.join(targets.TARGETS)})")
+    try:
+        targets.get(args.name)
+    except KeyError as e:
+        raise GroveError(str(e.args[0])) from None
+    if args.action == "add":
+        st = tenv.add(args.name, progress=lambda msg, frac: print(
+            f"grove: {'' if frac is None else f'{100 * frac:3.0f}% '}{msg}", flush=True))
+        print(f"target {st['name']}: {st['state']}; {(st.get('check') or {}).get('detail', '')}")
+        return 0
+    chk = tenv.check(args.name)
+    if args.json:
+        print(json.dumps(chk, indent=2))
+    else:
+        print(f"target {args.name}: " + (f"ok: {chk['detail']}" if chk.get("ok") else f"check failed: {chk.get('error')}"))
+    return 0 if chk.get("ok") else 1
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from engine.runs.supervisor import Supervisor, worker_command
 
@@ -339,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("-o", "--output", default="report.html")
     p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("target", help="target environments (OpenVINO...): ls, add NAME, check NAME")
+    p.add_argument("action", choices=["ls", "add", "check"])
+    p.add_argument("name", nargs="?", help="the target: openvino, qnn, vitisai, nvtensorrtrtx (default: Grove's own)")
+    p.add_argument("--json", action="store_true", help="check: print the check's result as JSON")
+    p.set_defaults(fn=cmd_target)
     p = sub.add_parser("worker", help="run the worker in the foreground")
     p.add_argument("--until-idle", action="store_true")
     p.set_defaults(fn=cmd_worker)

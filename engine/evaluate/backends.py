@@ -5,7 +5,10 @@
   context length from the config; ``generator(...)`` starts a search with an adapter active, ``tokens(gen)`` steps it.
 - ``Hf``: a Hugging Face folder through transformers on a device and dtype; ``add_adapter`` puts a PEFT adapter on
   it (under a name); EOS ids from the generation config, the model config and the tokenizer.
-- ``form_of(folder)``: which of the two a folder is (None for neither).
+- ``Ov``: an OpenVINO LLM folder (Olive's OpenVINOEncapsulation output, or optimum-intel's ``openvino_model.xml``):
+  the stateful OpenVINO IR compiled by the OpenVINO runtime on the CPU, stepped token by token with its logits, and
+  the folder's Hugging Face tokenizer. It runs in the OpenVINO target's environment (engine.targets).
+- ``form_of(folder)``: which of the three a folder is (None for none).
 
 The evaluator (``engine.evaluate.evaluator``) adds scoring and timing on top, chat (``engine.chat.models``) streaming
 and per-message adapter switching. onnxruntime-genai, torch, transformers and peft are imported inside functions:
@@ -24,11 +27,33 @@ from engine.errors import ModelError
 
 GENAI = "onnxruntime-genai"
 HF = "transformers"
+OPENVINO = "openvino"
 DEFAULT_CONTEXT = 2048
 
 
+def openvino_ir(folder: Path) -> Path | None:
+    """The OpenVINO IR (``.xml``) of an OpenVINO LLM folder: the one the EPContext model of the folder's
+    ``genai_config.json`` stands for when that config runs on OpenVINO (Olive's OpenVINOEncapsulation writes
+    ``<name>.onnx`` beside ``<name>.xml``), else optimum-intel's ``openvino_model.xml``; None for other folders."""
+    try:
+        model = json.loads((folder / "genai_config.json").read_text())["model"]
+        dec = model["decoder"]
+        opts = (dec.get("session_options") or {}).get("provider_options") or []
+        if any(isinstance(o, dict) and "OpenVINO" in o for o in opts):
+            xml = folder / (Path(dec["filename"]).stem + ".xml")
+            if xml.is_file():
+                return xml
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    xml = folder / "openvino_model.xml"
+    return xml if xml.is_file() else None
+
+
 def form_of(folder: Path) -> str | None:
-    """``"onnxruntime-genai"`` (genai_config.json), ``"transformers"`` (config.json), or None."""
+    """``"openvino"`` (an OpenVINO IR LLM), ``"onnxruntime-genai"`` (genai_config.json), ``"transformers"``
+    (config.json), or None."""
+    if openvino_ir(folder) is not None:
+        return OPENVINO
     if (folder / "genai_config.json").is_file():
         return GENAI
     if (folder / "config.json").is_file():
@@ -123,6 +148,74 @@ class Genai:
         while not gen.is_done():
             gen.generate_next_token()
             yield int(gen.get_next_tokens()[0])
+
+
+class Ov:
+    """An OpenVINO LLM folder, loaded with the OpenVINO runtime: ``compiled`` (the stateful model on ``device``),
+    ``tok`` (the folder's Hugging Face tokenizer), ``eos``, ``context``. ``step(ids)`` feeds tokens after those
+    already fed and returns their logits; ``reset()`` starts a new sequence."""
+
+    form = OPENVINO
+
+    def __init__(self, folder: Path, *, device: str = "CPU") -> None:
+        import numpy as np
+        import openvino as ov
+        from transformers import AutoTokenizer
+
+        xml = openvino_ir(folder)
+        if xml is None:
+            raise ModelError(f"{folder}: no OpenVINO IR (openvino_model.xml, or an OpenVINO genai_config.json)")
+        self.np = np
+        self.folder = folder
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(xml)), device)
+        self.req = self.compiled.create_infer_request()
+        self.inputs = {i.get_any_name() for i in self.compiled.inputs}
+        self.tok = AutoTokenizer.from_pretrained(str(folder))
+        cfg: dict[str, Any] = {}
+        for name in ("config.json", "generation_config.json"):
+            try:
+                cfg[name] = json.loads((folder / name).read_text())
+            except (OSError, ValueError):
+                cfg[name] = {}
+        self.eos = (_ids(cfg["generation_config.json"].get("eos_token_id")) | _ids(cfg["config.json"].get("eos_token_id"))
+                    | _ids(self.tok.eos_token_id))
+        self.context = int(cfg["config.json"].get("max_position_embeddings") or DEFAULT_CONTEXT)
+        self.past = 0
+
+    def reset(self) -> None:
+        self.req.reset_state()
+        self.past = 0
+
+    def step(self, ids: list[int]) -> Any:
+        """Logits (len(ids) x vocab) of ``ids`` fed after the tokens of this sequence so far."""
+        np = self.np
+        n = len(ids)
+        feed = {"input_ids": np.asarray([ids], dtype=np.int64)}
+        if "attention_mask" in self.inputs:
+            feed["attention_mask"] = np.ones((1, self.past + n), dtype=np.int64)
+        if "position_ids" in self.inputs:
+            feed["position_ids"] = np.arange(self.past, self.past + n, dtype=np.int64)[None, :]
+        if "beam_idx" in self.inputs:
+            feed["beam_idx"] = np.zeros(1, dtype=np.int32)
+        self.req.infer(feed)
+        self.past += n
+        return self.req.get_tensor("logits").data[0]
+
+    def chat_ids(self, msgs: list[dict[str, str]]) -> list[int]:
+        ids = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def tokens(self, ids: list[int], max_new: int) -> Iterator[int]:
+        """Greedy tokens after the prompt ``ids`` (a new sequence), one at a time, at most ``max_new``."""
+        self.reset()
+        logits = self.step(ids)
+        for _ in range(max_new):
+            t = int(logits[-1].argmax())
+            yield t
+            logits = self.step([t])
 
 
 class Hf:

@@ -36,7 +36,7 @@ from typing import Any
 
 from engine import machine
 from engine.evaluate import progress as eval_progress
-from engine.evaluate.backends import Genai, Hf, form_of
+from engine.evaluate.backends import OPENVINO, Genai, Hf, Ov, form_of
 from engine.evaluate.fingerprint import fingerprint, fingerprint_id
 from engine.evaluate.scores import normalize, rouge_l
 from engine.spec.evaluation import EvalConfig
@@ -167,6 +167,54 @@ class GenaiBackend(Genai):
         return ttft, steps
 
 
+class OvBackend(Ov):
+    """An OpenVINO candidate (engine.evaluate.backends.Ov): the OpenVINO runtime on the CPU, greedy token by token,
+    its logits for the held-out loss; tokenized as transformers tokenizes (the folder's tokenizer.json)."""
+
+    def __init__(self, folder: Path, adapter: str | None, cfg: EvalConfig) -> None:
+        if adapter:
+            raise ValueError(f"{folder}: an OpenVINO candidate carries no separate adapter (merge it before converting)")
+        super().__init__(folder)
+        self.adapter = None
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok(text)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def logprobs_of(self, ids: list[int], start: int) -> list[float]:
+        np = self.np
+        self.reset()
+        logits = np.asarray(self.step(ids), dtype=np.float64)
+        out = []
+        for t in range(max(start, 1), len(ids)):
+            row = logits[t - 1]
+            m = row.max()
+            out.append(row[ids[t]] - (m + math.log(np.exp(row - m).sum())))
+        return out
+
+    def greedy(self, ids: list[int], max_new: int) -> list[int]:
+        out: list[int] = []
+        for t in self.tokens(ids, min(max_new, self.context - len(ids))):
+            if t in self.eos:
+                break
+            out.append(t)
+        return out
+
+    def timed(self, ids: list[int], n_new: int) -> tuple[float, list[float]]:
+        self.reset()
+        t0 = time.perf_counter()
+        nxt = int(self.step(ids)[-1].argmax())
+        ttft = time.perf_counter() - t0
+        steps = []
+        for _ in range(n_new - 1):
+            t = time.perf_counter()
+            nxt = int(self.step([nxt])[-1].argmax())
+            steps.append(time.perf_counter() - t)
+        return ttft, steps
+
+
 def register_olive_quantizer(folder: Path) -> bool:
     """Checkpoints from Olive's own quantizers (Rtn, Gptq: ``quant_method: olive``) load in transformers only once
     Olive's quantizer is registered, as Olive's model loader does. True when the folder needed it."""
@@ -275,7 +323,8 @@ class HfBackend(Hf):
 def detect_form(path: Path) -> str:
     form = form_of(path)
     if form is None:
-        raise FileNotFoundError(f"{path} is neither an onnxruntime-genai folder (genai_config.json) nor a Hugging Face folder (config.json)")
+        raise FileNotFoundError(f"{path} is neither an onnxruntime-genai folder (genai_config.json), an OpenVINO folder "
+                                "(openvino_model.xml) nor a Hugging Face folder (config.json)")
     return form
 
 
@@ -291,6 +340,8 @@ def _chat_renderer(folder: Path) -> Any:
 
 
 def load_backend(folder: Path, form: str, adapter: str | None, cfg: EvalConfig) -> Any:
+    if form == OPENVINO:
+        return OvBackend(folder, adapter, cfg)
     return GenaiBackend(folder, adapter, cfg) if form == "onnxruntime-genai" else HfBackend(folder, adapter, cfg)
 
 

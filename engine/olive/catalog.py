@@ -23,7 +23,8 @@ from typing import Any
 from engine import paths
 
 CPU_EP = "CPUExecutionProvider"
-CATALOG_REV = 3  # bump when the dump changes (2: Grove's own passes are listed; 3: nested fields of training_args)
+CATALOG_REV = 4  # bump when the dump changes (2: Grove's own passes are listed; 3: nested fields of training_args;
+#                  4: passes whose defaults read accelerator_type.CPU, the OpenVINO ones, list their parameters)
 
 
 def olive_version() -> str:
@@ -159,7 +160,7 @@ def _installed(req: str) -> bool:
 
 
 def dump(out: Path) -> None:
-    from olive.hardware.accelerator import AcceleratorSpec
+    from olive.hardware.accelerator import AcceleratorSpec, Device
     from olive.hardware.constants import ExecutionProvider
     from olive.package_config import OlivePackageConfig
 
@@ -167,7 +168,8 @@ def dump(out: Path) -> None:
 
     olive_compat.apply()  # adds Grove's passes to Olive's catalog, as in the runner
     pc = OlivePackageConfig.load_default_config()
-    acc = AcceleratorSpec(accelerator_type="cpu", execution_provider=ExecutionProvider.CPUExecutionProvider)
+    # the Device enum, as Olive passes it (OpenVINO passes default to accelerator_type.CPU)
+    acc = AcceleratorSpec(accelerator_type=Device.CPU, execution_provider=ExecutionProvider.CPUExecutionProvider)
     extra = pc.extra_dependencies if hasattr(pc, "extra_dependencies") else {}
     passes: dict[str, Any] = {}
     for key_lower, mc in sorted(pc.passes.items()):

@@ -117,6 +117,8 @@ def expected_files(config: dict[str, Any]) -> list[str]:
         want += ["model.onnx", "genai_config.json"]
     if last["type"] == "ExtractAdapters":
         want.append("adapter_weights.onnx_adapter")
+    if last["type"] == "OpenVINOEncapsulation":  # the EPContext model's name follows the IR's (openvino_model[_dy])
+        want.append("genai_config.json")
     return want
 
 

@@ -14,9 +14,10 @@ the device Olive infers from them, and one with a device and no providers gets O
 ``HuggingfaceContainer`` data config with no pre-processing settings reads Olive's default ``text`` column. A config
 with an input model and an evaluator but no passes is a baseline run (it measures the input model). Olive's
 accuracy, latency and size metrics are mapped onto Grove's evaluation where they mean the same thing; the rest is
-named. A config for a target this Grove does not run (QNN, OpenVINO, DirectML, VitisAI, NvTensorRTRTX...) is refused
-in one sentence, or imported as a CPU or CUDA version of it when the caller asks (``target="cpu"|"cuda"``): the
-passes that exist only for that target are dropped, each named.
+named. A config for a known target with an environment of its own (engine.targets: OpenVINO, and QNN, VitisAI,
+NvTensorRTRTX, which this machine cannot run) is imported for that target with its passes; a config for another
+target (DirectML, WebGPU...) is refused in one sentence. Either is imported as a CPU or CUDA version of it when the
+caller asks (``target="cpu"|"cuda"``): the passes that exist only for that target are dropped, each named.
 
 Anything that runs code (``user_script``, ``script_dir``, custom data components) and ``trust_remote_code: true``
 are refused (``SpecError``) unless the caller opts in with ``allow_code=True``; then they come with a warning.
@@ -33,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from engine import targets
 from engine.errors import SpecError
 from engine.spec.drafts import DEFAULT_SEARCH, new_draft
 from engine.spec.passes import GROVE_PROVIDERS, GROVE_TARGETS_TEXT, canonical_pass_type, target_specific
@@ -504,22 +506,28 @@ def _target(cfg: dict[str, Any], imp: _Import, catalog: dict[str, Any] | None) -
                      "target.execution_provider")
     foreign = [e for e in eps if e not in GROVE_PROVIDERS]
     asked = eps[0] if eps else None
+    known = next((e for e in foreign if e in targets.PROVIDERS), None)
+    if known is None and not foreign:
+        known = _target_of_passes(draft["passes"])  # e.g. Ryzen AI / VitisAI recipes name no provider
+    if imp.target is None and known is not None:  # a target Grove knows (OpenVINO...): imported for it, passes kept
+        _own_target(imp, known, dev)
+        return
+    others = ", ".join(t for t in targets.TARGETS if t != targets.DEFAULT)
     if foreign or (dev is not None and dev not in ("cpu", "gpu")):
         what = f"{foreign[0] if foreign else asked or 'an accelerator'} on '{dev or '?'}'"
         if imp.target is None:
-            raise SpecError([("systems", f"this config targets {what}; this Grove runs {GROVE_TARGETS_TEXT}: "
-                              "import it with target 'cpu' or 'cuda' to get a CPU or CUDA version of it")],
-                            source="Olive config")
-        notes.append(f"systems: the config targets {what}, which this Grove does not run: imported as a "
-                     f"{imp.target.upper()} version of it")
+            raise SpecError([("systems", f"this config targets {what}; Grove runs {GROVE_TARGETS_TEXT}, and knows "
+                              f"the targets {others}: import it with target 'cpu' or 'cuda' to get a CPU or CUDA "
+                              "version of it")], source="Olive config")
+        notes.append(f"systems: the config targets {what}: imported as a {imp.target.upper()} version of it")
         dev, eps = None, []
     if imp.target is None:
         other = [p["type"] for p in draft["passes"] if target_specific(p["type"])]
-        if other:  # e.g. Ryzen AI / VitisAI recipes name no provider but build for an NPU
+        if other:  # passes for an execution provider of no target Grove knows
             raise SpecError([("passes", f"this config's pass{'es' if len(other) > 1 else ''} {', '.join(other[:4])} "
                               f"build{'' if len(other) > 1 else 's'} for another target (an NPU or another execution "
-                              f"provider); this Grove runs {GROVE_TARGETS_TEXT}: import it with target 'cpu' or "
-                              "'cuda' to get a CPU or CUDA version of it")], source="Olive config")
+                              f"provider); Grove runs {GROVE_TARGETS_TEXT}, and knows the targets {others}: import it "
+                              "with target 'cpu' or 'cuda' to get a CPU or CUDA version of it")], source="Olive config")
     if imp.target is not None:
         want = ("cpu", "CPUExecutionProvider") if imp.target == "cpu" else ("gpu", "CUDAExecutionProvider")
         if (dev, eps[:1]) != (want[0], [want[1]]) and (dev or eps):
@@ -536,6 +544,49 @@ def _target(cfg: dict[str, Any], imp: _Import, catalog: dict[str, Any] | None) -
     for p in draft["passes"]:
         if p["type"] == "ModelBuilder" and p["params"].get("precision") in ("fp32", "fp16", "int4", "int8"):
             draft["target"]["precision"] = p["params"]["precision"]
+
+
+# which known target a pass builds for, when a config names no provider (Ryzen AI recipes name none)
+PASS_TARGETS = (("OpenVINO", "OpenVINOExecutionProvider"), ("QNN", "QNNExecutionProvider"),
+                ("Qairt", "QNNExecutionProvider"), ("Vitis", "VitisAIExecutionProvider"),
+                ("Ryzen", "VitisAIExecutionProvider"), ("QuarkQuantizationVitisAI", "VitisAIExecutionProvider"),
+                ("EPContextBinaryGenerator", "QNNExecutionProvider"), ("StaticLLM", "QNNExecutionProvider"))
+
+
+def _target_of_passes(passes: list[dict[str, Any]]) -> str | None:
+    """The execution provider of the known target the config's target-specific passes build for, if one."""
+    for p in passes:
+        for prefix, ep in PASS_TARGETS:
+            if p["type"].startswith(prefix):
+                return ep
+    return None
+
+
+def _own_target(imp: _Import, ep: str, dev: str | None) -> None:
+    """Import for a known target with an environment of its own (engine.targets): its passes kept, its device the
+    one Grove runs it on (OpenVINO: this host's CPU; the config's 'gpu'/'npu' is noted, and the OpenVINO passes'
+    device follows). Launching says what is missing when the target cannot run here."""
+    t = targets.for_provider(ep)
+    draft, notes = imp.draft, imp.notes
+    draft["target"]["execution_provider"] = ep
+    draft["target"]["device"] = t.device
+    draft["resources"]["gpus"] = 0
+    notes.append(f"systems: {ep} → target {t.name} ({t.title}): its passes run in the {t.name} target environment"
+                 + ("" if t.requirements else f"; this machine cannot run it ({t.missing})"))
+    if t.name == "openvino" and dev not in (None, "cpu"):
+        notes.append(f"systems: OpenVINO device '{dev}' → cpu: Grove runs OpenVINO on this host's CPU")
+    for p in draft["passes"] if t.name == "openvino" else []:
+        prm = p["params"]
+        if isinstance(prm.get("target_device"), str) and prm["target_device"].lower() != "cpu":
+            notes.append(f"pass '{p.get('name') or p['type']}': target_device '{prm['target_device']}' → cpu")
+            prm["target_device"] = "cpu"
+        ea = prm.get("extra_args")
+        if isinstance(ea, dict) and isinstance(ea.get("device"), str) and ea["device"].lower() != "cpu":
+            notes.append(f"pass '{p.get('name') or p['type']}': extra_args.device '{ea['device']}' → cpu")
+            prm["extra_args"] = {**ea, "device": "cpu"}
+        q = prm.get("ov_quant_config") if p["type"] == "OpenVINOOptimumConversion" else None
+        if isinstance(q, dict) and q.get("weight_format") in ("int4", "int8", "fp16"):
+            draft["target"]["precision"] = q["weight_format"]
 
 
 def _drop_foreign_passes(imp: _Import, catalog: dict[str, Any] | None, ep: str) -> None:

@@ -1,6 +1,7 @@
 """How a run is started, watched and stopped: the executor seam. The local executor starts each run as a fresh
-interpreter (``python -m engine.runs.runner RUN_ID``) in its own process group; other executors (a cluster) can
-replace it behind the same three calls."""
+interpreter (``python -m engine.runs.runner RUN_ID``) in its own process group - Grove's own interpreter, or the
+target environment's for a run whose target has one (engine.targets: OpenVINO runs its passes and Grove's evaluator
+there); other executors (a cluster) can replace it behind the same three calls."""
 
 from __future__ import annotations
 
@@ -38,12 +39,17 @@ class LocalExecutor:
         rdir = Path(run["run_dir"])
         rdir.mkdir(parents=True, exist_ok=True)
         tmp = rdir / "tmp"
+        python = runner_python(run)  # before anything is written: a target with no environment fails the launch
         env = paths.olive_env(tmp=tmp)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus) if gpus else ""
+        if python != sys.executable:
+            from engine.targets.env import run_env
+
+            env = run_env(env)  # Grove's code imports from the repository in the target's interpreter
         logf = open(rdir / "run.log", "ab", buffering=0)  # noqa: SIM115 - the child owns it
         try:
             p = subprocess.Popen(
-                [sys.executable, "-m", self.module, run["id"]],
+                [python, "-m", self.module, run["id"]],
                 cwd=rdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -66,6 +72,20 @@ class LocalExecutor:
             os.killpg(h.pid, sig)
         except ProcessLookupError:
             pass
+
+
+def runner_python(run: dict[str, Any]) -> str:
+    """The interpreter of the run's target environment (engine.targets); TargetError when it is not ready."""
+    import json
+
+    from engine.targets import env as target_env
+    from engine.targets import for_provider
+
+    try:
+        ep = (json.loads(run.get("spec") or "{}").get("target") or {}).get("execution_provider")
+    except (TypeError, ValueError):
+        ep = None
+    return target_env.python_for(for_provider(ep).name)
 
 
 def pid_is_runner(pid: int | None, run_id: str) -> bool:

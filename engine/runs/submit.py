@@ -43,6 +43,17 @@ def check_resources(spec: RunSpec, gpus_available: int | None = None, where: str
         )
 
 
+def check_target(spec: RunSpec) -> None:
+    """A run for a target with an environment of its own (engine.targets) is queued only when that environment is
+    ready; a known target this machine cannot run (QNN, VitisAI, NvTensorRTRTX) is refused with what it lacks."""
+    from engine.targets import env as target_env
+
+    try:
+        target_env.python_for(spec.target.environment)
+    except target_env.TargetError as e:
+        raise ResourceError(f"target.execution_provider: {e}") from None
+
+
 def ui_bases() -> list[Path]:
     """Where the UI reads a relative path from: the repository, then GROVE_HOME (the first where it exists)."""
     return [paths.REPO_ROOT, paths.home()]
@@ -136,6 +147,7 @@ def submit(spec: RunSpec, *, reg: Registry | None = None, parent_run: str | None
     spec = resolve_paths(spec, base)
     validate.refuse(spec)
     check_resources(spec, gpus_available)
+    check_target(spec)
     reg = reg or Registry()
     run_id = new_run_id()
     cfg, data_key, data_dir = olive_config_for(spec, paths.run_dir(run_id) / "output")

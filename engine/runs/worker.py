@@ -248,8 +248,20 @@ class Worker:
             env = paths.olive_env()
             kind = p["device"].split("@", 1)[0]
             env["CUDA_VISIBLE_DEVICES"] = kind[3:] if kind.startswith("gpu") else ""
+            python = sys.executable
+            ep = (p.get("config") or {}).get("execution_provider")
+            from engine.targets import env as target_env
+            from engine.targets import for_provider
+
+            if not for_provider(ep).default:  # an OpenVINO candidate is measured in the OpenVINO environment
+                try:
+                    python, env = target_env.python_for(for_provider(ep).name), target_env.run_env(env)
+                except target_env.TargetError as e:
+                    logf.close()
+                    self.reg.mark_speed(p["key"], "failed", reason=str(e))
+                    continue
             try:
-                proc = subprocess.Popen([sys.executable, "-m", "engine.evaluate.speed", p["key"]], env=env,
+                proc = subprocess.Popen([python, "-m", "engine.evaluate.speed", p["key"]], env=env,
                                         stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                         start_new_session=True)
             finally:

@@ -121,6 +121,34 @@ def baseline(device: str = "cpu") -> dict[str, Any]:
     return r
 
 
+# Olive's OpenVINO path as microsoft/olive-recipes runs it (its *_ov_config.json): the Hugging Face model converted by
+# optimum-intel with int4 weight compression (NNCF), its inputs made dynamic, and the IR encapsulated in an ONNX
+# EPContext model with a genai_config.json for onnxruntime-genai's OpenVINO provider. Group size 64 divides the
+# hidden sizes of SmolLM2-135M (576, 1536) and of the tiny model (256, 640); ratio 1.0: every MatMul in int4 (NNCF
+# keeps the embeddings and the head in int8), as ModelBuilder's int4 does.
+OV_INT4 = {"weight_format": "int4", "group_size": 64, "ratio": 1.0}
+
+
+def openvino_passes(device: str = "cpu") -> list[dict[str, Any]]:
+    return [
+        {"type": "OpenVINOOptimumConversion",
+         "params": {"extra_args": {"device": device, "task": "text-generation-with-past"}, "ov_quant_config": dict(OV_INT4)}},
+        {"type": "OpenVINOIoUpdate", "params": {"static": False, "reuse_cache": True}},
+        {"type": "OpenVINOEncapsulation", "params": {"target_device": device, "keep_ov_dynamic_dims": True, "reuse_cache": True}},
+    ]  # fmt: skip
+
+
+def openvino_int4(device: str = "cpu", lora: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The OpenVINO target (engine.targets: its own environment): a LoRA fine-tune merged into the weights, as the
+    CPU recipe trains it, then Olive's OpenVINO passes to an int4 OpenVINO model; measured by Grove's evaluator in the
+    OpenVINO environment. OpenVINO runs on this host's CPU (device 'cpu')."""
+    r = lab_recipe("m", "d", device="cpu", name="OpenVINO: LoRA merged -> int4 OpenVINO")
+    train = lora or next(p for p in r["passes"] if p["type"] == "LoRA")
+    r["passes"] = [train, {"type": "MergeAdapterWeights"}, *openvino_passes("cpu")]
+    r["target"] = {"device": "cpu", "execution_provider": "OpenVINOExecutionProvider", "precision": "int4"}
+    return r
+
+
 # key -> (label, build(device) -> spec dict with placeholder model "m" and dataset "d")
 PRESETS = {
     "lab": (
@@ -132,6 +160,8 @@ PRESETS = {
     "qlora": ("QLoRA on a GPU: 4-bit NF4 base (bitsandbytes) while training -> ONNX int4 + adapter", qlora),
     "gptq": ("GPTQ 4-bit on a GPU: Olive's Gptq pass calibrated on your data", gptq),
     "baseline": ("Baseline: no passes, the model measured as it is (the yardstick for the other runs)", baseline),
+    "openvino": ("OpenVINO int4: LoRA fine-tune merged -> Olive's OpenVINO conversion (int4) and encapsulation, "
+                 "run and measured in the OpenVINO target environment", openvino_int4),
 }
 
 

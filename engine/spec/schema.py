@@ -198,18 +198,36 @@ class PassSpec(_Frozen):
 
 
 class TargetSpec(_Frozen):
-    """Where the candidates run: this Grove runs onnxruntime(-genai) on the CPU and on NVIDIA GPUs (CUDA, TensorRT);
-    other execution providers (QNN, OpenVINO, DirectML, VitisAI, NvTensorRTRTX...) are refused in those words."""
+    """Where the candidates run. CPU and NVIDIA GPUs (CUDA, TensorRT) run in Grove's own environment; OpenVINO runs in
+    a target environment of its own (engine.targets: ``grove target add openvino``); QNN, VitisAI and NvTensorRTRTX
+    are known targets whose recipes import, and launching one says what this machine lacks."""
 
-    device: Literal["cpu", "gpu"] = "cpu"
-    execution_provider: Literal["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"] = (
-        "CPUExecutionProvider"
-    )
+    device: Literal["cpu", "gpu", "npu"] = "cpu"
+    execution_provider: Literal[
+        "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider", "OpenVINOExecutionProvider",
+        "QNNExecutionProvider", "VitisAIExecutionProvider", "NvTensorRTRTXExecutionProvider",
+    ] = "CPUExecutionProvider"
     precision: Literal["fp32", "fp16", "bf16", "int8", "int4"] = "int4"
+
+    @property
+    def environment(self) -> str:
+        """The target environment (engine.targets) a run for this target runs in: "default", "openvino", ..."""
+        from engine import targets
+
+        return targets.for_provider(self.execution_provider).name
 
     @model_validator(mode="after")
     def _ep_fits(self) -> TargetSpec:
-        if self.device == "cpu" and self.execution_provider != "CPUExecutionProvider":
+        from engine import targets
+
+        t = targets.for_provider(self.execution_provider)
+        if not t.default:
+            if self.device != t.device:
+                raise ValueError(f"execution_provider {self.execution_provider} runs on device '{t.device}' "
+                                 f"(target {t.name}), not '{self.device}'")
+        elif self.device == "npu":
+            raise ValueError(f"execution_provider {self.execution_provider} runs on 'cpu' or 'gpu', not 'npu'")
+        elif self.device == "cpu" and self.execution_provider != "CPUExecutionProvider":
             raise ValueError(f"execution_provider {self.execution_provider} needs device 'gpu'")
         return self
 
@@ -457,9 +475,9 @@ def grove_words(err: dict[str, Any]) -> tuple[str, str]:
         return where, f"'{where.rsplit('.', 1)[-1]}' is not a setting here (check its spelling)"
     if kind == "literal_error":
         if where.endswith("execution_provider"):
-            from engine.spec.passes import GROVE_TARGETS_TEXT
+            from engine.targets import PROVIDERS_TEXT
 
-            return where, f"{given!r} is not a target this Grove runs; it runs {GROVE_TARGETS_TEXT}"
+            return where, f"{given!r} is not an execution provider Grove knows; it knows {PROVIDERS_TEXT}"
         return where, f"{given!r} is not one of {ctx.get('expected', '')}"
     if kind == "too_short" and ctx.get("min_length") == 1:
         return where, "needs at least one entry"
