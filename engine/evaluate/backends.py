@@ -46,7 +46,10 @@ def openvino_ir(folder: Path) -> Path | None:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     xml = folder / "openvino_model.xml"
-    return xml if xml.is_file() else None
+    if xml.is_file():
+        return xml
+    found = sorted(folder.glob("openvino_model*.xml"))  # OpenVINOIoUpdate's openvino_model_dy.xml
+    return found[0] if found else None
 
 
 def form_of(folder: Path) -> str | None:

@@ -126,7 +126,7 @@ def run(run_id: str) -> int:
         cfg_path = rdir / "olive_config.json"
         cfg_path.write_text(json.dumps(config, indent=2))
         sink.stage = "loading Olive"
-        sink.emit("log", level="INFO", message=f"runner started, pid {os.getpid()}")
+        sink.emit("log", level="INFO", message=f"runner started, pid {os.getpid()}, python {sys.executable}")
         spec = _prepare_data(row)
         from engine.olive import compat as olive_compat
 

@@ -2,7 +2,7 @@
 
 The runtimes of different vendors cannot share one environment: ``onnxruntime-openvino``, ``onnxruntime-gpu`` and
 ``onnxruntime-qnn`` each install the same ``onnxruntime`` module. So a target other than the default one is a
-separate virtual environment under ``$GROVE_HOME/targets/<name>/``, created on request from a pinned requirements
+separate virtual environment under ``$GROVE_HOME/targets/<name>/`` (``GROVE_TARGETS_DIR`` moves them), created on request from a pinned requirements
 file in this folder (``grove target add openvino``, or the Workflow page), checked by running a real graph on its
 execution provider, and listed with what it holds. A run for such a target starts its runner - Olive's passes and
 Grove's evaluator - with that environment's interpreter (engine.runs.executors); the default environment (CPU and
@@ -17,6 +17,7 @@ CLI ask it which environment a target is and whether it is ready.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +95,10 @@ def for_provider(ep: str | None) -> Target:
 
 
 def root() -> Path:
-    return paths.home() / "targets"
+    """Where target environments live: ``$GROVE_HOME/targets``, or ``GROVE_TARGETS_DIR`` (several Grove homes can
+    share one set of environments: each is a couple of GB)."""
+    d = os.environ.get("GROVE_TARGETS_DIR")
+    return Path(d).expanduser().resolve() if d else paths.home() / "targets"
 
 
 def env_dir(name: str) -> Path:

@@ -148,13 +148,21 @@ def test_a_hub_data_config_relying_on_olive_defaults_reads_the_text_column(passe
     assert _spec_check(d, passes, demo["model"]) == []
 
 
-def test_targets_grove_does_not_run_are_refused_in_one_sentence_or_imported_as_cpu_or_cuda(passes, demo):
-    for name, ep in (("qnn_npu.json", "QNNExecutionProvider"), ("openvino_provider.json", "OpenVINOExecutionProvider")):
-        with pytest.raises(SpecError) as e:
-            importer.import_text((HERE / name).read_text(), passes)
-        (where, msg), = e.value.problems  # one sentence
-        assert where == "systems" and f"this config targets {ep}" in msg
-        assert "this Grove runs CPU (CPUExecutionProvider) and NVIDIA GPUs" in msg and "target 'cpu' or 'cuda'" in msg
+def test_known_targets_import_for_themselves_others_are_refused_in_one_sentence_or_imported_as_cpu_or_cuda(passes, demo):
+    # a target Grove knows (engine.targets) imports for that target with its passes; launching says what is missing
+    for name, ep, tname, first in (("qnn_npu.json", "QNNExecutionProvider", "qnn", "QuaRot"),
+                                   ("openvino_provider.json", "OpenVINOExecutionProvider", "openvino",
+                                    "OpenVINOOptimumConversion")):
+        d, notes = importer.import_text((HERE / name).read_text(), passes)
+        assert d["target"]["execution_provider"] == ep and d["passes"][0]["type"] == first
+        assert any(f"{ep} → target {tname}" in n for n in notes), notes
+    # a provider of no known target: refused in one sentence
+    with pytest.raises(SpecError) as e:
+        importer.import_text((HERE / "directml_gpu.json").read_text(), passes)
+    (where, msg), = e.value.problems  # one sentence
+    assert where == "systems" and "this config targets DmlExecutionProvider on 'gpu'" in msg
+    assert "Grove runs CPU (CPUExecutionProvider) and NVIDIA GPUs" in msg and "target 'cpu' or 'cuda'" in msg
+    assert "openvino, qnn, vitisai, nvtensorrtrtx" in msg
     d, notes = importer.import_text((HERE / "qnn_npu.json").read_text(), passes, target="cpu")
     assert [p["type"] for p in d["passes"]] == ["QuaRot", "GptqModel", "ModelBuilder"]
     assert d["target"] == {"device": "cpu", "execution_provider": "CPUExecutionProvider", "precision": "int4"}
@@ -233,9 +241,14 @@ def test_no_pass_spec_is_a_baseline_run_and_pydantic_never_speaks(demo):
                                         ("resources.gpus", "must be a whole number, not 1.5")]
     with pytest.raises(SpecError) as e:
         parse_spec(bad[0])
-    assert e.value.problems == [("target.execution_provider", "'QNNExecutionProvider' is not a target this Grove "
-                                 "runs; it runs CPU (CPUExecutionProvider) and NVIDIA GPUs (CUDAExecutionProvider, "
-                                 "TensorrtExecutionProvider)")]
+    assert e.value.problems == [("target", "execution_provider QNNExecutionProvider runs on device 'npu' (target qnn), "
+                                           "not 'cpu'")]
+    with pytest.raises(SpecError) as e:
+        parse_spec({**bad[0], "target": {"execution_provider": "DmlExecutionProvider"}})
+    assert e.value.problems == [("target.execution_provider", "'DmlExecutionProvider' is not an execution provider "
+                                 "Grove knows; it knows CPUExecutionProvider, CUDAExecutionProvider, "
+                                 "TensorrtExecutionProvider, OpenVINOExecutionProvider, QNNExecutionProvider, "
+                                 "VitisAIExecutionProvider, NvTensorRTRTXExecutionProvider")]
 
 
 def test_cli_import_refuses_a_foreign_target_in_one_sentence_and_writes_a_cpu_version(tmp_path, python):
@@ -243,9 +256,9 @@ def test_cli_import_refuses_a_foreign_target_in_one_sentence_and_writes_a_cpu_ve
     import subprocess
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    p = subprocess.run([python, "-m", "engine.cli", "import", str(HERE / "qnn_npu.json")], capture_output=True,
+    p = subprocess.run([python, "-m", "engine.cli", "import", str(HERE / "directml_gpu.json")], capture_output=True,
                        text=True, env=env, timeout=300)
-    assert p.returncode == 2 and "this config targets QNNExecutionProvider" in p.stderr
+    assert p.returncode == 2 and "this config targets DmlExecutionProvider" in p.stderr
     assert "Traceback" not in p.stderr
     out = tmp_path / "spec.yaml"
     p = subprocess.run([python, "-m", "engine.cli", "import", str(HERE / "qnn_npu.json"), "--target", "cpu", "-o",
