@@ -31,7 +31,7 @@ from engine.chat.base import ChatModel
 from engine.chat.genai_model import GenaiChatModel
 from engine.chat.hf_model import HfChatModel
 from engine.errors import GroveError, ModelError
-from engine.evaluate.backends import GENAI, HF, form_of
+from engine.evaluate.backends import GENAI, HF, OPENVINO, form_of
 
 Source = str | Path | dict[str, Any]
 
@@ -60,7 +60,7 @@ def ensure_adapter(model: ChatModel, name: str, path: Path | str) -> None:
 class ModelRef:
     """What to load: a resolved folder, its backend, and the adapters beside it."""
 
-    backend: str  # "genai" | "hf"
+    backend: str  # "genai" | "hf" | "openvino"
     path: Path
     adapters: tuple[Path, ...] = ()
     adapter_names: tuple[str, ...] = ()
@@ -84,6 +84,8 @@ def resolve(source: Source, extra_adapters: Sequence[Path | str] = ()) -> ModelR
     path = path.resolve()
     extra = tuple(Path(p).resolve() for p in extra_adapters)
     form = form_of(path)
+    if form == OPENVINO:  # answered in the OpenVINO target's environment (engine.chat.ov_model)
+        return ModelRef("openvino", path, candidate_id=cand.get("id"))
     if form == GENAI:
         adapter_path = cand.get("adapter_path")
         if adapter_path and str(adapter_path).endswith(".onnx_adapter") and Path(adapter_path).resolve().parent != path:
@@ -129,6 +131,10 @@ def load(
 
 
 def _load(ref: ModelRef, device: str, strict: bool) -> ChatModel:
+    if ref.backend == "openvino":
+        from engine.chat.ov_model import OvChatModel
+
+        return OvChatModel(ref.path)
     if ref.backend == "genai":
         return GenaiChatModel(ref.path, device=device, extra_adapters=ref.adapters, strict=strict)
     return HfChatModel(ref.path, device=device, adapters=ref.adapters, adapter_names=ref.adapter_names)

@@ -35,9 +35,23 @@ class TargetError(GroveError):
     """A target cannot be created, checked or used; the message says what is missing."""
 
 
+SITECOMPAT = Path(__file__).resolve().parent / "sitecompat.py"
+
+
 def requirements_hash(t: Target) -> str:
+    """What the environment is made from: the pinned list and the start-up fixes (sitecompat.py)."""
     p = t.requirements_path()
-    return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p else ""
+    return hashlib.sha256(p.read_bytes() + SITECOMPAT.read_bytes()).hexdigest()[:16] if p else ""
+
+
+def install_sitecompat(name: str) -> Path:
+    """Copy engine/targets/sitecompat.py into the venv's site-packages with a .pth line that imports it at start-up."""
+    out = subprocess.run([str(venv_python(name)), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    site = Path(out)
+    (site / "grove_target_compat.py").write_text(SITECOMPAT.read_text())
+    (site / "grove_target_compat.pth").write_text("import grove_target_compat\n")
+    return site
 
 
 def pins(t: Target) -> list[tuple[str, str]]:
@@ -185,6 +199,7 @@ def add(name: str, progress: Progress | None = None) -> dict[str, Any]:
         if rc != 0:
             raise TargetError(f"installing target {name}'s packages failed (pip exit {rc}); the end of {log}:\n"
                               + _tail(log))
+        install_sitecompat(name)  # Grove's start-up fixes for this environment (sitecompat.py says which)
         say("checking: a graph on " + t.providers[0], 0.92)
         chk = check(name)
         if not chk.get("ok"):
