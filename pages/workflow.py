@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import nav, services, state
-from app.components import model_picker, pass_editor, preflight_view, run_settings
+from app.components import model_picker, pass_editor, preflight_view, run_settings, targets_view
 from app.components.errors import grove_error
 from engine.errors import GroveError
 
@@ -29,6 +29,10 @@ if c[1].button("Apply recipe", type="primary", key="wf-apply"):
     state.flash(f"Applied the recipe: {services.RECIPES[recipe]}")
     st.rerun()
 
+# a run for a target with an environment of its own (OpenVINO) runs there: create it here when it is missing
+targets_view.show(expanded=(draft.get("target") or {}).get("execution_provider", "CPUExecutionProvider")
+                  not in ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"))
+
 with st.expander("Import an Olive config (JSON or YAML)"):
     up = st.file_uploader("Olive workflow config", type=["json", "yaml", "yml"], key="wf-import-file")
     allow_code = st.checkbox(
@@ -40,8 +44,9 @@ with st.expander("Import an Olive config (JSON or YAML)"):
     as_target = st.radio(
         "Target", ["as written", "cpu", "cuda"], horizontal=True, key="wf-import-target",
         format_func={"as written": "as the config says", "cpu": "a CPU version", "cuda": "a CUDA version"}.get,
-        help="A config for a target this Grove does not run (QNN, OpenVINO, DirectML, VitisAI...) imports as a CPU "
-        "or CUDA version of it: the passes that exist only for that target are dropped, each named below.",
+        help="A config for a target Grove knows (OpenVINO; QNN, VitisAI, NvTensorRTRTX, which this machine cannot "
+        "run) imports for that target as written; a CPU or CUDA version of it drops the passes that exist only for "
+        "that target, each named below.",
     )
     if up is not None and st.button("Import into the form", key="wf-import"):
         try:

@@ -9,9 +9,12 @@ import streamlit as st
 from app import services, state
 from app.components import benchmarks
 
+# OpenVINO runs in an environment of its own (the Targets panel creates it); the NPU targets and NvTensorRTRTX are
+# known (their recipes import) but this machine cannot run them: launching says what is missing
 EPS = {
-    "cpu": ["CPUExecutionProvider"],
-    "gpu": ["CUDAExecutionProvider", "TensorrtExecutionProvider"],
+    "cpu": ["CPUExecutionProvider", "OpenVINOExecutionProvider"],
+    "gpu": ["CUDAExecutionProvider", "TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider"],
+    "npu": ["QNNExecutionProvider", "VitisAIExecutionProvider"],
 }
 PRECISIONS = ["int4", "int8", "fp16", "bf16", "fp32"]
 GOALS = ["", "threshold", "min-improvement", "percent-min-improvement", "max-degradation", "percent-max-degradation"]
@@ -20,10 +23,11 @@ GOALS = ["", "threshold", "min-improvement", "percent-min-improvement", "max-deg
 def target(draft: dict[str, Any], gpus_available: int) -> None:
     t, res = draft["target"], draft["resources"]
     c = st.columns(4)
+    devs = list(EPS)
     dev = c[0].radio(
         "Device",
-        ["cpu", "gpu"],
-        index=["cpu", "gpu"].index(t.get("device", "cpu")),
+        devs,
+        index=devs.index(t.get("device", "cpu")) if t.get("device", "cpu") in devs else 0,
         horizontal=True,
         key=state.key("tgt-dev"),
         help=f"this machine has {gpus_available} GPU(s)",

@@ -10,7 +10,8 @@ One module per job, every public name re-exported here (callers write ``from app
   core      GROVE_HOME, the registry, clearing the caches, the machine and its GPUs, the warm-up, formatting helpers
   tracking  runs: tables, counts, a run's live view and candidates, slots, the Ray cluster; submit/cancel/retry; demo
   sources   models and datasets: pickers, default model, model cards, dataset previews, uploads, rendered texts
-  workflow  the draft, recipes, Olive's pass catalog, pre-flight and memory plan, Olive config in and out, metrics
+  workflow  the draft, recipes, Olive's pass catalog, pre-flight and memory plan, Olive config in and out, metrics,
+            the target environments (engine.targets: list them, create one in the background)
   compare   Compare: candidates in columns, Pareto, goals, table, chart, evaluations, lineage, report, leaderboard
   chat      Chat: loadable candidates and labels, the one it opens on, models and adapters, votes and feedback
 """
@@ -116,6 +117,7 @@ from app.services.tracking import (
 from app.services.workflow import (
     DEFAULT_SEARCH,
     RECIPES,
+    add_target,
     apply_recipe,
     benchmark_cost,
     catalog,
@@ -128,6 +130,7 @@ from app.services.workflow import (
     pass_type,
     preflight_check,
     spec_json,
+    targets,
     template_round_trip,
     travel_benchmark,
 )

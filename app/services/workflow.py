@@ -94,6 +94,22 @@ def travel_benchmark() -> dict[str, Any]:
     return bench_view.travel_task()
 
 
+# -- targets (engine.targets: an environment of its own per vendor runtime) ----------------------------------------
+def targets() -> list[dict[str, Any]]:
+    """Every known target with its state, and the progress of an environment being created."""
+    from engine.targets import env as target_env
+
+    return [{**t, "progress": target_env.progress_of(t["name"]) if t["state"] not in ("default", "unavailable") else None}
+            for t in target_env.listing()]
+
+
+def add_target(name: str) -> int:
+    """Start creating target ``name``'s environment in the background (``grove target add NAME``)."""
+    from engine.targets import env as target_env
+
+    return target_env.start_add(name)
+
+
 # -- workflow -----------------------------------------------------------------------------------------------------
 RECIPES = {k: v[0] for k, v in recipes.PRESETS.items()}
 

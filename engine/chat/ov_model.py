@@ -77,7 +77,7 @@ class OvChatModel(ChatModel):
                         break
             except GeneratorExit:
                 stats.stop_reason = "cancelled"
-                while "done" not in (m := self._read()):  # let the server finish this answer: the next one is clean
+                while "done" not in self._read():  # let the server finish this answer: the next one is clean
                     pass
                 raise
             finally:

@@ -152,7 +152,12 @@ def add(name: str, progress: Progress | None = None) -> dict[str, Any]:
     from filelock import FileLock
 
     t = get(name)
-    say = progress or (lambda msg, frac: None)
+    said = progress or (lambda msg, frac: None)
+
+    def say(msg: str, frac: float | None) -> None:
+        said(msg, frac)
+        _write_progress(name, {"message": msg, "fraction": frac, "pid": os.getpid(), "done": frac == 1.0})
+
     if t.default:
         say("the default environment is Grove's own (.venv): nothing to create", 1.0)
         return status(name)
@@ -166,58 +171,112 @@ def add(name: str, progress: Progress | None = None) -> dict[str, Any]:
             return status(name)
         (d / "target.json").unlink(missing_ok=True)
         t0 = time.time()
-        venv = d / "venv"
-        if not venv_python(name).exists():
-            say(f"creating the environment {venv}", 0.0)
-            if venv.exists():
-                shutil.rmtree(venv)
-            _run([_base_python(), "-m", "venv", str(venv)], d / "install.log", "creating the venv")
-        want = pins(t)
-        n = len(want)
-        say(f"installing {n} pinned packages from engine/targets/{t.requirements} (first time: several minutes)", 0.02)
-        req = t.requirements_path()
-        assert req is not None
-        # every package is pinned, dependencies included: --no-deps installs exactly the list (onnxruntime-genai's
-        # dependency on the `onnxruntime` name is met by onnxruntime-openvino, which pip cannot know)
-        cmd = [str(venv_python(name)), "-m", "pip", "install", "--no-deps", "--progress-bar", "off", "-r", str(req)]
-        log = d / "install.log"
-        k = 0
-        with open(log, "a") as lf:
-            lf.write(f"\n$ {' '.join(cmd)}\n")
-            lf.flush()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env())
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                lf.write(line)
-                if line.startswith(("Collecting ", "Processing ", "Requirement already satisfied")):
-                    k = min(n, k + 1)
-                    what = line.split()[1] if not line.startswith("Requirement") else line.split()[3]
-                    say(f"[{k}/{n}] {Path(what).name}", 0.02 + 0.78 * k / max(n, 1))
-                elif line.startswith("Installing collected packages"):
-                    say("installing the downloaded packages (the longest step, no progress from pip)", 0.8)
-            rc = proc.wait()
-        if rc != 0:
-            raise TargetError(f"installing target {name}'s packages failed (pip exit {rc}); the end of {log}:\n"
-                              + _tail(log))
-        install_sitecompat(name)  # Grove's start-up fixes for this environment (sitecompat.py says which)
-        say("checking: a graph on " + t.providers[0], 0.92)
-        chk = check(name)
-        if not chk.get("ok"):
-            raise TargetError(f"target {name}'s packages are installed but the check failed: {chk.get('error')}")
-        rec = {
-            "requirements": t.requirements,
-            "requirements_hash": requirements_hash(t),
-            "packages": installed(name),
-            "check": chk,
-            "install_s": round(time.time() - t0, 1),
-            "size_mb": round(_size(venv) / 2**20, 1),
-            "created_at": time.time(),
-        }
-        tmp = d / "target.json.tmp"
-        tmp.write_text(json.dumps(rec, indent=2))
-        tmp.replace(d / "target.json")
-        say(f"target {name} is ready: {rec['size_mb']:.0f} MB, {rec['install_s']:.0f} s; {chk['detail']}", 1.0)
-        return status(name)
+        try:
+            return _install(name, t, d, say, t0)
+        except Exception as e:
+            _write_progress(name, {"message": str(e).splitlines()[0][:500], "fraction": None, "pid": os.getpid(),
+                                   "done": True, "error": True})
+            raise
+
+
+def _install(name: str, t: Target, d: Path, say: Progress, t0: float) -> dict[str, Any]:
+    """The venv, its pinned packages, the start-up fixes, the check, then target.json (written last)."""
+    venv = d / "venv"
+    if not venv_python(name).exists():
+        say(f"creating the environment {venv}", 0.0)
+        if venv.exists():
+            shutil.rmtree(venv)
+        _run([_base_python(), "-m", "venv", str(venv)], d / "install.log", "creating the venv")
+    want = pins(t)
+    n = len(want)
+    say(f"installing {n} pinned packages from engine/targets/{t.requirements} (first time: several minutes)", 0.02)
+    req = t.requirements_path()
+    assert req is not None
+    # every package is pinned, dependencies included: --no-deps installs exactly the list
+    cmd = [str(venv_python(name)), "-m", "pip", "install", "--no-deps", "--progress-bar", "off", "-r", str(req)]
+    log = d / "install.log"
+    k = 0
+    with open(log, "a") as lf:
+        lf.write(f"\n$ {' '.join(cmd)}\n")
+        lf.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env())
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lf.write(line)
+            if line.startswith(("Collecting ", "Processing ", "Requirement already satisfied")):
+                k = min(n, k + 1)
+                what = line.split()[1] if not line.startswith("Requirement") else line.split()[3]
+                say(f"[{k}/{n}] {Path(what).name}", 0.02 + 0.78 * k / max(n, 1))
+            elif line.startswith("Installing collected packages"):
+                say("installing the downloaded packages (the longest step, no progress from pip)", 0.8)
+        rc = proc.wait()
+    if rc != 0:
+        raise TargetError(f"installing target {name}'s packages failed (pip exit {rc}); the end of {log}:\n"
+                          + _tail(log))
+    install_sitecompat(name)  # Grove's start-up fixes for this environment (sitecompat.py says which)
+    say("checking: a graph on " + t.providers[0], 0.92)
+    chk = check(name)
+    if not chk.get("ok"):
+        raise TargetError(f"target {name}'s packages are installed but the check failed: {chk.get('error')}")
+    rec = {
+        "requirements": t.requirements,
+        "requirements_hash": requirements_hash(t),
+        "packages": installed(name),
+        "check": chk,
+        "install_s": round(time.time() - t0, 1),
+        "size_mb": round(_size(venv) / 2**20, 1),
+        "created_at": time.time(),
+    }
+    tmp = d / "target.json.tmp"
+    tmp.write_text(json.dumps(rec, indent=2))
+    tmp.replace(d / "target.json")
+    say(f"target {name} is ready: {rec['size_mb']:.0f} MB, {rec['install_s']:.0f} s; {chk['detail']}", 1.0)
+    return status(name)
+
+
+def _write_progress(name: str, data: dict[str, Any]) -> None:
+    p = env_dir(name) / "progress.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**data, "at": time.time()}))
+    tmp.replace(p)
+
+
+def progress_of(name: str) -> dict[str, Any] | None:
+    """The last ``add``'s progress: {"message", "fraction", "done", "error"?, "running"} (running: its process is
+    alive and not done), or None when no add was started."""
+    try:
+        data = json.loads((env_dir(name) / "progress.json").read_text())
+    except (OSError, ValueError):
+        return None
+    alive = False
+    try:
+        os.kill(int(data.get("pid") or 0), 0)
+        alive = bool(data.get("pid"))
+    except (OSError, ValueError):
+        pass
+    return {**data, "running": alive and not data.get("done")}
+
+
+def start_add(name: str) -> int:
+    """Start ``grove target add NAME`` in the background (its own process group; output in ``add.log``); the UI
+    follows it with ``progress_of``. Returns the process id. TargetError for a target that cannot be installed."""
+    t = get(name)
+    if not t.installable or t.default:
+        raise TargetError(not_ready_message(t, {"state": "unavailable"}) if not t.installable else
+                          "the default environment is Grove's own: nothing to create")
+    pr = progress_of(name)
+    if pr and pr["running"]:
+        return int(pr["pid"])
+    d = env_dir(name)
+    d.mkdir(parents=True, exist_ok=True)
+    _write_progress(name, {"message": f"starting `grove target add {name}`", "fraction": 0.0, "pid": 0, "done": False})
+    with open(d / "add.log", "ab") as log:
+        p = subprocess.Popen([sys.executable, "-m", "engine.cli", "target", "add", name], stdin=subprocess.DEVNULL,
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(paths.REPO_ROOT),
+                             env=run_env({**os.environ, "GROVE_HOME": str(paths.home())}))
+    _write_progress(name, {"message": f"starting `grove target add {name}`", "fraction": 0.0, "pid": p.pid, "done": False})
+    return p.pid
 
 
 def installed(name: str) -> dict[str, str]:

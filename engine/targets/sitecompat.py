@@ -18,6 +18,7 @@ import importlib.util
 import sys
 from typing import Any
 
+
 def _t1_class(mod: Any) -> None:
     """T1: ``tokenizer_class: TokenizersBackend`` read as ``PreTrainedTokenizerFast``."""
     original = mod.tokenizer_class_from_name

@@ -167,9 +167,10 @@ def test_openvino_recipe_runs_in_its_environment_and_is_measured_like_every_cand
     print(f"OpenVINO recipe on the tiny model: {wall:.0f} s; environment {openvino_env['seconds']:.0f} s")
     # Chat talks to it: a server in the OpenVINO environment (engine.chat.ov_model), listed among the chat candidates
     from engine.chat import models as chat_models
+    from engine.chat.adapters import adapter_name
     from engine.views.candidates import chat_ready
 
-    assert final["id"] in [c["id"] for c in chat_ready(reg.candidates(run["id"]), chat_models.adapter_name)]
+    assert final["id"] in [c["id"] for c in chat_ready(reg.candidates(run["id"]), adapter_name)]
     m = chat_models.load(final)
     try:
         text, stats = m.answer([{"role": "user", "content": "What should I see in Lisbon?"}], max_new_tokens=8)
