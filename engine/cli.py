@@ -351,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("-o", "--output", help="write the spec here (YAML) instead of printing it")
     p.add_argument("--target", choices=["cpu", "cuda"],
-                   help="import a config for another target (QNN, OpenVINO...) as a CPU or CUDA version of it")
+                   help="import a config for another target (OpenVINO, QNN...) as a CPU or CUDA version of it "
+                        "(without it, a target Grove knows is imported for that target)")
     p.add_argument("--allow-code", action="store_true",
                    help="keep user_script/script_dir/trust_remote_code from the config (only for code you trust)")
     p.set_defaults(fn=cmd_import)
