@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from engine import machine, paths
+from engine.targets.env import python_for_run
 
 
 class Executor(Protocol):
@@ -39,7 +40,7 @@ class LocalExecutor:
         rdir = Path(run["run_dir"])
         rdir.mkdir(parents=True, exist_ok=True)
         tmp = rdir / "tmp"
-        python = runner_python(run)  # before anything is written: a target with no environment fails the launch
+        python = python_for_run(run)  # before anything is written: a target with no environment fails the launch
         env = paths.olive_env(tmp=tmp)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus) if gpus else ""
         if python != sys.executable:
@@ -72,20 +73,6 @@ class LocalExecutor:
             os.killpg(h.pid, sig)
         except ProcessLookupError:
             pass
-
-
-def runner_python(run: dict[str, Any]) -> str:
-    """The interpreter of the run's target environment (engine.targets); TargetError when it is not ready."""
-    import json
-
-    from engine.targets import env as target_env
-    from engine.targets import for_provider
-
-    try:
-        ep = (json.loads(run.get("spec") or "{}").get("target") or {}).get("execution_provider")
-    except (TypeError, ValueError):
-        ep = None
-    return target_env.python_for(for_provider(ep).name)
 
 
 def pid_is_runner(pid: int | None, run_id: str) -> bool:

@@ -10,7 +10,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -69,8 +68,11 @@ class RunHost:
         listener = Listener(addr, family="AF_UNIX", authkey=key)
         threading.Thread(target=self._accept, args=(listener,), name="grove-relay-accept", daemon=True).start()
         env[relay.RELAY_ENV], env[relay.RELAY_KEY_ENV] = addr, key.hex()
+        from engine.targets.env import python_for_run
+
+        python = python_for_run(run)  # the run's target environment on this node (engine.targets), else this one
         with open(rdir / "run.log", "ab", buffering=0) as logf:
-            self.proc = subprocess.Popen([sys.executable, "-m", module, run["id"]], cwd=rdir, env=env,
+            self.proc = subprocess.Popen([python, "-m", module, run["id"]], cwd=rdir, env=env,
                                          stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                          start_new_session=True, close_fds=True)
         ctx = ray.get_runtime_context()

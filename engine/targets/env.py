@@ -108,6 +108,18 @@ def python_for(name: str) -> str:
     raise TargetError(not_ready_message(t, st))
 
 
+def python_for_run(run: dict[str, Any]) -> str:
+    """The interpreter of a registry run's target environment (from its spec's ``target.execution_provider``);
+    TargetError when that environment is not ready."""
+    from engine.targets import for_provider
+
+    try:
+        ep = (json.loads(run.get("spec") or "{}").get("target") or {}).get("execution_provider")
+    except (TypeError, ValueError, AttributeError):
+        ep = None
+    return python_for(for_provider(ep).name)
+
+
 def not_ready_message(t: Target, st: dict[str, Any]) -> str:
     if st["state"] == "unavailable":
         return (f"target {t.name} ({', '.join(t.providers)}) cannot run on this machine: {t.missing}. It would need "
