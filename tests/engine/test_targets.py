@@ -177,6 +177,7 @@ def test_openvino_recipe_runs_in_its_environment_and_is_measured_like_every_cand
     m = chat_models.load(final)
     try:
         text, stats = m.answer([{"role": "user", "content": "What should I see in Lisbon?"}], max_new_tokens=8)
-        assert m.backend == "openvino" and stats.new_tokens > 0 and stats.ttft_s and text.strip(), (text, stats)
+        # the tiny model after 6 steps may answer in blank lines: the answer's tokens are what this checks
+        assert m.backend == "openvino" and stats.new_tokens == 8 and stats.ttft_s and text, (text, stats)
     finally:
         m.close()
