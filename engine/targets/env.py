@@ -39,9 +39,11 @@ SITECOMPAT = Path(__file__).resolve().parent / "sitecompat.py"
 
 
 def requirements_hash(t: Target) -> str:
-    """What the environment is made from: the pinned list and the start-up fixes (sitecompat.py)."""
-    p = t.requirements_path()
-    return hashlib.sha256(p.read_bytes() + SITECOMPAT.read_bytes()).hexdigest()[:16] if p else ""
+    """What the environment is made from: the pins (not the comments) and the start-up fixes (sitecompat.py)."""
+    if t.requirements_path() is None:
+        return ""
+    text = "\n".join(f"{k}=={v}" for k, v in pins(t))
+    return hashlib.sha256(text.encode() + SITECOMPAT.read_bytes()).hexdigest()[:16]
 
 
 def install_sitecompat(name: str) -> Path:
