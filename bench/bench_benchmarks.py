@@ -32,9 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def candidates(reg) -> dict[str, tuple[str, str | None]]:
-    """{label: (folder, adapter)} of the demo runs' candidates."""
-    out: dict[str, tuple[str, str | None]] = {}
+def candidates(reg, base_model: str) -> dict[str, tuple[str, str | None]]:
+    """{label: (folder, adapter)} of the demo runs' candidates (the base model and int4 with its adapter off are the
+    input model and the int4 + adapter folder, whether or not the runs evaluated them)."""
+    out: dict[str, tuple[str, str | None]] = {"base (PyTorch)": (base_model, None)}
     for r in reg.list_runs():
         for c in reg.candidates(r["id"]):
             chain = c.get("pass_chain") or []
@@ -42,37 +43,45 @@ def candidates(reg) -> dict[str, tuple[str, str | None]]:
             if not path or not Path(path).exists():
                 continue
             if not chain:
-                out.setdefault("base (PyTorch)", (path, None))
-            elif kind.startswith(("hf", "pytorch")) and c.get("adapter_path") and "merge" not in " ".join(chain).lower():
+                continue
+            if kind.startswith(("hf", "pytorch")) and c.get("adapter_path") and "merge" not in " ".join(chain).lower():
                 out.setdefault("LoRA (PyTorch + PEFT)", (path, c["adapter_path"]))
             elif Path(path, "genai_config.json").is_file():
                 if c["model_id"].endswith("-no-adapter"):
                     out.setdefault("int4 ONNX, adapter off", (path, None))
                 elif Path(path, "adapter_weights.onnx_adapter").is_file():
                     out.setdefault("int4 ONNX + adapter", (path, "adapter"))
+                    out.setdefault("int4 ONNX, adapter off", (path, None))
                 else:
                     out.setdefault("merged int4 ONNX", (path, None))
     return out
 
 
-def ensure_demo_runs(reg) -> dict | None:
-    """Run the demo (both runs, through the real worker) unless both already succeeded in this GROVE_HOME."""
+def ensure_demo_runs(reg, evaluate: bool) -> dict | None:
+    """Run the demo (both runs, through the real worker) unless both already succeeded in this GROVE_HOME. Its
+    passes are the demo's own (the LoRA trained by Olive with the demo's recipe); with ``evaluate`` False its held-out
+    evaluation is switched off (this bench measures the candidates itself; on a loaded machine the held-out evaluation
+    of the PyTorch models takes longer than the training)."""
     from engine.cli import ensure_default_model
-    from engine.runs import demo
+    from engine.runs import demo, submit
     from engine.runs.worker import Worker
 
     ensure_default_model(demo.report)
-    names = {s.name for s in demo.specs()}
+    specs = demo.specs()
+    if not evaluate:
+        specs = [s.model_copy(update={"evaluation": s.evaluation.model_copy(update={"enabled": False})}) for s in specs]
     done = {r["name"] for r in reg.list_runs() if r["status"] == "succeeded"}
-    if names <= done:
+    if {s.name for s in specs} <= done:
         return None
     t0 = time.perf_counter()
     load0 = os.getloadavg()[0]
-    runs = demo.queue(reg)
-    print(f"demo: queued {[r['id'] for r in runs]}; running them through Grove's worker", flush=True)
+    runs = [submit.submit(s, reg=reg) for s in specs]
+    print(f"demo: queued {[r['id'] for r in runs]} (held-out evaluation {'on' if evaluate else 'off'}); running them "
+          "through Grove's worker", flush=True)
     Worker(reg).serve(until_idle=True)
     out = {"wall_s": time.perf_counter() - t0, "load_before": load0, "load_after": os.getloadavg()[0],
-           "runs": {r["id"]: reg.get_run(r["id"])["status"] for r in runs}}
+           "evaluation": evaluate, "runs": {r["id"]: reg.get_run(r["id"])["status"] for r in runs},
+           "threads": os.environ.get("OMP_NUM_THREADS")}
     print(json.dumps({"demo": out}), flush=True)
     return out
 
@@ -82,6 +91,8 @@ def main() -> int:
     ap.add_argument("--home", required=True, help="GROVE_HOME where `grove demo` ran")
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--cli-candidate", default="base (PyTorch)")
+    ap.add_argument("--demo-evaluation", action="store_true",
+                    help="run the demo with its held-out evaluation on (off: only its passes, which is all this needs)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "benchmarks.json"))
     a = ap.parse_args()
     os.environ["GROVE_HOME"] = a.home
@@ -94,8 +105,13 @@ def main() -> int:
     entry = {"task": TRAVEL_TASK, "limit": a.limit, "num_fewshot": 0, "include_path": str(task_dir)}
     cfg = EvalConfig(eval_path="", benchmarks=[entry])
     reg = Registry()
-    demo_run = ensure_demo_runs(reg)
-    cands = candidates(reg)
+    demo_run = ensure_demo_runs(reg, a.demo_evaluation)
+    from engine.models import default
+
+    cands = candidates(reg, str(default.current()))
+    order = ["base (PyTorch)", "LoRA (PyTorch + PEFT)", "int4 ONNX + adapter", "int4 ONNX, adapter off", "merged int4 ONNX"]
+    cands = {k: cands[k] for k in order if k in cands}
+    print(f"candidates: {json.dumps(cands)}", flush=True)
     rows = []
     for label, (path, adapter) in cands.items():
         load0 = os.getloadavg()[0]
@@ -108,6 +124,8 @@ def main() -> int:
             row["s_per_100"] = 100 * r["seconds"] / r["examples"]
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
+        write_json(a.out, {"limit": a.limit, "cores": os.cpu_count(), "demo_run": demo_run, "rows": rows,
+                           "partial": True}, default=str)  # what is measured so far survives an interruption
     cli = None
     if a.cli_candidate in cands and cands[a.cli_candidate][1] is None:
         path = cands[a.cli_candidate][0]
