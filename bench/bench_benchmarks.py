@@ -90,7 +90,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", required=True, help="GROVE_HOME where `grove demo` ran")
     ap.add_argument("--limit", type=int, default=100)
-    ap.add_argument("--cli-candidate", default="base (PyTorch)")
+    ap.add_argument("--cli-candidate", default="base (PyTorch)", help="'' for none")
+    ap.add_argument("--only", default="", help="comma-separated candidate labels to measure (default: all five)")
     ap.add_argument("--demo-evaluation", action="store_true",
                     help="run the demo with its held-out evaluation on (off: only its passes, which is all this needs)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "benchmarks.json"))
@@ -110,7 +111,8 @@ def main() -> int:
 
     cands = candidates(reg, str(default.current()))
     order = ["base (PyTorch)", "LoRA (PyTorch + PEFT)", "int4 ONNX + adapter", "int4 ONNX, adapter off", "merged int4 ONNX"]
-    cands = {k: cands[k] for k in order if k in cands}
+    only = [x.strip() for x in a.only.split(",") if x.strip()]
+    cands = {k: cands[k] for k in order if k in cands and (not only or k in only)}
     print(f"candidates: {json.dumps(cands)}", flush=True)
     rows = []
     for label, (path, adapter) in cands.items():
