@@ -11,7 +11,9 @@ onnxruntime-genai model loaded by Grove's backend) in a fresh interpreter; then 
 --include_path the task's folder) on one candidate, to show the two agree. Prints a table (accuracy ± standard
 error, seconds per 100 examples) with the load average, and writes JSON.
 
-Usage: python bench/bench_benchmarks.py --home GROVE_HOME [--limit 100] [--cli-candidate base]
+Usage: python bench/bench_benchmarks.py --home GROVE_HOME [--limit 100] [--cli-candidate "base (PyTorch)"]
+       [--only "base (PyTorch),LoRA (PyTorch + PEFT)"] [--demo-evaluation]
+On a shared, oversubscribed machine run it with OMP_NUM_THREADS=1 (PyTorch's threads spin at barriers otherwise).
 """
 
 from __future__ import annotations
