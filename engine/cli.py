@@ -1,6 +1,7 @@
 """``grove``: the headless command line over the same engine the UI uses.
 
     grove up [--port 8501]      build the demo if missing, start the worker and the UI, say where
+    grove up --host 0.0.0.0     the same for a team: needs sign-in configured (docs/auth.md)
     grove up --ray              the same, with runs executed on a Ray cluster (docs/ray.md)
     grove demo [--no-submit]    build the embedded demo model (once) and queue the demo recipe
     grove submit SPEC.yaml      check a spec and queue it
@@ -279,17 +280,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from engine import access
     from engine.runs.supervisor import Supervisor, worker_command
 
+    access.check_serving(args.address, args.port)  # beyond loopback only with sign-in configured
+    secrets = access.secrets_path()
     _set_up_model_in_background()
-    env = dict(os.environ, GROVE_HOME=str(paths.home()))
+    env = dict(os.environ, GROVE_HOME=str(paths.home()), GROVE_SECRETS=str(secrets))
     from engine.runs import ray_cluster
 
     if line := ray_cluster.up_env(env, args.ray):  # GROVE_EXECUTOR=ray / --ray: the worker sends runs to Ray
         print(line, flush=True)
     ui = [sys.executable, "-m", "streamlit", "run", str(paths.REPO_ROOT / "app" / "main.py"),
           "--server.port", str(args.port), "--server.address", args.address, "--server.headless", "true",
-          "--browser.gatherUsageStats", "false"]
+          "--browser.gatherUsageStats", "false", "--secrets.files", str(secrets)]
     sup = Supervisor(worker_command(), ui, env, say=lambda m: print(m, flush=True))
     sup.start()
     print(f"Grove is up: open http://{args.address if args.address != '0.0.0.0' else 'localhost'}:{args.port}  (Ctrl-C stops the UI and the worker; running runs go on; a worker that dies is restarted)", flush=True)
@@ -302,7 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("up", help="start the worker and the UI")
     p.add_argument("--port", type=int, default=int(os.environ.get("GROVE_PORT", "8501")))
-    p.add_argument("--address", default=os.environ.get("GROVE_ADDRESS", "127.0.0.1"))
+    p.add_argument("--host", "--address", dest="address", default=os.environ.get("GROVE_ADDRESS", "127.0.0.1"),
+                   help="the address to serve on (default 127.0.0.1); any other than loopback needs sign-in "
+                        "configured (docs/auth.md)")
     p.add_argument("--ray", action="store_true",
                    help="run on Ray: the cluster at GROVE_RAY_ADDRESS, else a local head started on 127.0.0.1 (docs/ray.md)")
     p.set_defaults(fn=cmd_up)
