@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from engine import access, paths
 from engine import machine as machine_mod
-from engine import paths
 from engine.data import formats as data_formats
 from engine.data import inspect as dataview
 from engine.data.prepare import template_fields
@@ -70,23 +70,34 @@ def clear() -> None:
 
 # -- runs ---------------------------------------------------------------------------------------------------------
 @st.cache_data(ttl=LIVE_TTL, show_spinner=False)
-def _runs(h: str, status: tuple[str, ...], limit: int, offset: int) -> list[dict[str, Any]]:
+def _runs(h: str, status: tuple[str, ...], limit: int, offset: int, user: str | None) -> list[dict[str, Any]]:
     reg = registry()
-    return views.run_rows(reg, reg.list_runs(status=list(status) or None, limit=limit, offset=offset))
+    return views.run_rows(reg, reg.list_runs(status=list(status) or None, limit=limit, offset=offset, user=user))
 
 
-def runs(status: tuple[str, ...] = (), limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-    """Rows for run tables: id, name, status, stage, progress, created, elapsed, eta, error."""
-    return _runs(home(), tuple(status), limit, offset)
+def runs(status: tuple[str, ...] = (), limit: int = 50, offset: int = 0, user: str | None = None) -> list[dict[str, Any]]:
+    """Rows for run tables: id, name, status, stage, progress, created, elapsed, eta, error, user (who launched it),
+    devices (where it runs); of one person when ``user`` is given."""
+    return _runs(home(), tuple(status), limit, offset, user)
 
 
 @st.cache_data(ttl=LIVE_TTL, show_spinner=False)
-def _counts(h: str) -> dict[str, int]:
-    return registry().count_runs()
+def _counts(h: str, user: str | None) -> dict[str, int]:
+    return registry().count_runs(user=user)
 
 
-def counts() -> dict[str, int]:
-    return _counts(home())
+def counts(user: str | None = None) -> dict[str, int]:
+    return _counts(home(), user)
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False)
+def _people(h: str) -> list[str]:
+    return registry().people()
+
+
+def people() -> list[str]:
+    """Everyone who launched a run (the Runs and Compare pages filter by them)."""
+    return _people(home())
 
 
 @st.cache_data(ttl=1, show_spinner=False)
@@ -174,23 +185,140 @@ def failure_hint(error_type: str | None) -> str | None:
     return views.KNOWN_FAILURES.get(error_type or "")
 
 
+# -- who is using this session (engine.access; docs/auth.md) -----------------------------------------------------
+PERSON = "grove_person"  # session state: the signed-in person as last resolved (user, role, why, roles file mtime)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _sign_in_state(path: str, mtime: float) -> tuple[str, list[str]]:
+    if not Path(path).is_file():
+        return "off", []
+    problems = access.auth_problems(Path(path))
+    if problems == [f"{path} has no [auth] section"]:
+        return "off", []  # a secrets file that holds other secrets
+    return ("broken", problems) if problems else ("on", [])
+
+
+def sign_in_state() -> tuple[str, list[str]]:
+    """("off", []) without sign-in configured (everyone is the local administrator), ("on", []) with it, or
+    ("broken", problems) when the secrets file has an [auth] section that cannot work."""
+    path = str(access.secrets_path())
+    return _sign_in_state(path, _mtime(path))
+
+
+def sign_in_providers() -> list[str]:
+    """The named providers of the secrets file ([] for the unnamed default one)."""
+    return access.providers()
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _roles(path: str, mtime: float) -> access.Roles:
+    return access.load_roles(Path(path))
+
+
+def person() -> dict[str, Any]:
+    """Who uses this session: {user, role, why, local}. Without sign-in: the local user as admin. Signed in: the
+    identity the provider sent and the role the roles file (or its claim) gives, None when refused; a session's first
+    resolution is recorded in the access log (a sign-in, or its refusal). Raises AccessError for a broken roles file."""
+    if sign_in_state()[0] != "on":
+        return {"user": access.local_user(), "role": "admin", "why": "sign-in is off: the local administrator",
+                "local": True}
+    if not st.user.is_logged_in:
+        return {"user": "", "role": None, "why": "not signed in", "local": False}
+    claims = st.user.to_dict()
+    path = str(access.roles_path())
+    mtime = _mtime(path)
+    roles = _roles(path, mtime)
+    who = access.identity(claims, roles)
+    known = st.session_state.get(PERSON)
+    if known and known["user"] == who and known["roles_mtime"] == mtime:
+        return known
+    role, why = access.role_of(claims, roles)
+    me = {"user": who, "role": role, "why": why, "local": False, "roles_mtime": mtime}
+    if not known or known["user"] != who or known["role"] != role:
+        registry().record_access(who, role, "sign-in", allowed=role is not None, detail=why)
+    st.session_state[PERSON] = me
+    return me
+
+
+def can(action: str, owner: str | None = None) -> bool:
+    """Whether this session's person may ``action`` ("launch", "cancel", "retry", "chat", "vote", "admin"...), on a
+    run of ``owner`` for cancel and retry."""
+    me = person()
+    return access.can(me["role"], action, user=me["user"], owner=owner)
+
+
+def why_not(action: str, owner: str | None = None) -> str:
+    me = person()
+    return access.refusal(me["role"], action, user=me["user"], owner=owner)
+
+
+def _require(action: str, owner: str | None = None, target: str = "") -> dict[str, Any]:
+    """This session's person, when they may ``action``; otherwise the refusal is recorded and raised (AccessError).
+    With sign-in on, the allowed actions are recorded too (who launched, cancelled or retried what)."""
+    me = person()
+    if not access.can(me["role"], action, user=me["user"], owner=owner):
+        message = access.refusal(me["role"], action, user=me["user"], owner=owner)
+        registry().record_access(me["user"], me["role"], action, target=target, allowed=False, detail=message)
+        raise access.AccessError(message)
+    return me
+
+
+def _record(me: dict[str, Any], action: str, target: str) -> None:
+    if not me["local"]:
+        registry().record_access(me["user"], me["role"], action, target=target)
+
+
+def _own_inputs(me: dict[str, Any], draft_paths: dict[str, str]) -> None:
+    """With sign-in on, a draft may not point into another person's uploads (field and path named)."""
+    if me["local"]:
+        return
+    for field, p in draft_paths.items():
+        if p and access.foreign_upload(p, me["user"]):
+            raise access.AccessError(f"{field}: {p} is another person's upload; upload your own copy")
+
+
+def access_log(limit: int = 200) -> list[dict[str, Any]]:
+    """The access log newest first, for an admin: when, user, role, action, target, allowed, detail."""
+    import time as _time
+
+    if not can("admin"):
+        return []
+    return [{**r, "when": _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(r["ts"]))}
+            for r in registry().access_log(limit=limit)]
+
+
 # -- writes -------------------------------------------------------------------------------------------------------
 def submit_draft(draft: dict[str, Any]) -> dict[str, Any]:
-    """Validate and queue the draft; raises GroveError (SpecError, DataError, ...) with a user-facing message."""
+    """Validate and queue the draft as this session's person's run; raises GroveError (SpecError, DataError,
+    AccessError, ...) with a user-facing message."""
+    me = _require("launch")
+    _own_inputs(me, {"dataset.path": (draft.get("dataset") or {}).get("path") or "",
+                     "model.name": (draft.get("model") or {}).get("name") or ""})
     spec = parse_spec(drafts.to_spec_dict(draft))
-    r = service.submit(spec, reg=registry(), gpus_available=gpus_available(), base=service.ui_bases())
+    r = service.submit(spec, reg=registry(), gpus_available=gpus_available(), base=service.ui_bases(),
+                       user=me["user"])
+    _record(me, "launch", r["id"])
     clear()
     return r
 
 
 def cancel(run_id: str) -> dict[str, Any]:
-    r = service.cancel(run_id, reg=registry())
+    """Cancel a run: a member their own, an admin anyone's (refused and recorded otherwise)."""
+    run_row = registry().find_run(run_id)
+    me = _require("cancel", owner=run_row.get("user"), target=run_row["id"])
+    r = service.cancel(run_row["id"], reg=registry())
+    _record(me, "cancel", run_row["id"])
     clear()
     return r
 
 
 def retry(run_id: str) -> dict[str, Any]:
-    r = service.retry(run_id, reg=registry())
+    """Queue a finished run again, as this person's run: a member their own, an admin anyone's."""
+    run_row = registry().find_run(run_id)
+    me = _require("retry", owner=run_row.get("user"), target=run_row["id"])
+    r = service.retry(run_row["id"], reg=registry(), user=me["user"])
+    _record(me, "retry", run_row["id"])
     clear()
     return r
 
@@ -228,7 +356,9 @@ def demo_progress() -> dict[str, Any] | None:
 def launch_demo() -> list[dict[str, Any]] | None:
     """Queue the demo runs if the default model is set up; otherwise start setting it up (and queueing) in the
     background (None)."""
-    r = demo_build.launch(registry())
+    me = _require("launch")
+    r = demo_build.launch(registry(), me["user"])
+    _record(me, "launch", ", ".join(x["id"] for x in r or []) or "demo (after the model's set-up)")
     if r is not None:
         clear()
     return r
@@ -326,8 +456,13 @@ def _inputs(h: str) -> dict[str, list[str]]:
 
 
 def inputs() -> dict[str, list[str]]:
-    """Model folders and dataset files under the allowed roots, recently used first."""
-    return _inputs(home())
+    """Model folders and dataset files under the allowed roots, recently used first (with sign-in on, without other
+    people's uploads)."""
+    found = _inputs(home())
+    me = person()
+    if me["local"]:
+        return found
+    return {k: [p for p in v if not access.foreign_upload(p, me["user"])] for k, v in found.items()}
 
 
 def allowed_roots() -> list[str]:
@@ -375,7 +510,8 @@ def _page(path: str, mtime: float, page: int, size: int) -> tuple[list[dict[str,
 
 
 def dataset_page(path: str, page: int, size: int = 20) -> tuple[list[dict[str, Any]], int]:
-    """One page of a local dataset (raises DataError)."""
+    """One page of a local dataset (raises DataError; AccessError for another person's upload)."""
+    _own_inputs(person(), {"dataset.path": path})
     return _page(path, _mtime(path), page, size)
 
 
@@ -389,13 +525,15 @@ def hub_preview(ds: dict[str, Any], n: int = 20) -> list[dict[str, Any]]:
 
 
 def save_upload(name: str, data: bytes) -> str:
-    """Store an uploaded dataset under GROVE_HOME/uploads (content-addressed name) and return its path."""
+    """Store an uploaded dataset in the uploader's own folder, GROVE_HOME/uploads/<person> (content-addressed name),
+    and return its path."""
+    me = _require("upload")
     if len(data) > UPLOAD_LIMIT_MB * 2**20:
         raise DataError(
             f"{name} is larger than the {UPLOAD_LIMIT_MB} MB upload limit: put it under an allowed root instead"
         )
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name)[:100]
-    d = paths.home() / "uploads"
+    d = access.upload_dir(me["user"])
     d.mkdir(parents=True, exist_ok=True)
     p = d / f"{hashlib.sha256(data).hexdigest()[:10]}-{safe}"
     if not p.exists():
@@ -812,7 +950,8 @@ def save_vote(winner: str, **kw: Any) -> int:
     """Store one blind A/B vote (winner "a", "b" or "tie"; a/b: {id, run_id, path, adapter})."""
     from engine.chat import feedback as chat
 
-    r = chat.save_vote(winner, registry=registry(), **kw)
+    me = _require("vote")
+    r = chat.save_vote(winner, registry=registry(), user=me["user"], **kw)
     clear()
     return r
 
@@ -820,5 +959,6 @@ def save_vote(winner: str, **kw: Any) -> int:
 def save_feedback(rating: str, **kw: Any) -> int:
     from engine.chat import feedback as chat
 
+    me = _require("chat")
     kw["candidate"] = {k: v for k, v in (kw.get("candidate") or {}).items() if k in ("id", "run_id", "path")}
-    return chat.save_feedback(rating, registry=registry(), **kw)
+    return chat.save_feedback(rating, registry=registry(), user=me["user"], **kw)

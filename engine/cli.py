@@ -11,6 +11,10 @@
     grove cancel RUN            cancel a queued or running run
     grove export RUN [-o F]     the run's Olive config (runs with `olive run --config F`)
     grove worker                run the worker in the foreground
+
+The command line is the local administrator's tool: it reads and writes the registry directly, acts with every right
+(cancels anyone's run) and records what it launches as the local OS user's (engine.access.local_user). Whoever can run
+``grove`` on the server can read ``grove.db`` anyway; sign-in and roles (docs/auth.md) govern the browser.
 """
 
 from __future__ import annotations
@@ -49,9 +53,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs yet: try `grove demo`")
         return 0
-    print(f"{'RUN':26} {'STATUS':10} {'STAGE':28} {'ELAPSED':>9}  NAME")
+    print(f"{'RUN':26} {'STATUS':10} {'STAGE':28} {'ELAPSED':>9}  {'BY':20} NAME")
     for r in runs:
-        print(f"{r['id']:26} {r['status']:10} {(r['stage'] or '')[:28]:28} {_elapsed(r):>9}  {r['name']}")
+        by = (r.get("user") or "-")[:20]
+        print(f"{r['id']:26} {r['status']:10} {(r['stage'] or '')[:28]:28} {_elapsed(r):>9}  {by:20} {r['name']}")
     return 0
 
 
@@ -268,7 +273,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"grove: demo model: {model}", flush=True)
     if args.no_submit:
         return 0
-    for run in demo.queue():
+    for run in demo.queue(user=args.as_user):
         print(f"queued {run['id']}  ({run['name']}); a running worker picks it up (`grove up` or `grove worker`)")
     return 0
 
@@ -294,6 +299,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     ui = [sys.executable, "-m", "streamlit", "run", str(paths.REPO_ROOT / "app" / "main.py"),
           "--server.port", str(args.port), "--server.address", args.address, "--server.headless", "true",
           "--browser.gatherUsageStats", "false", "--secrets.files", str(secrets)]
+    if not access.auth_problems(secrets):
+        print(f"grove: sign-in on (OpenID Connect, {secrets}); roles from {access.roles_path()} (docs/auth.md)",
+              flush=True)
     sup = Supervisor(worker_command(), ui, env, say=lambda m: print(m, flush=True))
     sup.start()
     print(f"Grove is up: open http://{args.address if args.address != '0.0.0.0' else 'localhost'}:{args.port}  (Ctrl-C stops the UI and the worker; running runs go on; a worker that dies is restarted)", flush=True)
@@ -314,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_up)
     p = sub.add_parser("demo", help="build the demo model and queue the demo recipe")
     p.add_argument("--no-submit", action="store_true", help="only build the demo model")
+    p.add_argument("--as", dest="as_user", help="record the demo runs as this person's (default: the local user; "
+                                                "the UI's background set-up passes who clicked)")
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("submit", help="check a run spec (YAML/JSON) and queue it")
     p.add_argument("spec")

@@ -31,7 +31,7 @@ import sqlite_utils
 from engine import paths
 from engine.errors import RunNotFound, RunStateError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 TRANSITIONS = {
@@ -177,7 +177,21 @@ def _migrate_6(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6}
+def _migrate_7(db: sqlite_utils.Database) -> None:
+    """A team's Grove: who launched each run and who gave each vote or chat feedback (NULL in rows from before: nobody
+    was recorded), and the access log: sign-ins, refusals and the actions on others' runs (who, what, when)."""
+    db["runs"].add_column("user", str)
+    db["runs"].create_index(["user", "created_at"])
+    db["feedback"].add_column("user", str)
+    db["access_log"].create(
+        {"id": int, "ts": float, "user": str, "role": str, "action": str, "target": str, "allowed": int,
+         "detail": str},
+        pk="id",
+    )
+    db["access_log"].create_index(["ts"])
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6, 7: _migrate_7}
 
 
 class Registry:
@@ -241,6 +255,7 @@ class Registry:
         data_dir: str = "",
         parent_run: str | None = None,
         run_id: str | None = None,
+        user: str | None = None,
     ) -> dict[str, Any]:
         run_id = run_id or new_run_id()
         rd = paths.run_dir(run_id)
@@ -259,6 +274,7 @@ class Registry:
             "log_path": str(rd / "run.log"),
             "parent_run": parent_run,
             "stage": "queued",
+            "user": user,
         }
         with self.tx() as db:
             db["runs"].insert(row)
@@ -282,21 +298,54 @@ class Registry:
             raise RunNotFound(f"'{prefix}' matches more than one run; type more of the id")
         return self.get_run(rows[0]["id"])
 
-    def list_runs(self, *, status: list[str] | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-        cols = "id, name, status, stage, progress, created_at, started_at, finished_at, gpus_wanted, gpus, error_type, error_message, pid, worker_id"
+    def list_runs(self, *, status: list[str] | None = None, limit: int = 100, offset: int = 0,
+                  user: str | None = None) -> list[dict[str, Any]]:
+        """Runs newest first, of the given statuses and of one person (who launched them) when given."""
+        cols = "id, name, status, stage, progress, created_at, started_at, finished_at, gpus_wanted, gpus, error_type, error_message, pid, worker_id, user"
         sql = f"select {cols} from runs"
+        where: list[str] = []
         args: list[Any] = []
         if status:
-            sql += " where status in (%s)" % ",".join("?" * len(status))
+            where.append("status in (%s)" % ",".join("?" * len(status)))
             args += status
+        if user:
+            where.append("user = ?")
+            args.append(user)
+        if where:
+            sql += " where " + " and ".join(where)
         sql += " order by created_at desc limit ? offset ?"
         args += [limit, offset]
         with self.db() as db:
             return list(db.query(sql, args))
 
-    def count_runs(self) -> dict[str, int]:
+    def count_runs(self, user: str | None = None) -> dict[str, int]:
+        sql, args = "select status, count(*) n from runs", []
+        if user:
+            sql, args = sql + " where user = ?", [user]
         with self.db() as db:
-            return {r["status"]: r["n"] for r in db.query("select status, count(*) n from runs group by status")}
+            return {r["status"]: r["n"] for r in db.query(sql + " group by status", args)}
+
+    def people(self) -> list[str]:
+        """Everyone who launched a run, by name."""
+        with self.db() as db:
+            return [r["user"] for r in db.query("select distinct user from runs where user is not null order by user")]
+
+    # -- access log ----------------------------------------------------------------------------------------
+    def record_access(self, user: str, role: str | None, action: str, *, target: str = "", allowed: bool = True,
+                      detail: str = "") -> None:
+        """One line of the access log: a sign-in (allowed or refused), a refused action, an action on a run."""
+        with self.tx() as db:
+            db["access_log"].insert({"ts": now(), "user": user, "role": role or "", "action": action,
+                                     "target": target, "allowed": int(allowed), "detail": detail})
+
+    def access_log(self, *, limit: int = 200, user: str | None = None) -> list[dict[str, Any]]:
+        """The access log newest first (of one person when given); ``allowed`` as a bool."""
+        sql, args = "select * from access_log", []
+        if user:
+            sql, args = sql + " where user = ?", [user]
+        with self.db() as db:
+            rows = list(db.query(sql + " order by id desc limit ?", [*args, limit]))
+        return [{**r, "allowed": bool(r["allowed"])} for r in rows]
 
     def transition(self, run_id: str, to: str, *, expect: tuple[str, ...] | None = None, **fields: Any) -> dict[str, Any]:
         """Move a run to status ``to`` (and set ``fields``) in one transaction, if the state machine allows it."""
@@ -543,9 +592,9 @@ class Registry:
             return [r["spec"] for r in db.query("select spec from runs order by created_at desc limit ?", [limit])]
 
     def measured_runs(self) -> list[dict[str, Any]]:
-        """Runs with at least one measured candidate, newest first: id, name, candidates (how many have metrics)."""
+        """Runs with at least one measured candidate, newest first: id, name, user, candidates (how many have metrics)."""
         sql = (
-            "select r.id, r.name, count(*) as candidates from candidates c join runs r on r.id = c.run_id"
+            "select r.id, r.name, r.user, count(*) as candidates from candidates c join runs r on r.id = c.run_id"
             " where c.metrics is not null and c.metrics not in ('', '{}', 'null') group by r.id order by r.created_at desc"
         )
         with self.db() as db:

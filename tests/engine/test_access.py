@@ -134,3 +134,47 @@ def test_grove_up_beyond_loopback_refuses_without_sign_in(tmp_path: Path):
     (tmp_path / "roles.toml").write_text('default = "boss"\n')
     r = _grove_up(tmp_path, "--host", "0.0.0.0", secrets=missing)
     assert r.returncode == 2 and "default: 'boss' is not a role" in r.stderr, r.stderr
+
+
+def test_a_schema_6_registry_opens_and_gains_who_did_what(fresh_home: Path):
+    """Schema 6 -> 7: runs and feedback gain a nullable user (rows from before keep theirs empty), the access log
+    appears; runs filter and count by person."""
+    import sqlite_utils
+
+    from engine.runs import registry as registry_mod
+    from engine.runs.registry import Registry
+
+    fresh_home.mkdir(parents=True)
+    path = fresh_home / "grove.db"
+    db = sqlite_utils.Database(path)
+    for v in range(1, 7):
+        registry_mod.MIGRATIONS[v](db)
+    db.conn.execute("PRAGMA user_version=6")
+    db["runs"].insert({"id": "r-old", "name": "old run", "status": "succeeded", "spec": "{}", "created_at": 1.0})
+    db["feedback"].insert({"ts": 1.0, "rating": 1, "prompt": "p", "answer": "a"})
+    db.conn.commit()
+    db.conn.close()
+    reg = Registry(path)
+    assert reg.schema_version() == registry_mod.SCHEMA_VERSION == 7
+    assert reg.get_run("r-old")["user"] is None and reg.feedback()[0]["user"] is None
+    for i, who in enumerate(["bob@example.com", "carol@example.com", "bob@example.com"]):
+        reg.create_run(spec_json="{}", spec_hash=f"h{i}", name=f"run {i}", olive_config="{}", gpus_wanted=0, user=who)
+    assert [r["name"] for r in reg.list_runs(user="bob@example.com")] == ["run 2", "run 0"]
+    assert reg.count_runs(user="carol@example.com") == {"queued": 1} and reg.count_runs()["queued"] == 3
+    assert reg.people() == ["bob@example.com", "carol@example.com"]
+    reg.record_access("eve@example.com", None, "sign-in", allowed=False, detail="not listed")
+    reg.record_access("ada@example.com", "admin", "cancel", target="r-old")
+    log = reg.access_log()
+    assert [(r["user"], r["action"], r["allowed"]) for r in log] == [("ada@example.com", "cancel", True),
+                                                                       ("eve@example.com", "sign-in", False)]
+
+
+def test_the_command_line_records_the_local_user(fresh_home: Path, demo: dict):
+    """`grove submit`/the Python API: the run is the local administrator's (the OS user)."""
+    from engine.runs.registry import Registry
+    from engine.runs.submit import submit
+    from engine.spec.recipes import lab_recipe
+    from engine.spec.schema import parse_spec
+
+    run = submit(parse_spec(lab_recipe(demo["model"], demo["dataset"])), reg=Registry())
+    assert run["user"] == access.local_user() and run["user"]
