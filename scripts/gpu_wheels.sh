@@ -59,11 +59,21 @@ gpu_set=(onnxruntime-genai-cuda==${GROVE_GENAI_CUDA:-0.15.2})
 find "$CACHE/dl" -name 'onnxruntime_genai_cuda-*.whl' ! -name "onnxruntime_genai_cuda-${GROVE_GENAI_CUDA:-0.15.2}-*" -delete
 for req in "${pins[@]}" "${gpu_set[@]}"; do dl "$req"; done
 
-# 3. autoawq: an sdist of pure Python; build its wheel here
-if ! ls "$CACHE/built"/autoawq-0.2.9-*.whl >/dev/null 2>&1; then
-  "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$CACHE/built" autoawq==0.2.9 >/dev/null 2>&1 \
-    || failed+=("autoawq==0.2.9: wheel build failed")
-fi
+# 3. pins published only as sdists of pure Python (autoawq; lm_eval's rouge_score, sqlitedict, word2number): their
+#    wheels are built here (py3-none-any, so they install on the host's 3.12)
+sdists=(autoawq==0.2.9)
+for f in "${failed[@]}"; do
+  case "$f" in *"No matching distribution found"*) sdists+=("${f%%: *}") ;; esac
+done
+kept=()
+for f in "${failed[@]}"; do case "$f" in *"No matching distribution found"*) ;; *) kept+=("$f") ;; esac; done
+failed=("${kept[@]}")
+for req in "${sdists[@]}"; do
+  norm=$(echo "${req%%==*}" | tr 'A-Z-.' 'a-z__')
+  if ls "$CACHE/built/" 2>/dev/null | tr 'A-Z-.' 'a-z__' | grep -q "^${norm}-${req#*==}-"; then continue; fi
+  "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$CACHE/built" "$req" >/dev/null 2>&1 \
+    || failed+=("$req: no wheel for Python 3.12 and its sdist did not build")
+done
 # 4. bitsandbytes: the wheel is tagged manylinux_2_24 and holds a library per CUDA version (43 MB): keep CPU + CUDA 13
 bnb=bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl
 if [ ! -f "$CACHE/built/$bnb" ]; then

@@ -48,7 +48,7 @@ SKIP_DIRS = {
 }
 
 
-# allowed roots live in engine.paths (every entrance checks them); re-exported for app/services.py
+# allowed roots live in engine.paths (every entrance checks them); re-exported for app/services/sources.py
 allowed_roots = paths.allowed_roots
 is_allowed = paths.is_allowed
 

@@ -176,5 +176,30 @@ def real_demo_recipes(model: str, dataset: str, *, max_steps: int = REAL_DEMO_ST
     ]
 
 
+def real_demo_gpu_recipes(model: str, dataset: str, *, max_steps: int = REAL_DEMO_STEPS, eval_samples: int = 20) -> dict[str, dict[str, Any]]:
+    """The demo's two recipes moved to CUDA (same LoRA, same int4 settings, same held-out rows as on the CPU), with the
+    GPU quantizers beside them: the lab's order (AWQ -> AwqDequantize -> LoRA -> int4 + adapter), QLoRA and GPTQ.
+    Group size 64 for AWQ and GPTQ: SmolLM2's 576-wide layers are not a multiple of their default 128. The input model
+    is measured once, in the first ("rtn") run."""
+    rtn, merged = real_demo_recipes(model, dataset, max_steps=max_steps, eval_samples=eval_samples)
+    gpu = {"target": {"device": "gpu", "execution_provider": "CUDAExecutionProvider", "precision": "int4"},
+           "resources": {"gpus": 1}}
+    lora, int4, extract = rtn["passes"]
+    later = {**rtn["evaluation"], "evaluate_input_model": False}
+    awq = [{"type": "AutoAWQQuantizer", "params": {"bits": 4, "group_size": 64}},
+           {"type": "AwqDequantize", "params": {"torch_dtype": "float16"}}]
+    qlora = {"type": "QLoRA", "params": {**lora["params"], "compute_dtype": "bfloat16", "torch_dtype": "bfloat16"}}
+    return {
+        "rtn": {**rtn, **gpu, "name": "GPU: LoRA -> int4 (ModelBuilder RTN) + adapter"},
+        "merged": {**merged, **gpu, "name": "GPU: LoRA merged -> int4 (RTN)"},
+        "lab": {**rtn, **gpu, "name": "GPU: AWQ -> AwqDequantize -> LoRA -> int4 + adapter (the lab's order)",
+                "passes": awq + [lora, int4, extract], "evaluation": later},
+        "qlora": {**rtn, **gpu, "name": "GPU: QLoRA (NF4 base) -> int4 + adapter", "passes": [qlora, int4, extract],
+                  "evaluation": later},
+        "gptq": {**rtn, **gpu, "name": "GPU: GPTQ 4-bit (Olive Gptq) -> int4", "evaluation": later,
+                 "passes": [{"type": "Gptq", "params": {"bits": 4, "group_size": 64}}, int4]},
+    }
+
+
 def real_demo_specs(model: str, dataset: str | None = None, **kw: Any) -> list[RunSpec]:
     return [parse_spec(r) for r in real_demo_recipes(model, str(dataset or paths.DEMO_SAMPLE), **kw)]

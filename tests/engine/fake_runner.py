@@ -20,6 +20,8 @@ def main() -> int:
     reg = Registry()
     run = reg.get_run(run_id)
     mode = run["name"].split(":", 1)[1]
+    if mode in ("ignore-term", "hang"):  # before the pid line tests wait for: a SIGTERM after it must be ignored
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print(f"fake runner pid={os.getpid()} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r} TMPDIR={os.environ.get('TMPDIR')}", flush=True)
     os.makedirs(os.environ["TMPDIR"], exist_ok=True)
     open(os.path.join(os.environ["TMPDIR"], "scratch.bin"), "wb").write(b"x" * 1024)
@@ -30,8 +32,6 @@ def main() -> int:
     if mode == "crash":
         print("fake runner: crashing now", flush=True)
         return 3
-    if mode in ("ignore-term", "hang"):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if mode == "hang":
         while True:
             time.sleep(1)

@@ -44,14 +44,15 @@ def _started(reg: Registry, r: dict) -> bool:
 
 
 def test_hung_runner_is_killed_and_failed(env, monkeypatch):
-    monkeypatch.setenv("GROVE_HUNG_TIMEOUT_S", "2")
     reg = Registry()
     w = worker()
     w.start()
     r = fake_run(reg, "hang")
-    wait_for(lambda: _started(reg, r), 15, w.tick)
+    wait_for(lambda: _started(reg, r), 120, w.tick)
+    # a short limit only once the runner is up (its start on a busy machine can take longer than 2 s)
+    monkeypatch.setenv("GROVE_HUNG_TIMEOUT_S", "2")
     pid = reg.get_run(r["id"])["pid"]
-    wait_for(lambda: reg.get_run(r["id"])["status"] == "failed", 10, w.tick)
+    wait_for(lambda: reg.get_run(r["id"])["status"] == "failed", 60, w.tick)
     run = reg.get_run(r["id"])
     assert run["error_type"] == "hung" and "no heartbeat" in run["error_message"]
     assert not pid_alive(pid)
@@ -63,13 +64,13 @@ def test_cancel_with_no_worker_ends_cancelled(env):
     w = worker()
     w.start()
     r = fake_run(reg, "ignore-term")
-    wait_for(lambda: _started(reg, r), 15, w.tick)
+    wait_for(lambda: _started(reg, r), 120, w.tick)
     pid = reg.get_run(r["id"])["pid"]
     # the worker is gone (no more ticks, stopped heart-beating); the user cancels; the runner then dies
     reg.worker_stopped(w.id)
     service.cancel(r["id"])
     os.killpg(pid, signal.SIGKILL)
-    wait_for(lambda: not pid_alive(pid), 5)
+    wait_for(lambda: not pid_alive(pid), 60)
     w2 = worker(wid="w-second")
     w2.start()
     run = reg.get_run(r["id"])
@@ -85,19 +86,19 @@ def test_live_worker_sweeps_a_run_whose_worker_died_within_three_beats(env):
     a.start()
     b.start()
     r = fake_run(reg, "sleep")
-    wait_for(lambda: _started(reg, r), 15, a.tick)
+    wait_for(lambda: _started(reg, r), 120, a.tick)
     pid = reg.get_run(r["id"])["pid"]
     assert reg.get_run(r["id"])["worker_id"] == "w-a"
     os.killpg(pid, signal.SIGKILL)  # the runner dies, and worker a with it (it never ticks again)
-    wait_for(lambda: not pid_alive(pid), 5)
+    wait_for(lambda: not pid_alive(pid), 60)
     t0 = time.monotonic()
-    wait_for(lambda: reg.get_run(r["id"])["worker_id"] == "w-b" or reg.get_run(r["id"])["status"] == "queued", 10, b.tick, 0.05)
+    wait_for(lambda: reg.get_run(r["id"])["worker_id"] == "w-b" or reg.get_run(r["id"])["status"] == "queued", 60, b.tick, 0.05)
     took = time.monotonic() - t0
-    assert took <= 3 * 0.5 + 1.0  # three worker beats (plus one tick of slack on a loaded machine)
+    assert took <= 3 * 0.5 + 1.0, f"swept after {took:.1f} s"  # three worker beats (plus one tick of slack on a loaded machine)
     assert any(e["data"].get("requeued") for e in reg.events(r["id"], kinds=["recovered"]))
     assert reg.notices(kinds=["swept"])
     service.cancel(r["id"])
-    wait_for(lambda: reg.get_run(r["id"])["status"] == "cancelled", 10, b.tick)
+    wait_for(lambda: reg.get_run(r["id"])["status"] == "cancelled", 60, b.tick)
 
 
 def test_run_of_a_dead_worker_on_another_host_waits_for_its_heartbeat(env):
@@ -121,7 +122,7 @@ def test_no_starvation_of_a_two_gpu_run(env):
     w = worker(gpus=[0, 1])
     w.start()
     first = fake_run(reg, "sleep", gpus=1)
-    wait_for(lambda: reg.get_run(first["id"])["status"] == "running", 10, w.tick)
+    wait_for(lambda: reg.get_run(first["id"])["status"] == "running", 120, w.tick)
     big = fake_run(reg, "sleep", gpus=2)
     small = [fake_run(reg, "sleep", gpus=1) for _ in range(3)]
     for _ in range(5):
@@ -130,13 +131,13 @@ def test_no_starvation_of_a_two_gpu_run(env):
     assert reg.get_run(big["id"])["status"] == "queued"
     assert all(reg.get_run(s["id"])["status"] == "queued" for s in small)
     service.cancel(first["id"])
-    wait_for(lambda: reg.get_run(big["id"])["status"] == "running", 10, w.tick)
+    wait_for(lambda: reg.get_run(big["id"])["status"] == "running", 60, w.tick)
     assert all(reg.get_run(s["id"])["status"] == "queued" for s in small)
     service.cancel(big["id"])
-    wait_for(lambda: sum(reg.get_run(s["id"])["status"] == "running" for s in small) == 2, 10, w.tick)
+    wait_for(lambda: sum(reg.get_run(s["id"])["status"] == "running" for s in small) == 2, 60, w.tick)
     for s in small:
         service.cancel(s["id"])
-    wait_for(lambda: all(reg.get_run(s["id"])["status"] == "cancelled" for s in small), 10, w.tick)
+    wait_for(lambda: all(reg.get_run(s["id"])["status"] == "cancelled" for s in small), 60, w.tick)
 
 
 def test_a_run_too_big_for_this_worker_reserves_nothing(env):
@@ -145,7 +146,7 @@ def test_a_run_too_big_for_this_worker_reserves_nothing(env):
     w.start()
     fake_run(reg, "sleep", gpus=2)  # another worker's job
     small = fake_run(reg, "ok", gpus=1)
-    wait_for(lambda: reg.get_run(small["id"])["status"] == "succeeded", 10, w.tick)
+    wait_for(lambda: reg.get_run(small["id"])["status"] == "succeeded", 120, w.tick)
 
 
 def test_worker_loop_survives_a_failing_tick(env, monkeypatch):
@@ -162,7 +163,7 @@ def test_worker_loop_survives_a_failing_tick(env, monkeypatch):
 
     monkeypatch.setattr(w, "claim_all", flaky)
     r = fake_run(reg, "ok")
-    w.serve(until_idle=True, timeout=30)
+    w.serve(until_idle=True, timeout=120)
     assert reg.get_run(r["id"])["status"] == "succeeded"
     assert len(reg.notices(kinds=["worker_error"])) == 2
 
@@ -175,7 +176,7 @@ def test_reuse_error_does_not_reach_the_worker(env, monkeypatch):
     monkeypatch.setattr(reuse, "find_twin", lambda reg, run: {"id": "x"})
     monkeypatch.setattr(reuse, "reuse_finished", lambda reg, run: 1 / 0)
     w = worker()
-    w.serve(until_idle=True, timeout=30)
+    w.serve(until_idle=True, timeout=120)
     assert reg.get_run(r["id"])["status"] == "succeeded"  # ran for real after the failed reuse
     msgs = [e["data"].get("message", "") for e in reg.events(r["id"], kinds=["log"])]
     assert any("reusing an identical run's result failed" in m for m in msgs)
@@ -217,17 +218,17 @@ def test_kill_9_of_the_worker_under_grove_up(env, monkeypatch):
     try:
         wait_for(lambda: _health(port), 90)
         r = fake_run(reg, "sleep")
-        wait_for(lambda: _started(reg, r), 30)
+        wait_for(lambda: _started(reg, r), 120)
         runner = reg.get_run(r["id"])["pid"]
         wpid = _grove_up_worker_pid(reg)
         assert wpid
         t0 = time.monotonic()
         os.kill(wpid, signal.SIGKILL)
-        wait_for(lambda: reg.notices(kinds=["worker_restart"]), 10)
+        wait_for(lambda: reg.notices(kinds=["worker_restart"]), 60)
         assert _health(port)  # the UI never stopped
-        wait_for(lambda: (p := _grove_up_worker_pid(reg)) is not None and p != wpid, 30)
+        wait_for(lambda: (p := _grove_up_worker_pid(reg)) is not None and p != wpid, 120)
         back = time.monotonic() - t0
-        wait_for(lambda: reg.get_run(r["id"])["worker_id"] == f"w-{os.uname().nodename}-{_grove_up_worker_pid(reg)}", 10)
+        wait_for(lambda: reg.get_run(r["id"])["worker_id"] == f"w-{os.uname().nodename}-{_grove_up_worker_pid(reg)}", 60)
         assert pid_alive(runner)  # adopted, not restarted
         assert reg.events(r["id"], kinds=["recovered"])
         assert _health(port)
@@ -235,7 +236,7 @@ def test_kill_9_of_the_worker_under_grove_up(env, monkeypatch):
         assert "SIGKILL" in note["message"]
         print(f"worker death -> working worker again: {back:.1f}s")
         service.cancel(r["id"])
-        wait_for(lambda: reg.get_run(r["id"])["status"] == "cancelled", 15)
+        wait_for(lambda: reg.get_run(r["id"])["status"] == "cancelled", 60)
     finally:
         os.killpg(up.pid, signal.SIGTERM)
         try:

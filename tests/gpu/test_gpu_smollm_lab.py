@@ -1,0 +1,46 @@
+"""The lab's order on Grove's real default model, on CUDA, through the worker, with the runner's own evaluation.
+
+SmolLM2-135M-Instruct: AWQ -> AwqDequantize -> LoRA -> ModelBuilder int4 for CUDA -> ExtractAdapters
+(engine.spec.recipes.real_demo_gpu_recipes, the demo's recipe moved to the GPU), every candidate measured by Grove's
+evaluator on CUDA on the demo's held-out rows. bench/gpu_lab.py --model smollm runs it beside QLoRA, GPTQ and RTN."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from engine import paths
+from engine.runs import submit as service
+from engine.runs.registry import Registry
+from engine.spec import recipes
+from engine.spec.schema import parse_spec
+
+from .conftest import run_log, run_on_gpus
+
+
+def test_lab_order_on_smollm2_measured_on_cuda(smollm_model):
+    spec = recipes.real_demo_gpu_recipes(smollm_model, str(paths.DEMO_SAMPLE), eval_samples=8)["lab"]
+    spec["evaluation"] = {**spec["evaluation"], "evaluate_input_model": True}
+    run = service.submit(parse_spec(spec), gpus_available=1)
+    (done,) = run_on_gpus([run["id"]], timeout=1200)
+    assert done["status"] == "succeeded", f"{done['error_message']}\n{run_log(done)}"
+    reg = Registry()
+    cands = {str(c["path"]): c for c in reg.candidates(done["id"])}
+    final = next(c for c in cands.values() if c["is_output"])
+    assert final["pass_chain"] == ["autoawqquantizer", "awqdequantize", "lora", "modelbuilder", "extractadapters"]
+    gcfg = json.loads(Path(final["path"], "genai_config.json").read_text())
+    assert "cuda" in json.dumps(gcfg["model"]["decoder"]["session_options"]).lower()
+    evs = reg.run_evaluations(done["id"])
+    mine = {adapter: ev for (folder, adapter), ev in evs.items() if folder == str(final["path"])}
+    assert len(mine) == 2 and "" in mine, f"int4 candidate measured with and without its adapter: {sorted(evs)}"
+    off = mine.pop("")
+    (on,) = mine.values()
+    for ev in (on, off):
+        m = ev["metrics"]
+        assert math.isfinite(m["loss"]) and 0 < m["loss"] < 20, ev
+        assert m["decode_tps"] > 0 and not ev["pending"], ev
+    # the fine-tune, trained on AWQ-dequantized weights and carried as an adapter of the int4 model, helps on held-out
+    assert on["metrics"]["loss"] < off["metrics"]["loss"] - 0.1, (on["metrics"], off["metrics"])
+    fp = reg.fingerprints([on["fingerprint_id"]])[on["fingerprint_id"]]
+    assert "CUDA" in json.dumps(fp), fp
