@@ -30,7 +30,7 @@ import pytest
 
 from tests.e2e.test_browser import ARGS, CHROMIUM, REPO, SHOTS, _free_port, _wait_health, idle, no_exception
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # includes building the demo when no earlier test did
 
 PEOPLE = {
     "ada@example.com": {"email": "ada@example.com", "name": "Ada", "groups": ["staff", "grove-admins"]},
@@ -165,8 +165,8 @@ def test_people_sign_in_and_act_by_role(team_grove: dict, browser):
     pg.get_by_role("button", name="Sign in").wait_for()
     idle(pg)
     print(f"the sign-in page drawn {time.monotonic() - t0:.1f}s after the request (cold server)")
-    assert _nav(pg) == []
-    buttons = [b.strip() for b in pg.locator('[data-testid="stApp"] button').all_inner_texts() if b.strip()]
+    assert _nav(pg) == [] and pg.locator('[data-testid="stSidebar"]').count() == 0
+    buttons = [b.strip() for b in pg.locator('[data-testid="stMain"] button').all_inner_texts() if b.strip()]
     assert buttons == ["Sign in"], buttons
     body = pg.locator('[data-testid="stMain"]').inner_text()
     assert "Launch the demo workflow" not in body and "Runs" not in body
@@ -180,11 +180,14 @@ def test_people_sign_in_and_act_by_role(team_grove: dict, browser):
     ctx, pg = _sign_in(browser, url, "bob@example.com")
     _signed_in(pg, "bob@example.com", "member")
     assert "Workflow" in _nav(pg)
-    _button(pg, "Launch the demo workflow").click()
-    idle(pg)
-    deadline = time.monotonic() + 120
-    while len(reg.list_runs()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.5)
+    for n in (1, 2):  # twice: two runs of his (the tiny model's demo is one run)
+        pg.goto(url + "/")
+        idle(pg)
+        _button(pg, "Launch the demo workflow").click()
+        idle(pg)
+        deadline = time.monotonic() + 120
+        while len(reg.list_runs()) < n and time.monotonic() < deadline:
+            time.sleep(0.5)
     runs = reg.list_runs()
     assert len(runs) == 2 and {r["user"] for r in runs} == {"bob@example.com"}, runs
     mine, other = runs[0]["id"], runs[1]["id"]
