@@ -1,6 +1,6 @@
 """A team's Grove in a real browser: a real OpenID Connect provider (``oidc-provider-mock``, real HTTP on a free
 port, a real discovery document, RS256-signed ID tokens), Grove started as docs/auth.md says
-(``./grove up --host 0.0.0.0`` with ``[auth]`` in a secrets.toml and a roles file), and Debian's chromium signing
+(``grove up --host 0.0.0.0`` with ``[auth]`` in a secrets.toml and a roles file), and Debian's chromium signing
 in as four people with different roles, each in a browser context of their own (their own cookies):
 
     bob@example.com    member (roles file)      launches the demo runs, cancels one of his own, signs out
@@ -22,6 +22,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,7 +89,9 @@ def team_grove(demo: dict, grove_home: Path, oidc: str, tmp_path_factory: pytest
     env = dict(os.environ, GROVE_HOME=str(home), GROVE_SECRETS=str(secrets_file), GROVE_ROLES=str(roles),
                GROVE_CPU_SLOTS="0")
     with open(log, "wb") as out:
-        proc = subprocess.Popen(["./grove", "up", "--host", "0.0.0.0", "--port", str(port)], cwd=REPO, env=env,
+        # `grove up` as ./grove runs it (.venv/bin/grove is engine.cli:main), with this interpreter's environment
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "up", "--host", "0.0.0.0", "--port", str(port)],
+                                cwd=REPO, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_health(f"http://127.0.0.1:{port}/_stcore/health", proc, log)
@@ -135,7 +138,8 @@ def _signed_in(pg, who: str, role: str) -> None:
 
 
 def _nav(pg) -> list[str]:
-    return [t.strip() for t in pg.locator('[data-testid="stSidebarNav"] a').all_inner_texts()]
+    """The pages in the navigation, by title (each link's text is its icon's name, then its title)."""
+    return [t.strip().splitlines()[-1].strip() for t in pg.locator('[data-testid="stSidebarNav"] a').all_inner_texts()]
 
 
 def _open_run(pg, url: str, run_id: str) -> None:
