@@ -169,7 +169,7 @@ def test_a_schema_6_registry_opens_and_gains_who_did_what(fresh_home: Path):
                                                                        ("eve@example.com", "sign-in", False)]
 
 
-def test_the_command_line_records_the_local_user(fresh_home: Path, demo: dict):
+def test_the_command_line_records_the_local_user(demo: dict):
     """`grove submit`/the Python API: the run is the local administrator's (the OS user)."""
     from engine.runs.registry import Registry
     from engine.runs.submit import submit
