@@ -56,6 +56,11 @@ def evaluation(draft: dict[str, Any]) -> None:
     if not ev["enabled"]:
         return
     bench_metrics = benchmarks.editor(draft)
+    if not draft.get("dataset"):
+        st.caption("No dataset: candidates are measured on the benchmark tasks alone (no held-out loss, ROUGE-L or "
+                   "exact match); speed is timed on Grove's built-in travel prompts, so Compare keeps these figures "
+                   "apart from runs measured on a dataset.")
+    first = "perplexity" if draft.get("dataset") else (bench_metrics[0] if bench_metrics else "decode_tps")
     rows = [
         {
             "metric": m["name"],
@@ -64,7 +69,7 @@ def evaluation(draft: dict[str, Any]) -> None:
             "value": (m.get("goal") or {}).get("value"),
         }
         for i, m in enumerate(ev.get("metrics") or [])
-    ] or [{"metric": "perplexity", "priority": 1, "goal": "", "value": None}]
+    ] or [{"metric": first, "priority": 1, "goal": "", "value": None}]
     metrics = {**services.metrics(), **{b: services.metrics()[b] for b in bench_metrics}}
     edited = st.data_editor(
         rows,

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from typing import Any
 from engine import machine
 from engine.evaluate import progress as eval_progress
 from engine.evaluate.backends import Genai, Hf, form_of
-from engine.evaluate.fingerprint import fingerprint, fingerprint_id
+from engine.evaluate.fingerprint import SPEED_PROMPTS, fingerprint, fingerprint_id
 from engine.evaluate.scores import normalize, rouge_l
 from engine.spec.evaluation import EvalConfig
 from engine.spec.metrics import METRICS, QUALITY, SPEED
@@ -65,12 +66,35 @@ class EvalResult:
 
 
 def load_rows(cfg: EvalConfig) -> list[dict[str, Any]]:
+    """The held-out rows the quality metrics are measured on (none for a benchmarks-only evaluation: no dataset)."""
+    if not cfg.eval_path:
+        return []
     rows = []
     with open(cfg.eval_path, encoding="utf-8") as f:
         for ln in f:
             if ln.strip():
                 rows.append(json.loads(ln))
     return rows[: cfg.max_samples]
+
+
+# A benchmarks-only evaluation (no dataset, engine.spec.schema) still times generation: its prompt is cut from a fixed,
+# built-in prompt set (SPEED_PROMPTS: the travel sample's questions and answers as plain text, in file order), so every
+# such evaluation times the same tokens; the fingerprint names it (engine.evaluate.fingerprint), so these speed
+# figures are never compared with ones timed on a dataset's held-out split.
+
+
+def speed_texts(cfg: EvalConfig, chat_render: Any = None) -> Iterator[str]:
+    """The texts the timed prompt is cut from: the held-out rows as the model reads them, or without a held-out
+    split, the built-in prompt set (SPEED_PROMPTS)."""
+    if cfg.eval_path:
+        for row in load_rows(cfg):
+            yield render(cfg, row, chat_render)[1]
+        return
+    with open(SPEED_PROMPTS, encoding="utf-8") as f:
+        for ln in f:
+            if ln.strip():
+                row = json.loads(ln)
+                yield f"{row['prompt']}\n{row['response']}\n"
 
 
 def render(cfg: EvalConfig, row: dict[str, Any], chat_render: Any = None) -> tuple[str, str, str]:
@@ -365,7 +389,7 @@ def timed_part(res: EvalResult, backend: Any, cfg: EvalConfig, chat_render: Any,
         if not claim.granted:
             res.pending = {"device": device, "reason": claim.why, "metrics": timed_metrics(cfg)}
             return False
-        _measure(res, "speed", SPEED, lambda: _speed(backend, cfg, load_rows(cfg), chat_render, res))
+        _measure(res, "speed", SPEED, lambda: _speed(backend, cfg, chat_render, res))
         if cfg.device == "gpu":
             _measure(res, "memory", ("peak_memory_mb",),
                      lambda: res.metrics.__setitem__("peak_memory_mb", _peak_memory_mb(True, gpu_before)))
@@ -450,10 +474,10 @@ def example(index: int, prompt: str, reference: str, answer: str, logprobs: list
     }
 
 
-def _speed(backend: Any, cfg: EvalConfig, rows: list[dict[str, Any]], chat_render: Any, res: EvalResult) -> None:
+def _speed(backend: Any, cfg: EvalConfig, chat_render: Any, res: EvalResult) -> None:
     pool: list[int] = []
-    for row in rows:
-        pool += backend.encode(render(cfg, row, chat_render)[1])
+    for text in speed_texts(cfg, chat_render):
+        pool += backend.encode(text)
         if len(pool) >= cfg.prompt_length:
             break
     while len(pool) < cfg.prompt_length:

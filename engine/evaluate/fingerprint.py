@@ -7,22 +7,27 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine import machine
+from engine import machine, paths
 from engine.data.benchmark_task import load_task_yaml, task_file
 from engine.spec.evaluation import EvalConfig
 
 BENCHMARK_VERSION_PACKAGES = ("lm_eval", "onnxruntime-genai-cuda", "onnxruntime-gpu", "torch", "transformers", "peft",
                               "datasets")
 VERSION_PACKAGES = ("onnxruntime-genai-cuda", "onnxruntime-gpu", "torch", "transformers", "peft", "grove")
+NO_DATASET = "none: benchmark tasks only"
+SPEED_PROMPTS = paths.DEMO_SAMPLE  # the fixed prompt set speed is timed on without a dataset (engine.evaluate.evaluator)
 
 
 def fingerprint(cfg: EvalConfig) -> dict[str, Any]:
     """Everything that changes an evaluation's numbers: results are compared only when these match."""
     versions = machine.package_versions(VERSION_PACKAGES)
+    held_out = bool(cfg.eval_path)
     fp = {
-        "dataset": cfg.data_key or _file_hash(cfg.eval_path),
+        # no dataset (benchmarks only): no held-out split, speed timed on the built-in prompt set (engine.evaluate.
+        # evaluator.SPEED_PROMPTS), so these figures never compare with held-out ones
+        "dataset": (cfg.data_key or _file_hash(cfg.eval_path)) if held_out else NO_DATASET,
         "split_seed": cfg.split_seed,
-        "eval_rows": min(cfg.max_samples, _count_rows(cfg.eval_path)),
+        "eval_rows": min(cfg.max_samples, _count_rows(cfg.eval_path)) if held_out else 0,
         "template": hashlib.sha256(f"{cfg.text_template}|{cfg.chat_template}|{cfg.system_prompt}".encode()).hexdigest()[:12],
         "answer_tokens": cfg.answer_tokens,
         "prompt_length": cfg.prompt_length,
@@ -32,6 +37,8 @@ def fingerprint(cfg: EvalConfig) -> dict[str, Any]:
         "execution_provider": cfg.execution_provider,
         "versions": versions,
     }
+    if not held_out:
+        fp["speed_prompts"] = f"built-in {_file_hash(str(SPEED_PROMPTS))}"
     if cfg.benchmarks:  # only when asked, so fingerprints without benchmarks stay what they were
         fp["benchmarks"] = fingerprints(cfg)
     return fp

@@ -208,7 +208,8 @@ def build(
         "evaluate_input_model": False,
         "log_severity_level": 1,
     }
-    if spec.evaluation.enabled and eval_path is not None:
+    # no dataset: an evaluation of benchmark tasks only (the spec allows it only with tasks), nothing held out
+    if spec.evaluation.enabled and (eval_path is not None or spec.dataset is None):
         config["evaluators"] = {EVALUATOR: evaluator(spec, eval_path, data_key)}
         config["evaluator"] = EVALUATOR
         # no passes (a baseline run): Olive evaluates the input model and stops; the spec keeps this on
@@ -230,17 +231,20 @@ def build(
     return config
 
 
-def evaluator(spec: RunSpec, eval_path: Path, data_key: str) -> dict[str, Any]:
-    """Grove's evaluator as an Olive custom metric (engine/evaluate/olive_metric.py) with the user's priorities and goals."""
+def evaluator(spec: RunSpec, eval_path: Path | None, data_key: str) -> dict[str, Any]:
+    """Grove's evaluator as an Olive custom metric (engine/evaluate/olive_metric.py) with the user's priorities and
+    goals. Without a dataset (``eval_path`` None: benchmark tasks only) the held-out metrics are skipped and speed is
+    timed on the built-in prompt set (engine.evaluate.evaluator.speed_texts)."""
     from engine.spec.evaluation import EvalConfig
     from engine.spec.metrics import METRICS, benchmark_metric, stderr_metric
 
     ev, ds = spec.evaluation, spec.dataset
-    assert ds is not None
+    data = {} if ds is None else {
+        "eval_path": str(eval_path), "text_template": ds.text_template, "chat_template": ds.chat_template,
+        "prompt_column": ds.prompt_column, "response_column": ds.response_column, "system_prompt": ds.system_prompt,
+        "data_key": data_key, "split_seed": ds.split_seed}
     cfg = EvalConfig(
-        eval_path=str(eval_path), text_template=ds.text_template, chat_template=ds.chat_template,
-        prompt_column=ds.prompt_column, response_column=ds.response_column, system_prompt=ds.system_prompt,
-        data_key=data_key, split_seed=ds.split_seed, max_samples=ev.max_eval_samples,
+        **{"eval_path": None, **data}, max_samples=ev.max_eval_samples,
         prompt_length=ev.prompt_length, generation_length=ev.generation_length, repeats=ev.repeats,
         device=spec.target.device, execution_provider=spec.target.execution_provider,
         benchmarks=[{**b.model_dump(), "include_path": str(Path(b.include_path).expanduser().resolve()) if b.include_path

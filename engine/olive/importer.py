@@ -382,13 +382,11 @@ def from_olive_config(
     eval_ref = _evaluators(cfg, imp)
     _dataset(cfg, train_ref or eval_ref, imp, eval_size)
     ev = draft.get("evaluation") or {}
-    if ev.get("enabled") and ev.get("benchmarks") and not draft.get("dataset") and draft["passes"]:
-        # lm-eval tasks bring their own data, but Grove's evaluator measures every candidate on a dataset's held-out
-        # split too (speed, loss): without one the spec would be refused, so the tasks are kept and switched off
-        ev["enabled"] = False
-        notes.append("evaluation: the benchmark tasks are kept but switched off: this config gives no dataset, and "
-                     "Grove's evaluator measures on a dataset's held-out split too; add a dataset and turn evaluation "
-                     "on in the Evaluation section")
+    if ev.get("enabled") and ev.get("benchmarks") and not draft.get("dataset"):
+        # lm-eval tasks bring their own data: without a dataset the run measures them alone (engine.spec.schema)
+        notes.append("evaluation: no dataset, so candidates are measured on the benchmark tasks only (no held-out "
+                         "loss or ROUGE-L; speed timed on Grove's built-in prompts); add a dataset in the Dataset "
+                         "section for those")
     _target(cfg, imp, catalog)
     ss = cfg.get("search_strategy")
     if isinstance(ss, dict):

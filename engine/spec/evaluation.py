@@ -9,7 +9,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class EvalConfig:
-    eval_path: str
+    eval_path: str | None  # the held-out rows; None without a dataset (benchmark tasks only: nothing held out)
     text_template: str | None = None
     chat_template: bool = False
     prompt_column: str = "prompt"

@@ -26,6 +26,11 @@ SPEC_VERSION = 1
 CONVERSATION_FORMATS = ("messages", "sharegpt", "alpaca")
 DATASET_FORMATS = (*CONVERSATION_FORMATS, "prompt_response", "text")
 NO_PASSES = "passes: "  # a model-level error that belongs to the 'passes' field (see _problems)
+
+
+def _at(field: str, message: str) -> str:
+    """A model-level error that belongs to ``field`` (grove_words reports it there)."""
+    return f"\u0000{field}\u0000{message}"
 PASS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
@@ -423,7 +428,17 @@ class RunSpec(_Frozen):
                 "[{name: perplexity}]}' (and a dataset), or remove the 'search' section and searchable values"
             )
         if self.evaluation.enabled and self.dataset is None:
-            raise ValueError("evaluation needs a dataset: its held-out split is what candidates are measured on")
+            if not self.evaluation.benchmarks:
+                raise ValueError(_at("dataset", "evaluation needs a dataset (its held-out split is what candidates are "
+                                     "measured on) or benchmark tasks (evaluation.benchmarks, which bring their own data)"))
+            # benchmarks only: the held-out metrics are skipped, so none of them can rank or be a goal
+            from engine.spec.metrics import QUALITY
+
+            for i, m in enumerate(self.evaluation.metrics):
+                if m.name in QUALITY:
+                    raise ValueError(_at(f"evaluation.metrics.{i}.name", f"'{m.name}' is measured on a dataset's "
+                                         "held-out split and this run has no dataset (it measures benchmark tasks "
+                                         "only): rank by acc:<task>, speed or size, or add a dataset"))
         return self
 
     def to_json(self) -> str:
@@ -474,6 +489,9 @@ def grove_words(err: dict[str, Any]) -> tuple[str, str]:
     msg = re.sub(r" after validation, not \d+$", "", msg)
     if not where and msg.startswith(NO_PASSES):
         return "passes", msg[len(NO_PASSES):]
+    if not where and msg.startswith("\u0000"):  # _at(field, message)
+        field, _, msg = msg[1:].partition("\u0000")
+        return field, msg
     return where, msg
 
 

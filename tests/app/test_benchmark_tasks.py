@@ -50,3 +50,21 @@ def test_task_without_limit_is_refused_naming_the_field(ui_home):
     t = text(at)
     assert "benchmarks.0.limit" in t and "how many examples" in t
     assert by_label(at.button, "Launch").disabled
+
+
+def test_benchmarks_only_without_a_dataset_is_launchable(ui_home):
+    at = _workflow_with_evaluation(ui_home)
+    by_label(at.button, "Add the travel multiple-choice task").click().run(timeout=T)
+    draft = at.session_state["draft"]
+    draft["dataset"] = None  # an lm-eval baseline as Olive's recipes write it: no dataset, no passes
+    draft["passes"] = []
+    draft["evaluation"]["metrics"] = []
+    at.run(timeout=T)
+    assert not at.exception, [e.value for e in at.exception]
+    t = text(at)
+    assert "No dataset: candidates are measured on the benchmark tasks alone" in t
+    spec = json.loads(at.code[-1].value)
+    assert spec.get("dataset") is None and spec["evaluation"]["enabled"] is True
+    assert [m["name"] for m in spec["evaluation"]["metrics"]] == ["acc:travel_mc"]  # not a held-out metric
+    assert "Ready to launch" in t or "ready to launch" in t
+    assert not by_label(at.button, "Launch").disabled

@@ -18,6 +18,7 @@ from engine.evaluate.evaluator import EvalResult, model_identity
 from engine.evaluate.fingerprint import task_fingerprint
 from engine.olive.importer import from_olive_config
 from engine.runs.registry import Registry
+from engine.spec.drafts import to_spec_dict
 from engine.spec.evaluation import EvalConfig
 from engine.spec.schema import parse_spec
 
@@ -123,9 +124,11 @@ def test_lm_evaluator_config_imports_as_benchmarks():
     }
     draft, notes = from_olive_config(cfg, {})
     ev = draft["evaluation"]
-    # the config gives no dataset: the tasks are kept, switched off until one is given (the spec passes the check)
-    assert ev["enabled"] is False
-    assert any(n.startswith("evaluation: the benchmark tasks are kept but switched off") for n in notes), notes
+    # the config gives no dataset: candidates are measured on the tasks alone, and the draft is a valid spec
+    assert ev["enabled"] is True
+    assert any(n.startswith("evaluation: no dataset, so candidates are measured on the benchmark tasks only")
+               for n in notes), notes
+    assert parse_spec(to_spec_dict(draft)).dataset is None
     assert ev["benchmarks"] == [
         {"task": "hellaswag", "limit": 250, "num_fewshot": 0, "include_path": None},
         {"task": "arc_easy", "limit": 250, "num_fewshot": 0, "include_path": None},
@@ -255,3 +258,91 @@ def test_compare_and_report_chart_the_accuracy_with_its_error_bar():
     bars = [t.error_y for t in fig.data if t.error_y is not None and t.error_y.array is not None]
     assert sorted(v for b in bars for v in b.array) == [0.05, 0.06, 0.06]
     assert all(t.error_x.array is None for t in fig.data)  # speed has no standard error
+
+
+# -- benchmarks only: an evaluation without a dataset ------------------------------------------------------------------
+NO_DATA = {"model": {"name": "x"}, "passes": [{"type": "ModelBuilder", "params": {"precision": "int4"}}]}
+
+
+def test_an_evaluation_of_benchmark_tasks_needs_no_dataset(tmp_path):
+    from engine.evaluate.compare import comparability_of
+    from engine.evaluate.fingerprint import NO_DATASET, fingerprint, fingerprint_id
+    from engine.olive import config as olive_config
+
+    bench = [{"task": "arc_easy", "limit": 20}]
+    spec = parse_spec({**NO_DATA, "evaluation": {"enabled": True, "benchmarks": bench, "metrics": [
+        {"name": "acc:arc_easy", "priority": 1}, {"name": "decode_tps", "priority": 2}]}})
+    assert spec.dataset is None
+    # without tasks there is nothing to measure candidates on; a held-out metric cannot rank without held-out rows
+    with pytest.raises(SpecError, match=r"dataset: evaluation needs a dataset .* or benchmark tasks"):
+        parse_spec({**NO_DATA, "evaluation": {"enabled": True}})
+    with pytest.raises(SpecError) as e:
+        parse_spec({**NO_DATA, "evaluation": {"enabled": True, "benchmarks": bench, "metrics": [
+            {"name": "acc:arc_easy", "priority": 1}, {"name": "rouge_l", "priority": 2}]}})
+    assert "evaluation.metrics.1.name: 'rouge_l' is measured on a dataset's held-out split" in str(e.value)
+    # Olive gets Grove's evaluator with no held-out file; the fingerprint says so and names the speed prompts
+    cfg = olive_config.build(spec, output_dir=tmp_path)["evaluators"]["grove"]["metrics"][0]["user_config"]
+    ec = EvalConfig(**cfg["evaluate_func_kwargs"]["config"])
+    assert ec.eval_path is None and ec.benchmarks[0]["task"] == "arc_easy"
+    fp = fingerprint(ec)
+    assert fp["dataset"] == NO_DATASET and fp["eval_rows"] == 0 and fp["speed_prompts"].startswith("built-in ")
+    held = fingerprint(EvalConfig(eval_path=build_travel_mc(tmp_path).with_suffix(".jsonl").as_posix(),
+                                  benchmarks=ec.benchmarks))
+    ok, why = comparability_of({fingerprint_id(fp): 1, fingerprint_id(held): 1},
+                               {fingerprint_id(fp): fp, fingerprint_id(held): held})
+    assert not ok and "dataset" in why and "speed_prompts" in why
+
+
+@pytest.mark.slow
+def test_benchmark_runs_through_the_worker_with_and_without_a_dataset(demo):
+    """Two real Olive runs through Grove's worker on the tiny model: (1) int4 ONNX with a dataset and travel_mc as a
+    ranked metric: every candidate carries its accuracy and standard error in the registry and in Compare's data;
+    (2) a baseline with no dataset measuring travel_mc alone: the input model's accuracy comes from the first run's
+    cached result, held-out metrics are skipped (not failed), speed is timed on the built-in prompts, and Compare
+    says the two runs were measured differently."""
+    from engine.evaluate.compare import comparability_of
+    from engine.evaluate.fingerprint import NO_DATASET
+    from engine.runs import submit as service
+    from engine.spec import recipes
+    from engine.views.comparison import Comparison
+
+    from .helpers import run_to_end
+
+    task_dir = build_travel_mc().parent  # GROVE_HOME/benchmarks, inside the allowed roots (as the Workflow page writes it)
+    bench = [{"task": TRAVEL_TASK, "limit": 6, "include_path": str(task_dir)}]
+    small = {"max_eval_samples": 4, "prompt_length": 16, "generation_length": 4, "repeats": 1}
+    reg = Registry()
+    with_data = parse_spec({
+        "name": "int4 + travel_mc", "model": {"name": demo["model"]}, "dataset": {"path": demo["dataset"], "text_template": recipes.LAB_TEXT_TEMPLATE},
+        "passes": [{"type": "ModelBuilder", "params": {"precision": "int4"}}],
+        "evaluation": {"enabled": True, **small, "benchmarks": bench, "metrics": [
+            {"name": "acc:travel_mc", "priority": 1, "goal": {"type": "max-degradation", "value": 1.0}},
+            {"name": "loss", "priority": 2}]}})
+    a = run_to_end(service.submit(with_data)["id"], timeout=900)
+    assert a["status"] == "succeeded", a["error_message"]
+    cands = reg.candidates(a["id"])
+    assert len(cands) == 2  # the input model (PyTorch) and the int4 ONNX model
+    for c in cands:
+        m = c["metrics"]
+        assert 0 <= m["acc:travel_mc"] <= 1 and m["acc_stderr:travel_mc"] >= 0 and m["loss"] > 0, c
+        assert not c.get("failed"), c
+    cmp = Comparison.read(reg, [a["id"]], {a["id"]: a["name"]})
+    assert {"acc:travel_mc", "acc_stderr:travel_mc", "loss", "decode_tps"} <= set(cmp.metric_names)
+    assert sorted(m["acc:travel_mc"] for m in cmp.metrics) == sorted(c["metrics"]["acc:travel_mc"] for c in cands)
+
+    only = parse_spec({
+        "name": "travel_mc only", "model": {"name": demo["model"]}, "passes": [],
+        "evaluation": {"enabled": True, **small, "benchmarks": bench, "metrics": [
+            {"name": "acc:travel_mc", "priority": 1}, {"name": "decode_tps", "priority": 2}]}})
+    b = run_to_end(service.submit(only)["id"], timeout=900)
+    assert b["status"] == "succeeded", b["error_message"]
+    (base,) = reg.candidates(b["id"])
+    first_base = next(c for c in cands if not (c.get("pass_chain") or []))
+    assert base["metrics"]["acc:travel_mc"] == first_base["metrics"]["acc:travel_mc"]  # cached per candidate and task
+    assert base["metrics"]["ttft_ms"] > 0 and base["metrics"]["size_mb"] > 0
+    assert not {"loss", "perplexity", "rouge_l", "exact_match"} & set(base["metrics"]), base["metrics"]
+    assert not base.get("failed"), base["failed"]
+    fps = reg.fingerprints([base["fingerprint_id"], first_base["fingerprint_id"]])
+    assert fps[base["fingerprint_id"]]["dataset"] == NO_DATASET
+    ok, why = comparability_of({base["fingerprint_id"]: 1, first_base["fingerprint_id"]: 2}, fps)
+    assert not ok and "dataset" in why
