@@ -1,6 +1,7 @@
 """``grove``: the headless command line over the same engine the UI uses.
 
     grove up [--port 8501]      build the demo if missing, start the worker and the UI, say where
+    grove up --host 0.0.0.0     the same for a team: needs sign-in configured (docs/auth.md)
     grove up --ray              the same, with runs executed on a Ray cluster (docs/ray.md)
     grove demo [--no-submit]    build the embedded demo model (once) and queue the demo recipe
     grove submit SPEC.yaml      check a spec and queue it
@@ -11,6 +12,10 @@
     grove export RUN [-o F]     the run's Olive config (runs with `olive run --config F`)
     grove worker                run the worker in the foreground
     grove target ls|add|check   target environments (OpenVINO...): list them, create one, run its check
+
+The command line is the local administrator's tool: it reads and writes the registry directly, acts with every right
+(cancels anyone's run) and records what it launches as the local OS user's (engine.access.local_user). Whoever can run
+``grove`` on the server can read ``grove.db`` anyway; sign-in and roles (docs/auth.md) govern the browser.
 """
 
 from __future__ import annotations
@@ -49,9 +54,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs yet: try `grove demo`")
         return 0
-    print(f"{'RUN':26} {'STATUS':10} {'STAGE':28} {'ELAPSED':>9}  NAME")
+    print(f"{'RUN':26} {'STATUS':10} {'STAGE':28} {'ELAPSED':>9}  {'BY':20} NAME")
     for r in runs:
-        print(f"{r['id']:26} {r['status']:10} {(r['stage'] or '')[:28]:28} {_elapsed(r):>9}  {r['name']}")
+        by = (r.get("user") or "-")[:20]
+        print(f"{r['id']:26} {r['status']:10} {(r['stage'] or '')[:28]:28} {_elapsed(r):>9}  {by:20} {r['name']}")
     return 0
 
 
@@ -268,7 +274,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"grove: demo model: {model}", flush=True)
     if args.no_submit:
         return 0
-    for run in demo.queue():
+    for run in demo.queue(user=args.as_user):
         print(f"queued {run['id']}  ({run['name']}); a running worker picks it up (`grove up` or `grove worker`)")
     return 0
 
@@ -314,17 +320,23 @@ def cmd_target(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from engine import access
     from engine.runs.supervisor import Supervisor, worker_command
 
+    access.check_serving(args.address, args.port)  # beyond loopback only with sign-in configured
+    secrets = access.secrets_path()
     _set_up_model_in_background()
-    env = dict(os.environ, GROVE_HOME=str(paths.home()))
+    env = dict(os.environ, GROVE_HOME=str(paths.home()), GROVE_SECRETS=str(secrets))
     from engine.runs import ray_cluster
 
     if line := ray_cluster.up_env(env, args.ray):  # GROVE_EXECUTOR=ray / --ray: the worker sends runs to Ray
         print(line, flush=True)
     ui = [sys.executable, "-m", "streamlit", "run", str(paths.REPO_ROOT / "app" / "main.py"),
           "--server.port", str(args.port), "--server.address", args.address, "--server.headless", "true",
-          "--browser.gatherUsageStats", "false"]
+          "--browser.gatherUsageStats", "false", "--secrets.files", str(secrets)]
+    if not access.auth_problems(secrets):
+        print(f"grove: sign-in on (OpenID Connect, {secrets}); roles from {access.roles_path()} (docs/auth.md)",
+              flush=True)
     sup = Supervisor(worker_command(), ui, env, say=lambda m: print(m, flush=True))
     sup.start()
     print(f"Grove is up: open http://{args.address if args.address != '0.0.0.0' else 'localhost'}:{args.port}  (Ctrl-C stops the UI and the worker; running runs go on; a worker that dies is restarted)", flush=True)
@@ -337,12 +349,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("up", help="start the worker and the UI")
     p.add_argument("--port", type=int, default=int(os.environ.get("GROVE_PORT", "8501")))
-    p.add_argument("--address", default=os.environ.get("GROVE_ADDRESS", "127.0.0.1"))
+    p.add_argument("--host", "--address", dest="address", default=os.environ.get("GROVE_ADDRESS", "127.0.0.1"),
+                   help="the address to serve on (default 127.0.0.1); any other than loopback needs sign-in "
+                        "configured (docs/auth.md)")
     p.add_argument("--ray", action="store_true",
                    help="run on Ray: the cluster at GROVE_RAY_ADDRESS, else a local head started on 127.0.0.1 (docs/ray.md)")
     p.set_defaults(fn=cmd_up)
     p = sub.add_parser("demo", help="build the demo model and queue the demo recipe")
     p.add_argument("--no-submit", action="store_true", help="only build the demo model")
+    p.add_argument("--as", dest="as_user", help="record the demo runs as this person's (default: the local user; "
+                                                "the UI's background set-up passes who clicked)")
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("submit", help="check a run spec (YAML/JSON) and queue it")
     p.add_argument("spec")

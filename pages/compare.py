@@ -20,9 +20,16 @@ if not runs:
     st.info("No measured candidates yet: finished runs with an evaluation show up here.")
     st.stop()
 
+people = sorted({r["user"] for r in runs if r.get("user")})
+by = "everyone"
+if len(people) > 1:  # a shared Grove: whose runs to compare
+    by = st.segmented_control("Launched by", ["everyone", *people], default="everyone", key="cmp_by") or "everyone"
+    runs = [r for r in runs if by == "everyone" or r.get("user") == by]
 # the whole id: the multiselect keeps its choices by label, and two runs of a name on one day share id[:8]
-names = {r["id"]: f"{r['name']} ({r['id']}, {r['candidates']} measured)" for r in runs}
-picked = st.multiselect("Runs", list(names), default=list(names), format_func=names.get, key="cmp_runs")
+names = {r["id"]: f"{r['name']} ({r['id']}, {r['candidates']} measured" + (f", by {r['user']})" if r.get("user") else ")")
+         for r in runs}
+picked = st.multiselect("Runs", list(names), default=list(names), format_func=names.get,
+                        key="cmp_runs" if by == "everyone" else f"cmp_runs-{by}")
 if not picked:
     st.info("Pick at least one run.")
     st.stop()

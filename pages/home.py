@@ -1,4 +1,5 @@
-"""Home: what is running and queued, the machine's run slots, recent runs, and the one-click demo."""
+"""Home: what is running and queued (by whom, on which device), the machine's run slots, recent runs, the one-click
+demo, and for an admin of a shared Grove the sign-ins and refusals."""
 
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ def overview() -> None:
             st.dataframe(s["gpus"], hide_index=True)
     active = services.runs(status=services.ACTIVE, limit=20)
     st.subheader("Running and queued")
-    if active:
-        picked = run_table.show(active, key="home-active", columns=[*run_table.COMPACT, "stage"])
+    if active:  # who is running what, on which device
+        picked = run_table.show(active, key="home-active", columns=[*run_table.COMPACT, "devices", "stage"])
         if picked:
             st.switch_page(nav.path("runs.py"), query_params={"run": picked})
     else:
@@ -79,8 +80,10 @@ with right:
     demo = services.demo_state()
     if demo == "building":
         st.fragment(demo_progress, run_every=2)()
+    may_launch = services.can("launch")
     if st.button(
-        "Launch the demo workflow", icon=":material/rocket_launch:", type="primary", disabled=demo == "building"
+        "Launch the demo workflow", icon=":material/rocket_launch:", type="primary",
+        disabled=demo == "building" or not may_launch, help=None if may_launch else services.why_not("launch"),
     ):
         try:
             runs = services.launch_demo()
@@ -92,6 +95,12 @@ with right:
                 st.rerun()
             state.flash(f"Queued the demo runs {', '.join(r['id'] for r in runs)}.")
             st.switch_page(nav.path("runs.py"), query_params={"run": runs[0]["id"]})
-    st.markdown("Or build your own: pick a model and data, then a workflow.")
-    st.page_link(nav.path("model_data.py"), label="Model & data", icon=":material/dataset:")
-    st.page_link(nav.path("workflow.py"), label="Workflow", icon=":material/account_tree:")
+    if may_launch:
+        st.markdown("Or build your own: pick a model and data, then a workflow.")
+        st.page_link(nav.path("model_data.py"), label="Model & data", icon=":material/dataset:")
+        st.page_link(nav.path("workflow.py"), label="Workflow", icon=":material/account_tree:")
+
+if services.can("admin") and services.sign_in_state()[0] == "on":
+    with st.expander("Sign-ins and refusals", icon=":material/badge:"):
+        st.dataframe(services.access_log(limit=200), hide_index=True,
+                     column_order=["when", "user", "role", "action", "target", "allowed", "detail"])

@@ -9,8 +9,8 @@ import streamlit as st
 STATUS_ICON = {"queued": "…", "running": "▶", "succeeded": "✓", "failed": "✗", "cancelled": "■"}
 
 
-ALL = ["name", "status", "progress", "stage", "elapsed", "eta", "created", "error", "id"]
-COMPACT = ["name", "status", "progress", "elapsed", "eta"]
+ALL = ["name", "status", "user", "progress", "stage", "elapsed", "eta", "created", "error", "id"]
+COMPACT = ["name", "status", "user", "progress", "elapsed", "eta"]
 
 
 def show(rows: list[dict[str, Any]], key: str, height: int | None = None, columns: list[str] = ALL) -> str | None:
@@ -30,6 +30,8 @@ def show(rows: list[dict[str, Any]], key: str, height: int | None = None, column
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
             "eta": st.column_config.TextColumn("ETA", help="estimated time left, from progress or similar runs"),
             "id": st.column_config.TextColumn("run id"),
+            "user": st.column_config.TextColumn("launched by"),
+            "devices": st.column_config.TextColumn("on", help="the CPU, or the GPUs the run holds"),
         },
     )
     sel = getattr(getattr(event, "selection", None), "rows", None) or []

@@ -14,8 +14,18 @@ One module per job, every public name re-exported here (callers write ``from app
             the target environments (engine.targets: list them, create one in the background)
   compare   Compare: candidates in columns, Pareto, goals, table, chart, evaluations, lineage, report, leaderboard
   chat      Chat: loadable candidates and labels, the one it opens on, models and adapters, votes and feedback
+  access    who uses this session: sign-in state, the person and their role, permission checks, the access log
 """
 
+from app.services.access import (
+    PERSON,
+    access_log,
+    can,
+    person,
+    sign_in_providers,
+    sign_in_state,
+    why_not,
+)
 from app.services.chat import (
     candidate_label,
     chat_adapter,
@@ -107,6 +117,7 @@ from app.services.tracking import (
     launch_demo,
     live,
     output_dir,
+    people,
     ray_cluster,
     retry,
     run,

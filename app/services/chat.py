@@ -8,6 +8,7 @@ from typing import Any
 
 import streamlit as st
 
+from app.services import access
 from app.services.core import TTL, clear, home, registry
 from engine.views import candidates as cand_views
 from engine.views import labels as label_views
@@ -97,7 +98,8 @@ def save_vote(winner: str, **kw: Any) -> int:
     """Store one blind A/B vote (winner "a", "b" or "tie"; a/b: {id, run_id, path, adapter})."""
     from engine.chat import feedback as chat
 
-    r = chat.save_vote(winner, registry=registry(), **kw)
+    me = access.require("vote")
+    r = chat.save_vote(winner, registry=registry(), user=me["user"], **kw)
     clear()
     return r
 
@@ -105,5 +107,6 @@ def save_vote(winner: str, **kw: Any) -> int:
 def save_feedback(rating: str, **kw: Any) -> int:
     from engine.chat import feedback as chat
 
+    me = access.require("chat")
     kw["candidate"] = {k: v for k, v in (kw.get("candidate") or {}).items() if k in ("id", "run_id", "path")}
-    return chat.save_feedback(rating, registry=registry(), **kw)
+    return chat.save_feedback(rating, registry=registry(), user=me["user"], **kw)

@@ -9,8 +9,9 @@ from typing import Any
 
 import streamlit as st
 
+from app.services import access
 from app.services.core import TTL, _mtime, clear, home, registry
-from engine import paths
+from engine import access as engine_access
 from engine.data import formats as data_formats
 from engine.data import inspect as dataview
 from engine.errors import DataError
@@ -46,8 +47,13 @@ def _inputs(h: str) -> dict[str, list[str]]:
 
 
 def inputs() -> dict[str, list[str]]:
-    """Model folders and dataset files under the allowed roots, recently used first."""
-    return _inputs(home())
+    """Model folders and dataset files under the allowed roots, recently used first (with sign-in on, without other
+    people's uploads)."""
+    found = _inputs(home())
+    me = access.person()
+    if me["local"]:
+        return found
+    return {k: [p for p in v if not engine_access.foreign_upload(p, me["user"])] for k, v in found.items()}
 
 
 def allowed_roots() -> list[str]:
@@ -69,7 +75,8 @@ def _page(path: str, mtime: float, page: int, size: int) -> tuple[list[dict[str,
 
 
 def dataset_page(path: str, page: int, size: int = 20) -> tuple[list[dict[str, Any]], int]:
-    """One page of a local dataset (raises DataError)."""
+    """One page of a local dataset (raises DataError; AccessError for another person's upload)."""
+    access.own_inputs(access.person(), {"dataset.path": path})
     return _page(path, _mtime(path), page, size)
 
 
@@ -83,13 +90,15 @@ def hub_preview(ds: dict[str, Any], n: int = 20) -> list[dict[str, Any]]:
 
 
 def save_upload(name: str, data: bytes) -> str:
-    """Store an uploaded dataset under GROVE_HOME/uploads (content-addressed name) and return its path."""
+    """Store an uploaded dataset in the uploader's own folder, GROVE_HOME/uploads/<person> (content-addressed name),
+    and return its path."""
+    me = access.require("upload")
     if len(data) > UPLOAD_LIMIT_MB * 2**20:
         raise DataError(
             f"{name} is larger than the {UPLOAD_LIMIT_MB} MB upload limit: put it under an allowed root instead"
         )
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name)[:100]
-    d = paths.home() / "uploads"
+    d = engine_access.upload_dir(me["user"])
     d.mkdir(parents=True, exist_ok=True)
     p = d / f"{hashlib.sha256(data).hexdigest()[:10]}-{safe}"
     if not p.exists():

@@ -9,6 +9,7 @@ from typing import Any
 
 import streamlit as st
 
+from app.services import access
 from app.services.core import LIVE_TTL, TTL, clear, gpus_available, home, registry
 from engine.runs import cluster
 from engine.runs import demo as demo_build
@@ -21,23 +22,34 @@ from engine.views import runs as views
 
 # -- runs ---------------------------------------------------------------------------------------------------------
 @st.cache_data(ttl=LIVE_TTL, show_spinner=False)
-def _runs(h: str, status: tuple[str, ...], limit: int, offset: int) -> list[dict[str, Any]]:
+def _runs(h: str, status: tuple[str, ...], limit: int, offset: int, user: str | None) -> list[dict[str, Any]]:
     reg = registry()
-    return views.run_rows(reg, reg.list_runs(status=list(status) or None, limit=limit, offset=offset))
+    return views.run_rows(reg, reg.list_runs(status=list(status) or None, limit=limit, offset=offset, user=user))
 
 
-def runs(status: tuple[str, ...] = (), limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-    """Rows for run tables: id, name, status, stage, progress, created, elapsed, eta, error."""
-    return _runs(home(), tuple(status), limit, offset)
+def runs(status: tuple[str, ...] = (), limit: int = 50, offset: int = 0, user: str | None = None) -> list[dict[str, Any]]:
+    """Rows for run tables: id, name, status, stage, progress, created, elapsed, eta, error, user (who launched it),
+    devices (where it runs); of one person when ``user`` is given."""
+    return _runs(home(), tuple(status), limit, offset, user)
 
 
 @st.cache_data(ttl=LIVE_TTL, show_spinner=False)
-def _counts(h: str) -> dict[str, int]:
-    return registry().count_runs()
+def _counts(h: str, user: str | None) -> dict[str, int]:
+    return registry().count_runs(user=user)
 
 
-def counts() -> dict[str, int]:
-    return _counts(home())
+def counts(user: str | None = None) -> dict[str, int]:
+    return _counts(home(), user)
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False)
+def _people(h: str) -> list[str]:
+    return registry().people()
+
+
+def people() -> list[str]:
+    """Everyone who launched a run (the Runs and Compare pages filter by them)."""
+    return _people(home())
 
 
 @st.cache_data(ttl=1, show_spinner=False)
@@ -127,21 +139,35 @@ def failure_hint(error_type: str | None) -> str | None:
 
 # -- writes -------------------------------------------------------------------------------------------------------
 def submit_draft(draft: dict[str, Any]) -> dict[str, Any]:
-    """Validate and queue the draft; raises GroveError (SpecError, DataError, ...) with a user-facing message."""
+    """Validate and queue the draft as this session's person's run; raises GroveError (SpecError, DataError,
+    AccessError, ...) with a user-facing message."""
+    me = access.require("launch")
+    access.own_inputs(me, {"dataset.path": (draft.get("dataset") or {}).get("path") or "",
+                           "model.name": (draft.get("model") or {}).get("name") or ""})
     spec = parse_spec(drafts.to_spec_dict(draft))
-    r = service.submit(spec, reg=registry(), gpus_available=gpus_available(), base=service.ui_bases())
+    r = service.submit(spec, reg=registry(), gpus_available=gpus_available(), base=service.ui_bases(),
+                       user=me["user"])
+    access.record(me, "launch", r["id"])
     clear()
     return r
 
 
 def cancel(run_id: str) -> dict[str, Any]:
-    r = service.cancel(run_id, reg=registry())
+    """Cancel a run: a member their own, an admin anyone's (refused and recorded otherwise)."""
+    run_row = registry().find_run(run_id)
+    me = access.require("cancel", owner=run_row.get("user"), target=run_row["id"])
+    r = service.cancel(run_row["id"], reg=registry())
+    access.record(me, "cancel", run_row["id"])
     clear()
     return r
 
 
 def retry(run_id: str) -> dict[str, Any]:
-    r = service.retry(run_id, reg=registry())
+    """Queue a finished run again, as this person's run: a member their own, an admin anyone's."""
+    run_row = registry().find_run(run_id)
+    me = access.require("retry", owner=run_row.get("user"), target=run_row["id"])
+    r = service.retry(run_row["id"], reg=registry(), user=me["user"])
+    access.record(me, "retry", run_row["id"])
     clear()
     return r
 
@@ -179,7 +205,9 @@ def demo_progress() -> dict[str, Any] | None:
 def launch_demo() -> list[dict[str, Any]] | None:
     """Queue the demo runs if the default model is set up; otherwise start setting it up (and queueing) in the
     background (None)."""
-    r = demo_build.launch(registry())
+    me = access.require("launch")
+    r = demo_build.launch(registry(), me["user"])
+    access.record(me, "launch", ", ".join(x["id"] for x in r or []) or "demo (after the model's set-up)")
     if r is not None:
         clear()
     return r

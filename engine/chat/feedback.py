@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from engine import access
 from engine.chat.adapters import NO_ADAPTER
 from engine.chat.base import ChatStats
 from engine.chat.text import ChatError
@@ -26,8 +27,10 @@ def save_feedback(
     stats: ChatStats | dict[str, Any] | None = None,
     comment: str = "",
     registry: Any = None,
+    user: str | None = None,
 ) -> int:
-    """Save a thumbs up (``1``/``"up"``) or down (``-1``/``"down"``) for one answer; returns the row id."""
+    """Save a thumbs up (``1``/``"up"``) or down (``-1``/``"down"``) for one answer, as ``user``'s (default: the
+    local user); returns the row id."""
     from engine.runs.registry import Registry  # here: importing chat stays light (sqlite_utils pulls in pandas)
 
     r = {"up": 1, "down": -1, "+1": 1, "-1": -1}.get(str(rating).lower(), rating)
@@ -48,6 +51,7 @@ def save_feedback(
         "settings": json.dumps(settings or {}),
         "stats": json.dumps(stats.as_dict() if isinstance(stats, ChatStats) else (stats or {})),
         "comment": comment,
+        "user": user or access.local_user(),
     }
     return (registry or Registry()).add_feedback(row)
 
@@ -71,8 +75,9 @@ def save_vote(
     system_prompt: str | None = None,
     settings: dict[str, Any] | None = None,
     registry: Any = None,
+    user: str | None = None,
 ) -> int:
-    """Save one blind A/B vote (``winner``: "a", "b" or "tie"). ``a``/``b``: {id, run_id, path, adapter} of each
+    """Save one blind A/B vote, as ``user``'s (default: the local user) (``winner``: "a", "b" or "tie"). ``a``/``b``: {id, run_id, path, adapter} of each
     side. Stored as a feedback row (Registry.VOTE_BACKEND) so no new table is needed; returns its id."""
     from engine.runs.registry import Registry
 
@@ -97,5 +102,6 @@ def save_vote(
         ),
         "stats": "{}",
         "comment": "",
+        "user": user or access.local_user(),
     }
     return reg.add_feedback(row)

@@ -70,16 +70,16 @@ def specs() -> list[Any]:
     return [recipes.demo_spec()]
 
 
-def queue(reg: Registry | None = None) -> list[dict[str, Any]]:
-    """Queue the demo runs (the model must be set up)."""
-    return [submit.submit(s, reg=reg) for s in specs()]
+def queue(reg: Registry | None = None, user: str | None = None) -> list[dict[str, Any]]:
+    """Queue the demo runs (the model must be set up), as ``user``'s (default: the local user)."""
+    return [submit.submit(s, reg=reg, user=user) for s in specs()]
 
 
-def launch(reg: Registry) -> list[dict[str, Any]] | None:
+def launch(reg: Registry, user: str | None = None) -> list[dict[str, Any]] | None:
     """Queue the demo runs if the model is set up (the queued runs); otherwise start setting it up (then queueing)
     in the background, unless that is already running (None)."""
     if default.current() is not None:
-        return queue(reg)
+        return queue(reg, user)
     h = paths.home()
     h.mkdir(parents=True, exist_ok=True)
     # two browser sessions clicking at once: the lock makes "is a build running? if not, start one" one step
@@ -89,7 +89,7 @@ def launch(reg: Registry) -> list[dict[str, Any]] | None:
         report("starting", 0.0)
         with open(h / "demo-build.log", "ab") as log:
             p = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli", "demo"],
+                [sys.executable, "-m", "engine.cli", "demo", *(["--as", user] if user else [])],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

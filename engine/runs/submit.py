@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from engine import machine, paths
+from engine import access, machine, paths
 from engine.errors import ResourceError, RunStateError
 from engine.olive import config as olive_config
 from engine.runs.registry import ACTIVE, Registry
@@ -134,8 +134,9 @@ def olive_config_text(spec: RunSpec, *, base: Any = None) -> str:
 
 
 def submit(spec: RunSpec, *, reg: Registry | None = None, parent_run: str | None = None,
-           gpus_available: int | None = None, base: Any = None) -> dict[str, Any]:
-    """Check everything that can be checked before launch, then queue the run.
+           gpus_available: int | None = None, base: Any = None, user: str | None = None) -> dict[str, Any]:
+    """Check everything that can be checked before launch, then queue the run, recorded as ``user``'s (the signed-in
+    person in the UI; the local OS user for the command line and the Python API: engine.access.local_user).
 
     Relative paths are resolved first, against ``base`` (``resolve_paths``), and the run stores them absolute.
     The checks are the ones every entrance runs (engine.olive.validate: pass types and parameters against Olive's
@@ -160,6 +161,7 @@ def submit(spec: RunSpec, *, reg: Registry | None = None, parent_run: str | None
         gpus_wanted=spec.resources.gpus,
         data_dir=data_dir,
         parent_run=parent_run,
+        user=user or access.local_user(),
     )
 
 
@@ -176,14 +178,15 @@ def cancel(run_id: str, reg: Registry | None = None) -> dict[str, Any]:
     return reg.request_cancel(reg.find_run(run_id)["id"])
 
 
-def retry(run_id: str, reg: Registry | None = None) -> dict[str, Any]:
+def retry(run_id: str, reg: Registry | None = None, user: str | None = None) -> dict[str, Any]:
+    """Queue a finished run again (a new run, recorded as ``user``'s, whose parent is the old one)."""
     from engine.spec.schema import parse_spec
 
     reg = reg or Registry()
     run = reg.find_run(run_id)
     if run["status"] in ACTIVE:
         raise RunStateError(f"run {run['id']} is {run['status']}; only finished runs can be retried")
-    return submit(parse_spec(json.loads(run["spec"])), reg=reg, parent_run=run["id"])
+    return submit(parse_spec(json.loads(run["spec"])), reg=reg, parent_run=run["id"], user=user)
 
 
 def export_config(run_id: str, reg: Registry | None = None) -> str:

@@ -83,9 +83,22 @@ def run_rows(reg: Registry, runs: list[dict[str, Any]], now: float | None = None
                 "elapsed": fmt_seconds(elapsed(r, now)),
                 "eta": fmt_seconds(eta(r, now, typical.get(r["name"]))) if r["status"] == "running" else "",
                 "error": r.get("error_type") or "",
+                "user": r.get("user") or "",
+                "devices": devices(r),
             }
         )
     return rows
+
+
+def devices(run: dict[str, Any]) -> str:
+    """Where a run is: "GPU 0, 1" for the GPUs it holds, "CPU" when running without one, "" while queued/finished."""
+    if run["status"] != "running":
+        return ""
+    try:
+        gpus = json.loads(run.get("gpus") or "[]")
+    except (TypeError, ValueError):
+        gpus = []
+    return ("GPU " + ", ".join(str(g) for g in gpus)) if gpus else "CPU"
 
 
 # -- one run ---------------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def test_schema_5_gains_device_activities_and_keeps_its_evaluations(fresh_home):
     db.conn.commit()
     db.conn.close()
     reg = Registry(path)
-    assert reg.schema_version() == 6
+    assert reg.schema_version() == registry_mod.SCHEMA_VERSION
     ev = reg.get_evaluation("k1")
     assert ev["metrics"] == {"decode_tps": 30.0} and ev["speed_conditions"] is None
     assert reg.claim_device("cpu@h")["id"] and reg.held_devices().keys() == {"cpu@h"}

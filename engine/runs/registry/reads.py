@@ -44,9 +44,9 @@ class ReadsMixin(RegistryBase):
             return [r["spec"] for r in db.query("select spec from runs order by created_at desc limit ?", [limit])]
 
     def measured_runs(self) -> list[dict[str, Any]]:
-        """Runs with at least one measured candidate, newest first: id, name, candidates (how many have metrics)."""
+        """Runs with at least one measured candidate, newest first: id, name, user, candidates (how many have metrics)."""
         sql = (
-            "select r.id, r.name, count(*) as candidates from candidates c join runs r on r.id = c.run_id"
+            "select r.id, r.name, r.user, count(*) as candidates from candidates c join runs r on r.id = c.run_id"
             " where c.metrics is not null and c.metrics not in ('', '{}', 'null') group by r.id order by r.created_at desc"
         )
         with self.db() as db:

@@ -28,6 +28,7 @@ class RunsMixin(RegistryBase):
         data_dir: str = "",
         parent_run: str | None = None,
         run_id: str | None = None,
+        user: str | None = None,
     ) -> dict[str, Any]:
         run_id = run_id or new_run_id()
         rd = paths.run_dir(run_id)
@@ -46,6 +47,7 @@ class RunsMixin(RegistryBase):
             "log_path": str(rd / "run.log"),
             "parent_run": parent_run,
             "stage": "queued",
+            "user": user,
         }
         with self.tx() as db:
             db["runs"].insert(row)
@@ -69,21 +71,37 @@ class RunsMixin(RegistryBase):
             raise RunNotFound(f"'{prefix}' matches more than one run; type more of the id")
         return self.get_run(rows[0]["id"])
 
-    def list_runs(self, *, status: list[str] | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-        cols = "id, name, status, stage, progress, created_at, started_at, finished_at, gpus_wanted, gpus, error_type, error_message, pid, worker_id"
+    def list_runs(self, *, status: list[str] | None = None, limit: int = 100, offset: int = 0,
+                  user: str | None = None) -> list[dict[str, Any]]:
+        """Runs newest first, of the given statuses and of one person (who launched them) when given."""
+        cols = "id, name, status, stage, progress, created_at, started_at, finished_at, gpus_wanted, gpus, error_type, error_message, pid, worker_id, user"
         sql = f"select {cols} from runs"
+        where: list[str] = []
         args: list[Any] = []
         if status:
-            sql += " where status in (%s)" % ",".join("?" * len(status))
+            where.append("status in (%s)" % ",".join("?" * len(status)))
             args += status
+        if user:
+            where.append("user = ?")
+            args.append(user)
+        if where:
+            sql += " where " + " and ".join(where)
         sql += " order by created_at desc limit ? offset ?"
         args += [limit, offset]
         with self.db() as db:
             return list(db.query(sql, args))
 
-    def count_runs(self) -> dict[str, int]:
+    def count_runs(self, user: str | None = None) -> dict[str, int]:
+        sql, args = "select status, count(*) n from runs", []
+        if user:
+            sql, args = sql + " where user = ?", [user]
         with self.db() as db:
-            return {r["status"]: r["n"] for r in db.query("select status, count(*) n from runs group by status")}
+            return {r["status"]: r["n"] for r in db.query(sql + " group by status", args)}
+
+    def people(self) -> list[str]:
+        """Everyone who launched a run, by name."""
+        with self.db() as db:
+            return [r["user"] for r in db.query("select distinct user from runs where user is not null order by user")]
 
     def transition(self, run_id: str, to: str, *, expect: tuple[str, ...] | None = None, **fields: Any) -> dict[str, Any]:
         """Move a run to status ``to`` (and set ``fields``) in one transaction, if the state machine allows it."""

@@ -8,7 +8,7 @@ import time
 
 import sqlite_utils
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 TRANSITIONS = {
@@ -154,4 +154,18 @@ def _migrate_6(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6}
+def _migrate_7(db: sqlite_utils.Database) -> None:
+    """A team's Grove: who launched each run and who gave each vote or chat feedback (NULL in rows from before: nobody
+    was recorded), and the access log: sign-ins, refusals and the actions on others' runs (who, what, when)."""
+    db["runs"].add_column("user", str)
+    db["runs"].create_index(["user", "created_at"])
+    db["feedback"].add_column("user", str)
+    db["access_log"].create(
+        {"id": int, "ts": float, "user": str, "role": str, "action": str, "target": str, "allowed": int,
+         "detail": str},
+        pk="id",
+    )
+    db["access_log"].create_index(["ts"])
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6, 7: _migrate_7}
