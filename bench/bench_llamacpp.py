@@ -25,6 +25,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -123,14 +124,20 @@ def log_softmax_at(row: Any, idx: int) -> float:
 
 # -- onnxruntime-genai ---------------------------------------------------------------------------------------------
 def build_int4(model: Path, out: Path, options: dict[str, Any]) -> float:
-    if (out / "genai_config.json").is_file():
+    """Build once per setting: a folder built with other options (an earlier version of SETTINGS) is rebuilt."""
+    stamp = out / "grove_build_options.json"
+    if (out / "genai_config.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == options:
         return 0.0
+    if out.exists():
+        shutil.rmtree(out)
     extra = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items()]
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-m", str(model), "-o", str(out), "-p", "int4",
                     "-e", "cpu", "-c", str(out.parent / "hf_cache"), "--extra_options", *extra],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    return time.perf_counter() - t
+    took = time.perf_counter() - t
+    stamp.write_text(json.dumps(options))
+    return took
 
 
 def genai_speed(folder: Path, ids: list[int], reps: int) -> dict[str, float]:
