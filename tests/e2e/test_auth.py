@@ -146,7 +146,7 @@ def _open_run(pg, url: str, run_id: str) -> None:
     pg.goto(f"{url}/runs?run={run_id}")
     idle(pg)
     pg.get_by_role("heading", name="Runs", exact=True).first.wait_for()
-    pg.get_by_text(run_id).first.wait_for()
+    pg.get_by_text(run_id).filter(visible=True).first.wait_for()  # the grid also holds it, in a hidden cell
     no_exception(pg, f"Runs ({run_id})")
 
 

@@ -338,7 +338,7 @@ def test_registry_read_models_for_the_pages(fresh_home):
     r = reg.create_run(spec_json="{}", spec_hash="h", name="n", olive_config="{}", gpus_wanted=0)
     reg.upsert_candidates(r["id"], [{"model_id": "a", "metrics": {"rouge_l": 0.5}}, {"model_id": "b"}])
     assert reg.count_candidates() == 2 and reg.recent_specs() == ["{}"]
-    assert reg.measured_runs() == [{"id": r["id"], "name": "n", "candidates": 1}]
+    assert reg.measured_runs() == [{"id": r["id"], "name": "n", "user": None, "candidates": 1}]
 
 
 def test_demo_build_state_reads_the_pid_file(fresh_home):
