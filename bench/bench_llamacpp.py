@@ -142,11 +142,37 @@ def build_int4(model: Path, out: Path, options: dict[str, Any]) -> float:
     return took
 
 
+class SpeedSamples:
+    """Timings of repeated generations of NEW_TOKENS tokens (wall clock and process CPU): ``add`` the marks of one
+    generation (start, first token, last token), skipping the warm-up; ``medians`` gives the four figures every
+    engine in these benchmarks reports."""
+
+    def __init__(self) -> None:
+        self.ttft: list[float] = []
+        self.tps: list[float] = []
+        self.cpu_ttft: list[float] = []
+        self.cpu_tok: list[float] = []
+
+    def add(self, t0: float, c0: float, t1: float, c1: float, t2: float, c2: float) -> None:
+        self.ttft.append(1000 * (t1 - t0))
+        self.tps.append((NEW_TOKENS - 1) / (t2 - t1))
+        self.cpu_ttft.append(1000 * (c1 - c0))
+        self.cpu_tok.append(1000 * (c2 - c1) / (NEW_TOKENS - 1))
+
+    def medians(self) -> dict[str, float]:
+        return {
+            "ttft_ms": statistics.median(self.ttft),
+            "decode_tps": statistics.median(self.tps),
+            "ttft_cpu_ms": statistics.median(self.cpu_ttft),
+            "decode_cpu_ms_per_token": statistics.median(self.cpu_tok),
+        }
+
+
 def genai_speed(folder: Path, ids: list[int], reps: int) -> dict[str, float]:
     import onnxruntime_genai as og
 
     model = og.Model(str(folder))
-    ttfts, tps, cpu_ttft, cpu_tok = [], [], [], []
+    speed = SpeedSamples()
     for i in range(reps + 1):
         p = og.GeneratorParams(model)
         total = len(ids) + NEW_TOKENS
@@ -160,16 +186,8 @@ def genai_speed(folder: Path, ids: list[int], reps: int) -> dict[str, float]:
             g.generate_next_token()
         t2, c2 = time.perf_counter(), time.process_time()
         if i:  # the first is the warm-up
-            ttfts.append(1000 * (t1 - t0))
-            tps.append((NEW_TOKENS - 1) / (t2 - t1))
-            cpu_ttft.append(1000 * (c1 - c0))
-            cpu_tok.append(1000 * (c2 - c1) / (NEW_TOKENS - 1))
-    return {
-        "ttft_ms": statistics.median(ttfts),
-        "decode_tps": statistics.median(tps),
-        "ttft_cpu_ms": statistics.median(cpu_ttft),
-        "decode_cpu_ms_per_token": statistics.median(cpu_tok),
-    }
+            speed.add(t0, c0, t1, c1, t2, c2)
+    return speed.medians()
 
 
 def set_threads(folder: Path, threads: int) -> None:
@@ -225,7 +243,7 @@ def llama_worker(args: argparse.Namespace) -> int:
     ids, reps, threads = job["ids"], job["reps"], job["threads"]
     llm = Llama(model_path=job["gguf"], n_ctx=1024, n_threads=threads, n_threads_batch=threads, n_batch=512,
                 logits_all=False, verbose=False, seed=0)  # fmt: skip
-    ttfts, tps, cpu_ttft, cpu_tok = [], [], [], []
+    speed = SpeedSamples()
     for i in range(reps + 1):
         llm.reset()
         n = 0
@@ -239,17 +257,8 @@ def llama_worker(args: argparse.Namespace) -> int:
                 break
         t2, c2 = time.perf_counter(), time.process_time()
         if i:
-            ttfts.append(1000 * (t1 - t0))
-            tps.append((NEW_TOKENS - 1) / (t2 - t1))
-            cpu_ttft.append(1000 * (c1 - c0))
-            cpu_tok.append(1000 * (c2 - c1) / (NEW_TOKENS - 1))
-    res: dict[str, Any] = {
-        "ttft_ms": statistics.median(ttfts),
-        "decode_tps": statistics.median(tps),
-        "ttft_cpu_ms": statistics.median(cpu_ttft),
-        "decode_cpu_ms_per_token": statistics.median(cpu_tok),
-        "version": __import__("llama_cpp").__version__,
-    }
+            speed.add(t0, c0, t1, c1, t2, c2)
+    res: dict[str, Any] = {**speed.medians(), "version": __import__("llama_cpp").__version__}
     if job.get("data"):
         sys.path.insert(0, str(REPO))
         from engine.evaluate.scores import rouge_l  # stdlib-only at import

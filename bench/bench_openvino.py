@@ -39,6 +39,7 @@ from bench_llamacpp import (  # noqa: E402 - the llama.cpp benchmark's prompt, c
     ANSWER_TOKENS,
     NEW_TOKENS,
     PROMPT_TOKENS,
+    SpeedSamples,
     build_int4,
     eval_rows,
     eval_texts,
@@ -85,7 +86,7 @@ def ov_worker(job_path: str) -> int:
     folder, ids, reps = Path(job["folder"]), job["ids"], job["reps"]
     b = Ov(folder)
     res: dict[str, Any] = {}
-    ttfts, tps, cpu_ttft, cpu_tok = [], [], [], []
+    speed = SpeedSamples()
     for i in range(reps + 1):  # Grove's evaluator loop: the OpenVINO runtime, one token a step
         b.reset()
         t0, c0 = time.perf_counter(), time.process_time()
@@ -95,12 +96,8 @@ def ov_worker(job_path: str) -> int:
             nxt = int(b.step([nxt])[-1].argmax())
         t2, c2 = time.perf_counter(), time.process_time()
         if i:
-            ttfts.append(1000 * (t1 - t0))
-            tps.append((NEW_TOKENS - 1) / (t2 - t1))
-            cpu_ttft.append(1000 * (c1 - c0))
-            cpu_tok.append(1000 * (c2 - c1) / (NEW_TOKENS - 1))
-    res["runtime"] = {"ttft_ms": statistics.median(ttfts), "decode_tps": statistics.median(tps),
-                      "ttft_cpu_ms": statistics.median(cpu_ttft), "decode_cpu_ms_per_token": statistics.median(cpu_tok)}
+            speed.add(t0, c0, t1, c1, t2, c2)
+    res["runtime"] = speed.medians()
     res["inference_precision"] = str(b.compiled.get_property("INFERENCE_PRECISION_HINT"))
     if job["data"]:
         nll, n, rl = 0.0, 0, []
