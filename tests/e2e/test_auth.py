@@ -20,7 +20,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_browser import ARGS, CHROMIUM, REPO, SHOTS, _free_port, _wait_health, idle, no_exception
+from tests.e2e.test_browser import (
+    ARGS,
+    CHROMIUM,
+    REPO,
+    SHOTS,
+    _free_port,
+    _stop_group,
+    _wait_health,
+    idle,
+    no_exception,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # includes building the demo when no earlier test did
 
@@ -97,14 +106,7 @@ def team_grove(demo: dict, grove_home: Path, oidc: str, tmp_path_factory: pytest
         _wait_health(f"http://127.0.0.1:{port}/_stcore/health", proc, log)
         yield {"url": f"http://localhost:{port}", "home": home, "log": log}
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _stop_group(proc)
 
 
 @pytest.fixture(scope="module")
