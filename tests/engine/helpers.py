@@ -73,3 +73,18 @@ def generate(folder: str, adapter: str | None, question: str = "What should I se
         gen.generate_next_token()
         out.append(gen.get_next_tokens()[0])
     return tok.decode(out)
+
+
+def registry_at_schema(home: Path, version: int):
+    """A ``grove.db`` in ``home`` as a Grove of schema ``version`` left it (the migrations up to it, nothing after),
+    open for a test to write old rows into; close it before opening a Registry on it."""
+    import sqlite_utils
+
+    from engine.runs.registry import MIGRATIONS
+
+    home.mkdir(parents=True)
+    db = sqlite_utils.Database(home / "grove.db")
+    for v in range(1, version + 1):
+        MIGRATIONS[v](db)
+    db.conn.execute(f"PRAGMA user_version={version}")
+    return db

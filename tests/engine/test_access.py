@@ -13,6 +13,8 @@ import pytest
 from engine import access
 from engine.access import AccessError, Roles, can, load_roles, role_of
 
+from .helpers import registry_at_schema
+
 REPO = Path(__file__).resolve().parents[2]
 GOOD_SECRETS = """\
 [auth]
@@ -139,23 +141,16 @@ def test_grove_up_beyond_loopback_refuses_without_sign_in(tmp_path: Path):
 def test_a_schema_6_registry_opens_and_gains_who_did_what(fresh_home: Path):
     """Schema 6 -> 7: runs and feedback gain a nullable user (rows from before keep theirs empty), the access log
     appears; runs filter and count by person."""
-    import sqlite_utils
+    from engine.runs.registry import SCHEMA_VERSION, Registry
 
-    from engine.runs import registry as registry_mod
-    from engine.runs.registry import Registry
-
-    fresh_home.mkdir(parents=True)
     path = fresh_home / "grove.db"
-    db = sqlite_utils.Database(path)
-    for v in range(1, 7):
-        registry_mod.MIGRATIONS[v](db)
-    db.conn.execute("PRAGMA user_version=6")
+    db = registry_at_schema(fresh_home, 6)
     db["runs"].insert({"id": "r-old", "name": "old run", "status": "succeeded", "spec": "{}", "created_at": 1.0})
     db["feedback"].insert({"ts": 1.0, "rating": 1, "prompt": "p", "answer": "a"})
     db.conn.commit()
     db.conn.close()
     reg = Registry(path)
-    assert reg.schema_version() == registry_mod.SCHEMA_VERSION == 7
+    assert reg.schema_version() == SCHEMA_VERSION == 7
     assert reg.get_run("r-old")["user"] is None and reg.feedback()[0]["user"] is None
     for i, who in enumerate(["bob@example.com", "carol@example.com", "bob@example.com"]):
         reg.create_run(spec_json="{}", spec_hash=f"h{i}", name=f"run {i}", olive_config="{}", gpus_wanted=0, user=who)

@@ -10,7 +10,7 @@ from engine.errors import RunNotFound, RunStateError
 from engine.runs import registry as registry_mod
 from engine.runs.registry import Registry
 
-from .helpers import fake_run
+from .helpers import fake_run, registry_at_schema
 
 
 def test_new_registry_is_wal_with_schema_version(fresh_home):
@@ -31,14 +31,9 @@ def test_newer_schema_is_refused_not_touched(fresh_home):
 
 def test_a_registry_of_the_previous_schema_is_upgraded_and_keeps_its_rows(fresh_home):
     """Schema 4 -> 5: a run's evaluation links gain the adapter; links written before keep working (adapter "")."""
-    import sqlite_utils
 
-    fresh_home.mkdir(parents=True)
     path = fresh_home / "grove.db"
-    db = sqlite_utils.Database(path)
-    for v in range(1, 5):
-        registry_mod.MIGRATIONS[v](db)
-    db.conn.execute("PRAGMA user_version=4")
+    db = registry_at_schema(fresh_home, 4)
     db["evaluations"].insert({"key": "k1", "model_path": "/m", "fingerprint_id": "f1", "failed": "{}"})
     db["run_evaluations"].insert({"run_id": "r1", "model_path": "/m", "key": "k1"})
     db.conn.commit()
@@ -53,14 +48,9 @@ def test_a_registry_of_the_previous_schema_is_upgraded_and_keeps_its_rows(fresh_
 def test_schema_5_gains_device_activities_and_keeps_its_evaluations(fresh_home):
     """Schema 5 -> 6: device activities and deferred speed measurements; evaluations keep their rows and numbers
     (their speed conditions unknown: Compare says 'conditions not recorded')."""
-    import sqlite_utils
 
-    fresh_home.mkdir(parents=True)
     path = fresh_home / "grove.db"
-    db = sqlite_utils.Database(path)
-    for v in range(1, 6):
-        registry_mod.MIGRATIONS[v](db)
-    db.conn.execute("PRAGMA user_version=5")
+    db = registry_at_schema(fresh_home, 5)
     db["evaluations"].insert({"key": "k1", "model_path": "/m", "fingerprint_id": "f1", "failed": "{}",
                               "metrics": '{"decode_tps": 30.0}'})
     db.conn.commit()
