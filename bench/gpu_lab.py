@@ -26,13 +26,15 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _worker import ticking_worker  # noqa: E402 - a real worker ticking in a thread, as `grove up` runs one
 
 
 def build_model(root: Path, layers: int | None = None) -> dict:
@@ -227,8 +229,6 @@ def main() -> int:
         (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
 
     from engine.models import tiny as demo
-    from engine.runs.registry import Registry
-    from engine.runs.worker import Worker
     from engine.spec import recipes
 
     if a.model == "smollm":
@@ -238,10 +238,7 @@ def main() -> int:
         t0 = time.perf_counter()
         model = {"path": str(smollm.ensure_model()), "prepared_s": time.perf_counter() - t0}
         result["model"] = model
-        w = Worker(Registry())
-        w.start()
-        stop = threading.Event()
-        threading.Thread(target=lambda: [w.tick() or time.sleep(0.3) for _ in iter(lambda: stop.is_set(), True)], daemon=True).start()
+        _, stop = ticking_worker(poll_s=0.3)
         specs = recipes.real_demo_gpu_recipes(model["path"], str(paths.DEMO_SAMPLE), max_steps=a.steps,
                                                   eval_samples=a.eval_samples)
         for ph in phases:
@@ -275,10 +272,7 @@ def main() -> int:
     if "hf" in phases:
         result["hf_generate"] = hf_generate(model["path"], 128, 256, 3)
         save()
-    w = Worker(Registry())
-    w.start()
-    stop = threading.Event()
-    threading.Thread(target=lambda: [w.tick() or time.sleep(0.3) for _ in iter(lambda: stop.is_set(), True)], daemon=True).start()
+    _, stop = ticking_worker(poll_s=0.3)
     sample = str(REPO / "engine" / "assets" / "travel_sample.jsonl")
     targs = {"max_steps": a.steps, "per_device_train_batch_size": batch, "learning_rate": lr, "logging_steps": 10,
              "gradient_checkpointing": False}
