@@ -273,20 +273,59 @@ def _p2_apply() -> None:
     builder.create_model = create_model
 
 
+# -- P10: Olive's pre-quantized ModelBuilder path calls a builder method genai 0.15 renamed -------------------------
+def _p10_needed() -> bool:
+    """Olive 0.13's ModelBuilder pass, for a model already quantized by Olive (``Gptq``, ``quant_method: olive``),
+    replaces the builder's ``make_packed_matmul_int4`` with one that ends in ``self.make_matmul_int4(...)``; genai
+    0.15 renamed that method ``make_matmul_nbits`` (same arguments, same pre-quantized ``qweight``/``scales``/
+    ``qzeros``/``g_idx`` handling), so Gptq -> ModelBuilder failed on the GPU set with ``AttributeError: 'LlamaModel'
+    object has no attribute 'make_matmul_int4'`` (seen on an H100, 2026-12-07)."""
+    try:
+        from onnxruntime_genai.models import builder
+    except Exception:
+        return False
+    model = getattr(builder, "Model", None)
+    return model is not None and not hasattr(model, "make_matmul_int4") and hasattr(model, "make_matmul_nbits")
+
+
+def _p10_apply() -> None:
+    from onnxruntime_genai.models import builder
+
+    builder.Model.make_matmul_int4 = builder.Model.make_matmul_nbits
+
+
 # -- G2: the fused qkv projection kept when a LoRA adapter targets it -------------------------------------------
 FUSE_LORA_QKV = "grove_fuse_lora_qkv"  # ModelBuilder extra option (Grove's CUDA default for adapter builds)
 
 
-def _g2_needed() -> bool:
-    """genai's builder splits a fused ``qkv_proj`` into three projections when a LoRA adapter targets it
-    (``is_packed_matmul_supported`` refuses LoRA): three int4 MatMulNBits and three LoRA A/B pairs per layer instead
-    of one each, which costs decode speed on CUDA. With the extra option ``grove_fuse_lora_qkv=true`` the patched
-    builder keeps the fused projection: one int4 MatMulNBits, one LoRA A (shared, as PEFT trained it), one LoRA B,
-    one Add, feeding GroupQueryAttention's packed input (also when the adapter leaves qkv alone: genai splits it as
-    soon as any LoRA is present). Without the option nothing changes. It also lets ``fuse_mlp_gate_up`` build adapted
-    gate/up projections unfused instead of refusing the whole model."""
+def g2_layout(model: Any) -> str | None:
+    """Which of genai's builder layouts G2 patches, or None: ``"0.16"`` (``is_packed_matmul_supported`` refuses LoRA)
+    or ``"0.14"`` (genai 0.14/0.15: ``make_attention_init`` sets ``use_packed_matmul`` off when LoRA is present).
+    Both build the attention input projection in ``make_attention_input_proj`` and LoRA in ``make_matmul_lora``."""
     import inspect
 
+    if model is None or not all(hasattr(model, m) for m in ("make_attention_input_proj", "make_matmul_lora")):
+        return None
+    try:
+        if hasattr(model, "is_packed_matmul_supported"):
+            return "0.16" if "use_lora" in inspect.getsource(model.is_packed_matmul_supported) else None
+        init = getattr(model, "make_attention_init", None)
+        if init is not None and 'matmul_attrs["use_lora"]' in inspect.getsource(init):
+            return "0.14"
+    except (OSError, TypeError):
+        return None
+    return None
+
+
+def _g2_needed() -> bool:
+    """genai's builder splits a fused ``qkv_proj`` into three projections when a LoRA adapter targets it
+    (0.16+: ``is_packed_matmul_supported`` refuses LoRA; 0.14/0.15: ``use_packed_matmul`` is off with LoRA): three
+    int4 MatMulNBits and three LoRA A/B pairs per layer instead of one each, which costs decode speed on CUDA. With the
+    extra option ``grove_fuse_lora_qkv=true`` the patched builder keeps the fused projection: one int4 MatMulNBits,
+    one LoRA A (shared, as PEFT trained it), one LoRA B, one Add, feeding GroupQueryAttention's packed input (also
+    when the adapter leaves qkv alone: genai splits it as soon as any LoRA is present). Without the option nothing
+    changes. It also lets ``fuse_mlp_gate_up`` build adapted gate/up projections unfused instead of refusing the whole
+    model (0.16+; 0.14/0.15 have no such option)."""
     try:
         from onnxruntime_genai.models import builder
     except Exception:
@@ -294,9 +333,7 @@ def _g2_needed() -> bool:
     model = getattr(builder, "Model", None)
     if model is None or getattr(model, "_grove_g2", False):
         return False
-    if not all(hasattr(model, m) for m in ("make_attention_input_proj", "is_packed_matmul_supported", "make_matmul_lora")):
-        return False  # another builder layout (genai <= 0.15): the patch does not apply
-    return "use_lora" in inspect.getsource(model.is_packed_matmul_supported)
+    return g2_layout(model) is not None
 
 
 def _g2_apply() -> None:
@@ -518,7 +555,8 @@ PATCHES: dict[str, tuple[Callable[[], bool], Callable[[], None]]] = {
     "G1 Grove's passes (AwqDequantize) in Olive's catalog": (_g1_needed, _g1_apply),
     "P1 genai>=0.16 has no quantized_model (GPU set only)": (_p1_needed, _p1_apply),
     "P2 genai>=0.15 create_model options (GPU set only)": (_p2_needed, _p2_apply),
-    "G2 fused qkv projection with LoRA (GPU set only)": (_g2_needed, _g2_apply),
+    "G2 fused qkv projection with LoRA (with grove_fuse_lora_qkv)": (_g2_needed, _g2_apply),
+    "P10 genai>=0.15 renamed make_matmul_int4 (GPU set only)": (_p10_needed, _p10_apply),
     "P4 custom metric serializers accept None": (_p4_needed, _p4_apply),
     "P6 dump subclass fields (serialize_as_any)": (_p6_needed, _p6_apply),
     "P7 FootprintNode.update(model_config=...)": (_p7_needed, _p7_apply),
