@@ -169,18 +169,15 @@ def evaluate_final(run: dict, template: str, samples: int, gen_len: int) -> dict
 
 
 def measured_candidates(run_id: str) -> list[dict]:
-    """Every evaluation the run's workflow made (model folder x adapter), with the candidate it belongs to."""
+    """Every candidate of the run with the metrics Grove attached to it (what Compare shows): the evaluator measures
+    a model where Olive made it (its cache), so joining evaluations on the candidate's final folder would miss the
+    output model; the runner's own join (``attach_evaluations``) does not."""
     from engine.runs.registry import Registry
 
-    reg = Registry()
-    by_path = {str(c["path"]): c for c in reg.candidates(run_id)}
-    out = []
-    for (folder, adapter), ev in sorted(reg.run_evaluations(run_id).items()):
-        c = by_path.get(folder, {})
-        out.append({"folder": folder, "adapter": adapter, "pass_chain": c.get("pass_chain") or [],
-                    "is_output": c.get("is_output"), "size_bytes": c.get("size_bytes"), "metrics": ev["metrics"],
-                    "failed": ev["failed"], "speed_pending": ev["pending"]})
-    return out
+    return [{"path": c["path"], "adapter": c.get("adapter_path") or "", "pass_chain": c.get("pass_chain") or [],
+             "is_output": c.get("is_output"), "size_bytes": c.get("size_bytes"), "metrics": c.get("metrics") or {},
+             "fingerprint_id": c.get("fingerprint_id"), "failed": c.get("failed") or {}}
+            for c in Registry().candidates(run_id)]
 
 
 def smollm_table(result: dict) -> str:
@@ -196,7 +193,7 @@ def smollm_table(result: dict) -> str:
             def f(k: str, fmt: str, m: dict = m) -> str:
                 return format(m[k], fmt) if isinstance(m.get(k), (int, float)) else "–"
 
-            rows.append(f"| {ph} | {' > '.join(c['pass_chain']) or 'input model'} | {c.get('adapter') or ''} | "
+            rows.append(f"| {ph} | {' > '.join(c['pass_chain']) or 'input model'} | {Path(c.get('adapter') or '').name} | "
                         f"{f('loss', '.3f')} | {f('rouge_l', '.3f')} | {f('decode_tps', '.1f')} | {f('ttft_ms', '.1f')} | "
                         f"{(c.get('size_bytes') or 0) / 1e6:.1f} |")
     return "\n".join(rows)

@@ -216,7 +216,7 @@ def real_demo_gpu_recipes(model: str, dataset: str, *, max_steps: int = REAL_DEM
            "resources": {"gpus": 1}}
     lora, int4, extract = rtn["passes"]
     later = {**rtn["evaluation"], "evaluate_input_model": False}
-    awq = [{"type": "AutoAWQQuantizer", "params": {"bits": 4, "group_size": 64}},
+    awq = [{"type": "AutoAWQQuantizer", "params": {"bits": 4, "q_group_size": 64}},
            {"type": "AwqDequantize", "params": {"torch_dtype": "float16"}}]
     qlora = {"type": "QLoRA", "params": {**lora["params"], "compute_dtype": "bfloat16", "torch_dtype": "bfloat16"}}
     return {

@@ -114,3 +114,31 @@ def test_future_version_is_refused():
     with pytest.raises(SpecError) as e:
         parse_spec(good(version=2))
     assert "version" in paths_of(e.value)
+
+
+def test_every_ready_made_recipe_passes_the_checks_a_submit_runs(demo):
+    """Every preset (on the CPU and on a GPU) and the real demo's recipes (the CPU ones and their GPU twins) pass
+    engine.olive.validate on this CPU machine: a pass parameter misspelt in a recipe (AutoAWQ's ``q_group_size``
+    written ``group_size``) is caught here, not by a user's refused run on a GPU."""
+    from engine.olive import validate
+    from engine.spec import recipes
+
+    model, data = demo["model"], demo["dataset"]
+    found = {}
+    for key, (_, build) in recipes.PRESETS.items():
+        for device in ("cpu", "gpu"):
+            r = build(device)
+            r["model"] = {**r["model"], "name": model}
+            r["dataset"] = {**r["dataset"], "path": data}
+            found[f"preset {key} ({device})"] = r
+    for r in recipes.real_demo_recipes(model, data):
+        found[f"real demo: {r['name']}"] = r
+    for name, r in recipes.real_demo_gpu_recipes(model, data).items():
+        found[f"real demo on a GPU: {name}"] = r
+    problems = {}
+    for name, r in found.items():
+        try:
+            validate.refuse(parse_spec(r))
+        except SpecError as e:
+            problems[name] = str(e)
+    assert not problems, problems

@@ -26,21 +26,18 @@ def test_lab_order_on_smollm2_measured_on_cuda(smollm_model):
     (done,) = run_on_gpus([run["id"]], timeout=1200)
     assert done["status"] == "succeeded", f"{done['error_message']}\n{run_log(done)}"
     reg = Registry()
-    cands = {str(c["path"]): c for c in reg.candidates(done["id"])}
-    final = next(c for c in cands.values() if c["is_output"])
+    cands = reg.candidates(done["id"])
+    final = next(c for c in cands if c["is_output"])
     assert final["pass_chain"] == ["autoawqquantizer", "awqdequantize", "lora", "modelbuilder", "extractadapters"]
     gcfg = json.loads(Path(final["path"], "genai_config.json").read_text())
     assert "cuda" in json.dumps(gcfg["model"]["decoder"]["session_options"]).lower()
-    evs = reg.run_evaluations(done["id"])
-    mine = {adapter: ev for (folder, adapter), ev in evs.items() if folder == str(final["path"])}
-    assert len(mine) == 2 and "" in mine, f"int4 candidate measured with and without its adapter: {sorted(evs)}"
-    off = mine.pop("")
-    (on,) = mine.values()
-    for ev in (on, off):
-        m = ev["metrics"]
-        assert math.isfinite(m["loss"]) and 0 < m["loss"] < 20, ev
-        assert m["decode_tps"] > 0 and not ev["pending"], ev
+    # the int4 candidate as Compare shows it: measured with its adapter, and again with the adapter off
+    (off,) = [c for c in cands if c["pass_chain"][-1:] == ["adapter off"] and c["path"] == final["path"]]
+    for c in (final, off):
+        m = c["metrics"]
+        assert math.isfinite(m.get("loss", math.nan)) and 0 < m["loss"] < 20, c
+        assert m.get("decode_tps", 0) > 0, f"speed not measured (or pending): {c}"
     # the fine-tune, trained on AWQ-dequantized weights and carried as an adapter of the int4 model, helps on held-out
-    assert on["metrics"]["loss"] < off["metrics"]["loss"] - 0.1, (on["metrics"], off["metrics"])
-    fp = reg.fingerprints([on["fingerprint_id"]])[on["fingerprint_id"]]
-    assert "CUDA" in json.dumps(fp), fp
+    assert final["metrics"]["loss"] < off["metrics"]["loss"] - 0.1, (final["metrics"], off["metrics"])
+    (ev,) = reg.candidate_evaluations([final["id"]]).values()
+    assert "CUDA" in json.dumps(ev["fingerprint"]), ev["fingerprint"]
