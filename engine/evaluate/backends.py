@@ -102,11 +102,15 @@ class Genai:
 
     form = GENAI
 
-    def __init__(self, folder: Path, *, device: str | None = "cpu", adapters: dict[str, Path] | None = None) -> None:
+    def __init__(self, folder: Path, *, device: str | None = "cpu", adapters: dict[str, Path] | None = None,
+                 threads: int | None = None) -> None:
         import onnxruntime_genai as og
 
         self.og = og
         config = og.Config(str(folder))
+        self.threads = threads  # onnxruntime's intra-op threads (None: the folder's setting, one per core by default)
+        if threads:
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": int(threads)}}}}))
         if device is not None:
             config.clear_providers()
             if device.startswith("cuda"):

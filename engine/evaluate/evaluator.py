@@ -121,9 +121,10 @@ def render(cfg: EvalConfig, row: dict[str, Any], chat_render: Any = None) -> tup
 
 # -- backends (loading, EOS ids and generation steps are engine.evaluate.backends', shared with chat) -------------
 class GenaiBackend(Genai):
-    def __init__(self, folder: Path, adapter: str | None, cfg: EvalConfig) -> None:
+    def __init__(self, folder: Path, adapter: str | None, cfg: EvalConfig, threads: int | None = None) -> None:
         # the CPU keeps the providers of the folder's genai_config.json
-        super().__init__(folder, device="cuda" if cfg.execution_provider == "CUDAExecutionProvider" else None)
+        super().__init__(folder, device="cuda" if cfg.execution_provider == "CUDAExecutionProvider" else None,
+                         threads=threads)
         self.folder = folder
         self.adapter = adapter
         if adapter:
@@ -363,10 +364,29 @@ def _chat_renderer(folder: Path) -> Any:
     return render
 
 
-def load_backend(folder: Path, form: str, adapter: str | None, cfg: EvalConfig) -> Any:
+def load_backend(folder: Path, form: str, adapter: str | None, cfg: EvalConfig, threads: int | None = None) -> Any:
+    """``threads``: CPU threads for the quality part while other Grove work shares the CPU (None: every core, as
+    the timed part always runs: PyTorch's intra-op threads, onnxruntime's; OpenVINO keeps its own)."""
     if form == OPENVINO:
         return OvBackend(folder, adapter, cfg)
-    return GenaiBackend(folder, adapter, cfg) if form == "onnxruntime-genai" else HfBackend(folder, adapter, cfg)
+    if form == "onnxruntime-genai":
+        return GenaiBackend(folder, adapter, cfg, threads=threads)
+    backend = HfBackend(folder, adapter, cfg)
+    if threads:
+        backend.torch.set_num_threads(threads)
+    return backend
+
+
+def all_cores_again(backend: Any, folder: Path, form: str, adapter: str | None, cfg: EvalConfig, cores: int) -> Any:
+    """The backend with every core for the timed part, after a quality part that ran on a share of the CPU: PyTorch
+    changes its thread count in place; onnxruntime fixes it when the session is made, so the model is loaded again."""
+    if form == "transformers":
+        backend.torch.set_num_threads(cores)
+        return backend
+    if form == "onnxruntime-genai" and getattr(backend, "threads", None):
+        del backend
+        return load_backend(folder, form, adapter, cfg)
+    return backend
 
 
 def evaluate(model_path: str, cfg: EvalConfig, *, adapter: str | None = None, reg: Any = None) -> EvalResult:
@@ -397,7 +417,10 @@ def evaluate(model_path: str, cfg: EvalConfig, *, adapter: str | None = None, re
         except Exception:
             pass
     with devices.using(reg, [device], "eval", run_id=run_id, label=f"quality of {folder.name}"):
-        backend: Any = load_backend(folder, form, adapter, cfg)
+        # on the CPU, the quality part takes its share of the cores beside other Grove work (engine.runs.devices)
+        share = None if use_gpu else devices.cpu_share(reg)
+        threads = share if share and share < devices.cpu_cores() else None
+        backend: Any = load_backend(folder, form, adapter, cfg, threads=threads)
         size = machine.dir_size(folder)
         if form == "transformers" and adapter:
             size += machine.dir_size(Path(adapter))
@@ -413,9 +436,19 @@ def evaluate(model_path: str, cfg: EvalConfig, *, adapter: str | None = None, re
                 res.failed.update({m: tc.message() for m in QUALITY})
                 rows = []
         report = eval_progress.Reporter(str(folder), adapter)  # per example and answer, to the run's progress
+        if threads and form == "transformers":  # PyTorch follows the share as other work comes and goes
+            share_now, progress = devices.CpuShare(reg), report
+            share_now.threads, share_now.active = threads, True
+
+            def report(phase: str, done: int, total: int) -> None:
+                share_now.adjust()
+                progress(phase, done, total)
         if rows:
             _measure(res, "quality", QUALITY, lambda: _quality(backend, cfg, rows, chat_render, res, report))
     report("timing", 0, 1)
+    if threads:
+        with devices.using(reg, [device], "eval", run_id=run_id, label=f"loading {folder.name} to measure its speed"):
+            backend = all_cores_again(backend, folder, form, adapter, cfg, devices.cpu_cores())
     timed_part(res, backend, cfg, chat_render, reg, device, run_id=run_id, gpu_before=gpu_before)
     if not use_gpu:  # the process's own peak RSS: no other process changes it
         _measure(res, "memory", ("peak_memory_mb",), lambda: res.metrics.__setitem__("peak_memory_mb", _peak_memory_mb(False, None)))

@@ -92,6 +92,63 @@ def host_of(device: str) -> str:
     return device.split("@", 1)[1] if "@" in device else ""
 
 
+# -- the CPU's cores shared among Grove's work on it --------------------------------------------------------------
+def cpu_cores() -> int:
+    """Cores this process may use (its affinity mask, else the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def busy_on(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of a device's live activities, those computing now: not waiting for the device, not a measurement (it has
+    the device alone), and not the runner of a run whose own evaluation is under way (it only waits for it)."""
+    evaluating = {r["run_id"] for r in rows if r["kind"] == "eval" and r["run_id"]}
+    return [r for r in rows if r["phase"] != "waiting" and not r["exclusive"]
+            and not (r["kind"] == "run" and r["run_id"] in evaluating)]
+
+
+def cpu_share(reg: Any, *, cores: int | None = None) -> int:
+    """Threads one Grove activity on this host's CPU should use now: its cores divided evenly among the Grove
+    activities computing on it (runs' passes, evaluations' quality part, chats), at least 1. Two runs that each
+    start as many threads as there are cores slow each other down far more than twice (their thread pools spin
+    and wait on each other's descheduled threads: measured 4-14x on 2 cores, docs/benchmarks.md, issue 21)."""
+    cores = cores or cpu_cores()
+    try:
+        n = len(busy_on(reg.device_activities(cpu(), live=True)))
+    except Exception:  # a registry that cannot be read must not stop the work: all cores, as before
+        return cores
+    return max(1, cores // max(1, n))
+
+
+class CpuShare:
+    """Keeps this process's PyTorch threads at its share of the CPU (``cpu_share``), re-read at most every
+    ``every_s`` when ``adjust()`` is called from the thread that computes (OpenMP's thread count belongs to the
+    calling thread): the runner calls it at each training step. A process on a GPU is left alone."""
+
+    def __init__(self, reg: Any, every_s: float = 2.0) -> None:
+        self.reg, self.every_s = reg, every_s
+        self.active = not visible_gpus()
+        self.threads: int | None = None
+        self._next = 0.0
+
+    def adjust(self) -> int | None:
+        if not self.active:
+            return None
+        t = time.monotonic()
+        if t < self._next:
+            return self.threads
+        self._next = t + self.every_s
+        n = cpu_share(self.reg)
+        if n != self.threads:
+            import torch
+
+            torch.set_num_threads(n)
+            self.threads = n
+        return n
+
+
 # -- stage notes (what a run waits for, shown by its heartbeat) -------------------------------------------------------
 def waiting_stage(device: str, why: str = "") -> str:
     """The stage of a run whose evaluation waits for the device."""

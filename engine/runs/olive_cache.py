@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.runs import devices
 from engine.runs.progress import EventSink
 
 _local = threading.local()  # the entry (model id) and lock the current thread's pass holds
@@ -117,7 +118,10 @@ def install(sink: EventSink, checkpoint_root: Path, checkpoint_steps: int | None
             stage = sink.stage
             sink.stage = "waiting for another run's pass"
             sink.emit("log", level="INFO", message=f"cache entry {model_id} is being computed by another run: waiting for it")
-            lock.acquire(poll_interval=0.2)
+            # not computing meanwhile: the other run gets the CPU's cores, and a measurement may have the device (the
+            # run's activity starts again after, waiting while a measurement holds the device)
+            with devices.run_paused():
+                lock.acquire(poll_interval=0.2)
             sink.stage = stage
         _local.model_id, _local.lock = model_id, lock
         found = original_load_run(self, model_id)

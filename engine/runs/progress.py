@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from engine.runs import devices
@@ -171,8 +172,9 @@ class OliveLogHandler(logging.Handler):
 LOSS_POINTS = 50  # the fewest loss points a training run logs (more when its logging_steps asks for more)
 
 
-def install_trainer_callback(sink: EventSink) -> None:
-    """Add a TrainerCallback to every transformers.Trainer built in this process (Olive's LoRA/QLoRA passes)."""
+def install_trainer_callback(sink: EventSink, on_step: Callable[[], Any] | None = None) -> None:
+    """Add a TrainerCallback to every transformers.Trainer built in this process (Olive's LoRA/QLoRA passes).
+    ``on_step`` is called at the start of every training step, on the training thread."""
     import transformers
 
     class GroveProgress(transformers.TrainerCallback):
@@ -198,6 +200,10 @@ def install_trainer_callback(sink: EventSink) -> None:
                 data["mean_loss"] = data["trainer_train_loss"] * state.global_step / (state.global_step - self.start_step)
                 data["mean_from_step"] = self.start_step + 1
             sink.emit("train_step", step=state.global_step, max_steps=state.max_steps, **data)
+
+        def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001
+            if on_step is not None:
+                on_step()
 
         def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
             # a loss point at least every max_steps/LOSS_POINTS steps, whatever logging_steps says, so a run has a

@@ -139,7 +139,7 @@ def run(run_id: str) -> int:
         if olive_config.grove_eval_config(config):
             sink.n_evals = planned_evaluations(json.loads(row["spec"]), handler.n_passes)  # evaluation counts in progress and ETA
         logging.getLogger("olive").addHandler(handler)
-        install_trainer_callback(sink)
+        install_trainer_callback(sink, on_step=devices.CpuShare(reg).adjust)  # its share of the CPU, step by step
         install_memory_probe(sink)
         olive_cache.install(sink, rdir / "checkpoints", spec.resources.checkpoint_steps,
                             olive_config.evaluation_cache_key(config))

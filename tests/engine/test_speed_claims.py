@@ -118,6 +118,41 @@ def test_the_worker_starts_no_run_on_a_device_a_measurement_holds(fresh_home, mo
     wait_for(lambda: reg.get_run(run["id"])["status"] == "succeeded", 60, w.tick, 0.2)
 
 
+def test_grove_work_on_the_cpu_shares_its_cores_instead_of_each_taking_all(fresh_home):
+    """Two runs (or a run and an evaluation) at once each get half the cores, not all of them: oversubscribed
+    thread pools slowed the demo's two runs 4-14x on 2 cores (issue 21). A runner waiting for its own evaluation, an
+    activity waiting for the device, and a GPU's work do not count; alone, a run gets every core back."""
+    import torch
+
+    reg = Registry()
+    cores = 8
+    assert devices.cpu_share(reg, cores=cores) == 8
+    a = reg.begin_activity(CPU, "run", run_id="rA", label="LoRA")["id"]
+    assert devices.cpu_share(reg, cores=cores) == 8  # the run itself: all of them
+    b = reg.begin_activity(CPU, "run", run_id="rB", label="LoRA")["id"]
+    assert devices.cpu_share(reg, cores=cores) == 4
+    e = reg.begin_activity(CPU, "eval", run_id="rA", label="quality of m")["id"]
+    assert devices.cpu_share(reg, cores=cores) == 4  # rA's runner only waits for its evaluation
+    c = reg.begin_activity(CPU, "chat", label="chat")["id"]
+    assert devices.cpu_share(reg, cores=cores) == 2
+    reg.beat_activity(c, phase="waiting")
+    reg.begin_activity(devices.gpu(0), "run", run_id="rG")
+    assert devices.cpu_share(reg, cores=cores) == 4
+    assert devices.cpu_share(reg, cores=1) == 1  # never below one thread
+    # a runner's training thread follows the share, step by step
+    before = torch.get_num_threads()
+    try:
+        share = devices.CpuShare(reg, every_s=0.0)
+        share.active = True
+        assert share.adjust() == max(1, devices.cpu_cores() // 2) == torch.get_num_threads()
+        for i in (b, e, c):
+            reg.end_activity(i)
+        assert share.adjust() == devices.cpu_cores() == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    reg.end_activity(a)
+
+
 def test_compare_says_when_speed_figures_were_measured_under_different_conditions():
     alone = {"alone": True, "threads": 2, "other_cpu_during": 0.1}
     shared = {"alone": False, "threads": 2, "other_cpu_during": 0.1}
