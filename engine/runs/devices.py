@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import machine
+from engine.runs.registry.devices import computing
 
 STAGE_NOTE_ENV = "GROVE_STAGE_NOTE"  # a file the runner's heartbeat shows as its stage while it exists
 
@@ -101,22 +102,14 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def busy_on(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Of a device's live activities, those computing now: not waiting for the device, not a measurement (it has
-    the device alone), and not the runner of a run whose own evaluation is under way (it only waits for it)."""
-    evaluating = {r["run_id"] for r in rows if r["kind"] == "eval" and r["run_id"]}
-    return [r for r in rows if r["phase"] != "waiting" and not r["exclusive"]
-            and not (r["kind"] == "run" and r["run_id"] in evaluating)]
-
-
 def cpu_share(reg: Any, *, cores: int | None = None) -> int:
     """Threads one Grove activity on this host's CPU should use now: its cores divided evenly among the Grove
     activities computing on it (runs' passes, evaluations' quality part, chats), at least 1. Two runs that each
     start as many threads as there are cores slow each other down far more than twice (their thread pools spin
     and wait on each other's descheduled threads: measured 4-14x on 2 cores, docs/benchmarks.md, issue 21)."""
     cores = cores or cpu_cores()
-    try:
-        n = len(busy_on(reg.device_activities(cpu(), live=True)))
+    try:  # a measurement (exclusive) has the device alone: it divides nothing
+        n = sum(1 for r in computing(reg.device_activities(cpu(), live=True)) if not r["exclusive"])
     except Exception:  # a registry that cannot be read must not stop the work: all cores, as before
         return cores
     return max(1, cores // max(1, n))

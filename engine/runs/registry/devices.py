@@ -12,6 +12,14 @@ from engine.runs.registry.base import RegistryBase
 from engine.runs.registry.schema import now
 
 
+def computing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of a device's live activity rows, those at work on it: not the ones waiting for the device themselves, nor the
+    runner of a run whose evaluation is under way (it only waits for its evaluator, which has a row of its own).
+    What a claim must wait for (``_blockers``) and what divides the CPU's cores (``engine.runs.devices.cpu_share``)."""
+    evaluating = {r["run_id"] for r in rows if r["kind"] == "eval" and r["run_id"]}
+    return [r for r in rows if r["phase"] != "waiting" and not (r["kind"] == "run" and r["run_id"] in evaluating)]
+
+
 class DevicesMixin(RegistryBase):
     # -- devices: who uses which device, exclusive claims for speed measurements (engine/runs/devices.py) -----------
     ACTIVITY_STALE_S = 10.0  # an activity not heart-beaten for this long is over (its process died)
@@ -33,18 +41,9 @@ class DevicesMixin(RegistryBase):
 
     @staticmethod
     def _blockers(rows: list[dict[str, Any]], run_id: str | None) -> list[dict[str, Any]]:
-        """The live activities that keep a device from being had alone by ``run_id``'s measurement: every one but
-        that run's own, those waiting for the device themselves, and the runner of a run whose evaluation is under
-        way (it only waits for its evaluator, which has a row of its own)."""
-        evaluating = {r["run_id"] for r in rows if r["kind"] == "eval" and r["run_id"]}
-        out = []
-        for r in rows:
-            if run_id and r["run_id"] == run_id:
-                continue
-            if r["phase"] == "waiting" or (r["kind"] == "run" and r["run_id"] in evaluating):
-                continue
-            out.append(r)
-        return out
+        """The live activities that keep a device from being had alone by ``run_id``'s measurement: every one at
+        work on it (``computing``) but that run's own."""
+        return [r for r in computing(rows) if not (run_id and r["run_id"] == run_id)]
 
     def begin_activity(self, device: str, kind: str, *, run_id: str | None = None, label: str = "",
                        host: str = "", pid: int = 0, phase: str = "busy") -> dict[str, Any]:
