@@ -15,6 +15,9 @@ BENCHMARK_VERSION_PACKAGES = ("lm_eval", "onnxruntime-genai-cuda", "onnxruntime-
                               "datasets")
 VERSION_PACKAGES = ("onnxruntime-genai-cuda", "onnxruntime-gpu", "torch", "transformers", "peft", "grove")
 NO_DATASET = "none: benchmark tasks only"
+# how TTFT and decode tok/s are taken from the timed repeats (engine.evaluate.evaluator._speed); figures taken another
+# way (before 2026-12-07: decode tok/s as all repeats' tokens over their total time) are not compared with these
+SPEED_ESTIMATOR = "median of repeats"
 SPEED_PROMPTS = paths.DEMO_SAMPLE  # the fixed prompt set speed is timed on without a dataset (engine.evaluate.evaluator)
 
 
@@ -33,6 +36,7 @@ def fingerprint(cfg: EvalConfig) -> dict[str, Any]:
         "prompt_length": cfg.prompt_length,
         "generation_length": cfg.generation_length,
         "repeats": cfg.repeats,
+        "speed_estimator": SPEED_ESTIMATOR,
         "device": cfg.device,
         "execution_provider": cfg.execution_provider,
         "versions": versions,

@@ -192,7 +192,7 @@ def real_demo_recipes(model: str, dataset: str, *, max_steps: int = REAL_DEMO_ST
         "dataset": {"path": dataset, "chat_template": True, "max_seq_len": 128, "eval_split": 0.1},
         "target": {"device": "cpu", "execution_provider": "CPUExecutionProvider", "precision": "int4"},
         "evaluation": {
-            "enabled": True, "max_eval_samples": eval_samples, "prompt_length": 64, "generation_length": 32, "repeats": 2,
+            "enabled": True, "max_eval_samples": eval_samples, "prompt_length": 64, "generation_length": 32, "repeats": 5,
             "metrics": [{"name": "loss", "priority": 1}, {"name": "decode_tps", "priority": 2}],
         },
         "resources": {"gpus": 0},
