@@ -9,9 +9,11 @@ model hard-linked in, an empty registry, a cold Olive cache) and a worker alread
 - ``ray``: the Ray executor on a local head with 2 CPUs (``grove up --ray``; both runs placed at once).
 
 Wall time: submit to the last run ``succeeded`` *and* every deferred speed measurement done (the worker idle).
-Then every candidate with a speed figure is measured again *alone* in the same child (a fresh interpreter per
-candidate loads it and runs the evaluator's timed part under an exclusive claim, with nothing else of Grove on the
-machine), and each figure is compared with that one. Targets: every candidate's decode tok/s and TTFT within 10 %
+Then every candidate with a speed figure is measured again *alone* in the same child, ``ALONE_REPS`` times (3;
+``GROVE_BENCH_ALONE_REPS``), each in a fresh interpreter that loads it and runs the evaluator's timed part under an
+exclusive claim, with nothing else of Grove on the machine; each figure is compared with the median of those, and
+their spread (max / min - 1, the ``alone spread`` column: decode / TTFT) shows how far two measurements of the same
+candidate already differ on this machine. Targets: every candidate's decode tok/s and TTFT within 10 %
 of alone; the concurrent set-ups' wall time no worse than sequential. Grove's claims exclude Grove's own work only:
 the load average and the CPU time other processes took during each measurement are recorded with every figure,
 and printed, so a machine shared with other work shows as such.
@@ -26,6 +28,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 QUICK_DEMO_STEPS = 60  # the tiny model's own training (400 for the demo): its answers do not matter for speed
+ALONE_REPS = int(os.environ.get("GROVE_BENCH_ALONE_REPS", "3"))  # alone figures per candidate (their median is the reference)
 SETUPS = {"sequential": ("local", 1), "local2": ("local", 2), "ray": ("ray", 2)}
 
 
@@ -104,8 +108,9 @@ def one(setup: str, home: Path, model: str, dataset: str, quick: bool) -> dict:
     acts = reg.device_activities()
     overlaps = sum(1 for m in acts if m["exclusive"] for o in acts if o["id"] != m["id"] and o["device"] == m["device"]
                    and o["started_at"] < (m["ended_at"] or 1e18) and m["started_at"] < (o["ended_at"] or 1e18))
-    for c in cands:  # the same candidate, alone: nothing else of Grove runs now
-        c["alone"] = alone(c["path"], c["adapter"], c["config"])
+    for c in cands:  # the same candidate, alone: nothing else of Grove runs now, ALONE_REPS fresh interpreters
+        c["alone_each"] = [alone(c["path"], c["adapter"], c["config"]) for _ in range(ALONE_REPS)]
+        c["alone"] = alone_summary(c["alone_each"])
     result = {"setup": setup, "wall_s": round(wall, 1), "runs_s": round(runs_done, 1), "load_before": round(load0, 2),
             "load_after": round(os.getloadavg()[0], 2), "deferred": len(deferred), "contended_claims": overlaps,
             "candidates": cands}
@@ -146,6 +151,21 @@ def alone(path: str, adapter: str | None, cfg: dict) -> dict:
             "conditions": out["conditions"]}
 
 
+def alone_summary(each: list[dict]) -> dict:
+    """The median of the alone figures, and their spread (max / min - 1): how far two measurements of the same
+    candidate with nothing of Grove beside it already differ on this machine (the noise floor of the comparison)."""
+    ok = [e for e in each if "error" not in e and e.get("decode_tps") and e.get("ttft_ms")]
+    if not ok:
+        return {"error": next((e["error"] for e in each if "error" in e), "no figure")}
+    out: dict = {}
+    for k in ("decode_tps", "ttft_ms"):
+        xs = sorted(e[k] for e in ok)
+        out[k] = statistics.median(xs)
+        out[f"{k}_spread"] = round(xs[-1] / xs[0] - 1, 3)
+    out["n"] = len(ok)
+    return out
+
+
 def child(setup: str, home: Path, env: dict, model: str, dataset: str, quick: bool) -> dict:
     args = [sys.executable, __file__, "--one", setup, "--home", str(home), "--model", model, "--dataset", dataset]
     if quick:
@@ -170,6 +190,12 @@ def prepare_model(base: Path, quick: bool) -> tuple[Path, str, str]:
 
     folder = smollm.ensure_model()
     return folder, "smollm", str(paths.DEMO_SAMPLE)
+
+
+def spread(a: dict) -> str:
+    if "decode_tps_spread" not in a:
+        return "-"
+    return f"{a['decode_tps_spread']:.0%}/{a['ttft_ms_spread']:.0%}"
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -225,7 +251,7 @@ def main() -> int:
             rx.stop_node(head)
     seq = next((r["wall_s"] for r in results if r["setup"] == "sequential"), None)
     print(f"\n{'setup':<11} {'candidate':<44} {'tok/s':>7} {'alone':>7} {'ratio':>6} {'TTFT ms':>8} {'alone':>7} "
-          f"{'ratio':>6} {'other cores':>11} {'load':>5}")
+          f"{'ratio':>6} {'alone spread':>12} {'other cores':>11} {'load':>5}")
     worst = {}
     for r in results:
         for c in r["candidates"]:
@@ -234,7 +260,8 @@ def main() -> int:
             cond = c["conditions"] or {}
             print(f"{r['setup']:<11} {(c['run'][-10:] + ' ' + c['chain'])[:44]:<44} {c['decode_tps']:7.1f} "
                   f"{a.get('decode_tps') or 0:7.1f} {c['tps_ratio'] or 0:6.2f} {c['ttft_ms']:8.1f} {a.get('ttft_ms') or 0:7.1f} "
-                  f"{c['ttft_ratio'] or 0:6.2f} {cond.get('other_cpu_during', '?'):>11} {cond.get('load_before', '?'):>5}")
+                  f"{c['ttft_ratio'] or 0:6.2f} {spread(a):>12} {cond.get('other_cpu_during', '?'):>11} "
+                  f"{cond.get('load_before', '?'):>5}")
             dev = [abs(x - 1) for x in (c["tps_ratio"], c["ttft_ratio"]) if x is not None]
             worst[r["setup"]] = max(worst.get(r["setup"], 0.0), *dev) if dev else worst.get(r["setup"], 0.0)
         r["worst_deviation"] = round(worst.get(r["setup"], 0.0), 3)

@@ -28,6 +28,7 @@ import os
 import resource
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -102,6 +103,32 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+def niceness() -> int:
+    """This process's scheduling niceness (0 where it cannot be read)."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    except (AttributeError, OSError):
+        return 0
+
+
+def normal_priority() -> int:
+    """Bring this process back to niceness 0 where it runs lower, and return its niceness now. Ray starts its
+    workers at niceness 15 (raylet's ``worker_niceness``), and a runner started from a Ray actor inherits it, as do
+    its evaluations: on a CPU shared with anything at normal priority (the worker, a chat, the UI) its training
+    slowed and its speed figures came out lower than the same candidate's alone (issue 21). The runner calls this only
+    when a Ray node started it (a niceness the user chose for Grove is kept). Lowering niceness needs
+    the privilege to do so (CAP_SYS_NICE) unless the node was started with ``RAY_worker_niceness=0``
+    (``engine.runs.ray_cluster.start_node`` does); where it fails, the niceness stays, is recorded with every speed
+    figure (``Claim.conditions``) and Compare tells such figures apart."""
+    n = niceness()
+    if n > 0:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
+        except (AttributeError, OSError):
+            pass
+    return niceness()
+
+
 def cpu_share(reg: Any, *, cores: int | None = None) -> int:
     """Threads one Grove activity on this host's CPU should use now: its cores divided evenly among the Grove
     activities computing on it (runs' passes, evaluations' quality part, chats), at least 1. Two runs that each
@@ -116,30 +143,45 @@ def cpu_share(reg: Any, *, cores: int | None = None) -> int:
 
 
 class CpuShare:
-    """Keeps this process's PyTorch threads at its share of the CPU (``cpu_share``), re-read at most every
-    ``every_s`` when ``adjust()`` is called from the thread that computes (OpenMP's thread count belongs to the
-    calling thread): the runner calls it at each training step. A process on a GPU is left alone."""
+    """Keeps this process's PyTorch threads at its share of the CPU (``cpu_share``). ``adjust()`` is called from the
+    thread that computes (OpenMP's thread count belongs to the calling thread; the runner calls it at each training
+    step) and never waits for the registry: the share is read once at the first call, then every ``every_s`` by a
+    background thread, and ``adjust()`` applies the latest figure. On the Ray executor every registry read is relayed
+    to the head and answered at the worker's next poll; read on the training thread, it added ~2 s to each 3.5 s LoRA
+    step of the demo (issue 21). A process on a GPU is left alone."""
 
     def __init__(self, reg: Any, every_s: float = 2.0) -> None:
         self.reg, self.every_s = reg, every_s
         self.active = not visible_gpus()
         self.threads: int | None = None
-        self._next = 0.0
+        self._want: int | None = None
+        self._reader: threading.Thread | None = None
+
+    @staticmethod
+    def _read(ref: Any, every_s: float) -> None:
+        while True:  # until the CpuShare is gone (the reader holds it only weakly)
+            time.sleep(every_s)
+            me = ref()
+            if me is None:
+                return
+            me._want = cpu_share(me.reg)
+            del me
 
     def adjust(self) -> int | None:
         if not self.active:
             return None
-        t = time.monotonic()
-        if t < self._next:
-            return self.threads
-        self._next = t + self.every_s
-        n = cpu_share(self.reg)
-        if n != self.threads:
+        if self._reader is None:
+            self._want = cpu_share(self.reg)
+            self._reader = threading.Thread(target=self._read, args=(weakref.ref(self), self.every_s),
+                                            name="grove-cpu-share", daemon=True)
+            self._reader.start()
+        n = self._want
+        if n is not None and n != self.threads:
             import torch
 
             torch.set_num_threads(n)
             self.threads = n
-        return n
+        return self.threads
 
 
 # -- stage notes (what a run waits for, shown by its heartbeat) -------------------------------------------------------
@@ -361,6 +403,7 @@ class Claim:
             "other_cpu_during": round(others, 2),
             "cpus": os.cpu_count(),
             "threads": threads,
+            "niceness": niceness(),
         }
 
 
@@ -424,6 +467,8 @@ def comparable_class(cond: dict[str, Any] | None, busy_cores: float = 0.5) -> st
     parts = ["device alone" if cond.get("alone") else "shared with other Grove work"]
     if cond.get("threads"):
         parts.append(f"{cond['threads']} threads")
+    if cond.get("niceness"):  # measured at lowered priority (a Ray worker's default): anything else came first
+        parts.append(f"niceness {cond['niceness']}")
     other = cond.get("other_cpu_during")
     if isinstance(other, (int, float)) and other > busy_cores:
         parts.append("machine busy outside Grove")

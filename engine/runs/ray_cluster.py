@@ -24,6 +24,9 @@ NAMESPACE = "grove"
 HOME_TOKEN = ".grove-home-token"
 CLIENT_CONNECT_TRIES = 3
 OFFLINE_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+# Ray's raylet starts its workers at niceness 15; a runner is a worker's child, and a run at niceness 15 trains slower
+# and measures lower speed figures beside anything at normal priority (issue 21). Nodes Grove starts run them at 0.
+NODE_ENV = {"RAY_worker_niceness": "0"}
 
 
 # -- connecting ------------------------------------------------------------------------------------------
@@ -147,7 +150,7 @@ def start_node(*, head: bool, port: int = 6380, addr: str = "", num_cpus: int | 
         cmd.append(f"--num-gpus={num_gpus}")
     if resources:
         cmd.append(f"--resources={json.dumps(resources)}")
-    env = dict(os.environ, **OFFLINE_ENV)
+    env = dict(os.environ, **OFFLINE_ENV, **NODE_ENV)
     if head:
         # Every process the head starts resolves "localhost" to the loopback address, not the machine's: keep_loopback
         # patches only the node's own interpreter, and Ray Client's per-client servers (ray://) are new interpreters

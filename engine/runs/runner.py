@@ -49,7 +49,7 @@ from engine.runs.progress import (
     planned_evaluations,
 )
 from engine.runs.registry import Registry
-from engine.runs.relay import open_registry
+from engine.runs.relay import RELAY_ENV, open_registry
 
 HEARTBEAT_S = float(os.environ.get("GROVE_HEARTBEAT_S", "1.0"))
 LOG = logging.getLogger("grove.runner")
@@ -127,6 +127,16 @@ def run(run_id: str) -> int:
         cfg_path.write_text(json.dumps(config, indent=2))
         sink.stage = "loading Olive"
         sink.emit("log", level="INFO", message=f"runner started, pid {os.getpid()}, python {sys.executable}")
+        # a runner started by a Ray node's RunHost inherits the niceness Ray gives its workers (15 unless the node
+        # was started with RAY_worker_niceness=0): go back to normal there; a niceness the user chose is kept
+        ray_child = bool(os.environ.get(RELAY_ENV))
+        nice = devices.normal_priority() if ray_child else devices.niceness()
+        if nice > 0:
+            sink.emit("log", level="WARNING", message=(
+                f"this runner runs at niceness {nice}" + (
+                    " and could not raise it (Ray nodes nice their workers: start them with RAY_worker_niceness=0, "
+                    "docs/ray.md)" if ray_child else "") + "; its training is slowed by anything else on the CPU and "
+                "its speed figures are marked with the niceness"))
         spec = _prepare_data(row)
         from engine.olive import compat as olive_compat
 
