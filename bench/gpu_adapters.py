@@ -14,7 +14,8 @@ What it does, every figure from this one run on GPU 0 (so every ratio's two side
 2. a Phi-3-mini-geometry model (``Phi3Config()`` defaults, 3.8 B parameters, random fp16 weights) and a random LoRA
    adapter on it (r 64, ``qkv_proj`` + ``o_proj``), as bench/gpu_decode.py builds them;
 3. int4 ONNX builds, once, with the installed onnxruntime-genai's builder (the GPU set's): ``stock``
-   (``python -m onnxruntime_genai.models.builder -p int4 -e cuda``), ``grove_adapter`` (Grove's ModelBuilder config
+   (``python -m onnxruntime_genai.models.builder -p int4 -e cuda``), ``stock_b64`` (the same with Grove's CUDA int4
+   block size, ``--extra_options int4_block_size=64``), ``grove_adapter`` (Grove's ModelBuilder config
    for CUDA -> ExtractAdapters, through Olive), ``grove_merged`` (MergeAdapterWeights -> the same ModelBuilder);
    with ``--own-builds``, also ``stock`` and ``grove_adapter`` with each other version's own builder (its graph);
 4. installs each wheel into its own folder (``pip install --no-deps --target``) and times every build with each
@@ -51,7 +52,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import gpu_decode as dec  # noqa: E402  (bench/gpu_decode.py: model, adapter, builds, timing, bandwidth)
 
-KINDS = {"stock": "stock", "grove_adapter": "grove_adapter", "grove_merged": "grove_merged"}
+KINDS = {"stock": "stock", "stock_b64": "stock", "grove_adapter": "grove_adapter", "grove_merged": "grove_merged"}
+STOCK_EXTRA = {"stock_b64": "int4_block_size=64"}  # the stock builder at Grove's CUDA block size (a fair stock row)
 DEVICE_ALLOC_SYMBOL = b"_ZN10Generators7AdapterC1EPKcPN3Ort9AllocatorE"  # Adapter(const char*, Ort::Allocator*)
 HOST_ONLY_SYMBOL = b"_ZN10Generators7AdapterC1EPKc\x00"  # Adapter(const char*)
 HOST_ONLY_SYMBOL_COLD = b"_ZN10Generators7AdapterC2EPKc.cold"
@@ -122,6 +124,9 @@ def start_build(name: str, kind: str, model_dir: str, adapter_dir: str, ep: str,
     if kind == "stock":
         cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", model_dir, "-o", str(bdir / "out"),
                "-p", "int4", "-e", ep, "-c", str(bdir / "hf-cache")]
+        base = name.split("@")[0]
+        if base in STOCK_EXTRA:
+            cmd += ["--extra_options", STOCK_EXTRA[base]]
     else:
         cfg = dec.olive_workflow(kind, model_dir, adapter_dir, ep, bdir)
         (bdir / "olive.json").write_text(json.dumps(cfg, indent=1))
@@ -190,6 +195,7 @@ def measure_runtime(version: str, path: str | None, builds: dict[str, dict], wor
 
     if not own_only:
         add("stock", "stock", False)
+        add("stock_b64", "stock, block 64", False)
         add("grove_adapter", "adapter active", True)
         add("grove_adapter", "adapter build, no adapter", False)
         add("grove_merged", "merged", False)
@@ -293,13 +299,16 @@ def table(res: dict) -> str:
         m = sm["moonshot"]
         lines.append(f"moonshot: best row ({m['row']}) {m['pct_of_bound']:.0f} % of the bound (target 40 %: "
                      f"{'met' if m['met'] else 'missed'})")
-    lines += ["", "| build | builder | wall s | size GB | adapter MB | MatMulNBits / MatMul | graph inputs |", "|---|---|---:|---:|---:|---|---:|"]
+    lines += ["", "| build | builder | wall s | alone | size GB | adapter MB | MatMulNBits / MatMul | graph inputs |",
+              "|---|---|---:|---|---:|---:|---|---:|"]
     for n, b in res.get("builds", {}).items():
         if "error" in b:
-            lines.append(f"| {n} | | failed: {b['error'][-200:]!r} | | | | |")
+            lines.append(f"| {n} | | failed: {b['error'][-200:]!r} | | | | | |")
             continue
         g = b["graph"]
-        lines.append(f"| {n} | {b.get('builder', '')} | {b['wall_s']:.1f} | {b['size_bytes'] / 1e9:.2f} | "
+        stages = ", ".join(f"{k} {v:.0f} s" for k, v in (b.get("stage_s") or {}).items())
+        lines.append(f"| {n} | {b.get('builder', '')} | {b['wall_s']:.1f}{f' ({stages})' if stages else ''} | "
+                     f"{'yes' if b.get('alone') else 'no'} | {b['size_bytes'] / 1e9:.2f} | "
                      f"{b.get('adapter_bytes', 0) / 1e6:.1f} | {g['MatMulNBits']} / {g['MatMul']} | {g['inputs']} |")
     return "\n".join(lines)
 
@@ -316,6 +325,8 @@ def main() -> int:
     ap.add_argument("--work", default="", help="models and builds (default: $GROVE_HOME/bench-adapters)")
     ap.add_argument("--model", choices=["phi3", "tiny"], default="phi3")
     ap.add_argument("--ep", choices=["cuda", "cpu"], default="cuda")
+    ap.add_argument("--alone", default="grove_adapter", help="builds made first, one at a time on an otherwise idle "
+                    "machine (their wall time is the stage figure), before the others")
     ap.add_argument("--parallel", type=int, default=3, help="builds at once (each takes ~20 GB of RAM at Phi-3-mini size)")
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new", type=int, default=256)
@@ -366,14 +377,19 @@ def main() -> int:
     res["adapter"] = dec.build_adapter(work, res["model"]["path"])
     res["setup_s"] = time.perf_counter() - t0
     save()
-    plan: list[tuple[str, str, str | None]] = [(k, k, None) for k in KINDS]
+    plan: list[tuple[str, str, str | None]] = [(k, v, None) for k, v in KINDS.items()]
     own: list[tuple[str, str, str | None]] = []
     for v in [x for x in a.own_builds.split(",") if x]:
         r = runtimes.get(v)
         if r and "error" not in r and r["path"]:
             own += [(f"stock@{v}", "stock", r["path"]), (f"grove_adapter@{v}", "grove_adapter", r["path"])]
     t0 = time.perf_counter()
-    res["builds"] = run_builds(plan, res["model"]["path"], res["adapter"]["path"], a.ep, work, a.parallel)
+    first = [x for x in plan if x[0] in a.alone.split(",")]  # built one at a time, nothing else beside them
+    res["builds"] = run_builds(first, res["model"]["path"], res["adapter"]["path"], a.ep, work, 1) if first else {}
+    for b in res["builds"].values():
+        b["alone"] = True
+    res["builds"].update(run_builds([x for x in plan if x not in first], res["model"]["path"], res["adapter"]["path"],
+                                    a.ep, work, a.parallel))
     for b in res["builds"].values():
         b["builder"] = og.__version__
     res["builds_wall_s"] = time.perf_counter() - t0

@@ -14,9 +14,9 @@ Choices made here on the user's behalf, each for a reason recorded in ../shared/
   when no adapter is active (NOTES C.5);
 - when searching, every parameter the user did not mark searchable is fixed to its value or default, because
   Olive otherwise searches every parameter that has default search values (NOTES F);
-- an int4 ModelBuilder for the CUDA provider gets ``cuda_int4_builder_options()`` (CUDA graphs; with an adapter,
-  the fused qkv projection kept): what measured faster on an H200 (docs/benchmarks.md, "GPU decode"). Anything the
-  user sets wins.
+- an int4 ModelBuilder for the CUDA provider gets ``cuda_int4_builder_options()`` (CUDA graphs; int4 blocks of
+  64; with an adapter, the fused qkv projection kept): what measured faster or smaller on H100/H200s for a
+  measured quality cost (docs/benchmarks.md, "GPU decode"). Anything the user sets wins.
 """
 
 from __future__ import annotations
@@ -46,24 +46,29 @@ EVALUATOR = "grove"  # the name of Grove's evaluator (and its one metric) in a w
 FUSE_LORA_QKV = "grove_fuse_lora_qkv"
 
 
-def cuda_int4_builder_options(has_adapter: bool) -> dict[str, Any]:
-    """ModelBuilder options Grove sets for int4 builds for CUDAExecutionProvider (measured: bench/gpu_decode.py,
-    docs/benchmarks.md "GPU decode", one H200, onnxruntime-genai 0.18.0):
+CUDA_INT4_BLOCK = 64
 
-    - ``enable_cuda_graph``: genai captures the decode step once and replays it (stock build 362 -> 455 tok/s,
-      merged build 276 -> 444, adapter build without adapter 216 -> 411);
-    - with an adapter, ``grove_fuse_lora_qkv`` (engine.olive.compat G2): the fused qkv projection is kept, with one
-      LoRA A/B pair, instead of three projections and three pairs (adapter on 51 -> 68 tok/s, off 370 -> 411).
-      genai 0.15.2's builder (the GPU set's, docs/gpu.md) has no such path: there the option is ignored and the qkv
-      projection is split (bench/gpu_adapters.py, one H100: adapter on 270 tok/s, off 371, stock 457).
+
+def cuda_int4_builder_options(has_adapter: bool) -> dict[str, Any]:
+    """ModelBuilder options Grove sets for int4 builds for CUDAExecutionProvider (measured: bench/gpu_decode.py and
+    bench/gpu_adapters.py, docs/benchmarks.md "GPU decode"):
+
+    - ``enable_cuda_graph``: genai captures the decode step once and replays it (H200, genai 0.18.0: stock build
+      362 -> 455 tok/s, merged build 276 -> 444, adapter build without adapter 216 -> 411);
+    - with an adapter, ``grove_fuse_lora_qkv`` (engine.olive.compat G2, which patches both builder layouts, genai
+      0.14/0.15's and 0.16+'s): the fused qkv projection is kept, with one LoRA A/B pair, instead of three
+      projections and three pairs (H100, genai 0.15.2: adapter on 0.59x -> 0.74x of stock, off 0.81x -> 0.95x);
+    - ``int4_block_size`` 64 (genai's own default is 32): half the int4 scales, so a Phi-3-mini-size build with its
+      adapter fits 2.3 GB (2.37 GB at 32); on real weights (SmolLM2-135M-Instruct, RTN, the demo's held-out split)
+      held-out loss 4.465 against 4.438 at 32 and 4.665 at 128 (fp32: 4.016). 128 decodes faster still (H200:
+      497 tok/s against 455 at 32) but adds eight times the loss 64 adds (+0.227 against +0.027).
     Not set, measured no better: ``fuse_mlp_gate_up`` (the merged build with it, 444 tok/s, against the stock build
-    without it, 455), the fpA_intB kernel (``ep.cuda.fpa_intb_gemm``: 346 against 455). ``int4_block_size`` stays at
-    genai's 32 (128 decodes 9 % faster, 497 tok/s, with four times coarser scales: a quality choice left to the user).
+    without it, 455), the fpA_intB kernel (``ep.cuda.fpa_intb_gemm``: 346 against 455).
     """
     extra: dict[str, Any] = {}
     if has_adapter:
         extra[FUSE_LORA_QKV] = True
-    out: dict[str, Any] = {"enable_cuda_graph": True}
+    out: dict[str, Any] = {"enable_cuda_graph": True, "int4_block_size": CUDA_INT4_BLOCK}
     if extra:
         out["extra_options"] = extra
     return out
@@ -160,8 +165,11 @@ def _pass_config(p: PassSpec, before: list[PassSpec], spec: RunSpec, layers: int
             cfg["int4_nodes_to_exclude"] = lora_nodes_to_exclude(layers)
         if quantizes and spec.target.execution_provider == "CUDAExecutionProvider":
             for k, v in cuda_int4_builder_options(has_adapter).items():
+                user_extra = cfg.get("extra_options") or {}
                 if k == "extra_options":
-                    cfg["extra_options"] = {**v, **(cfg.get("extra_options") or {})}
+                    cfg["extra_options"] = {**v, **user_extra}
+                elif k == "int4_block_size" and ({"block_size", "int4_block_size"} & set(user_extra)):
+                    continue  # the user's block size, given as a builder extra option, wins
                 else:
                     cfg.setdefault(k, v)
     return cfg
