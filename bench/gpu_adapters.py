@@ -325,6 +325,7 @@ def main() -> int:
     ap.add_argument("--work", default="", help="models and builds (default: $GROVE_HOME/bench-adapters)")
     ap.add_argument("--model", choices=["phi3", "tiny"], default="phi3")
     ap.add_argument("--ep", choices=["cuda", "cpu"], default="cuda")
+    ap.add_argument("--builds", default=",".join(KINDS), help=f"comma list of {', '.join(KINDS)}")
     ap.add_argument("--alone", default="grove_adapter", help="builds made first, one at a time on an otherwise idle "
                     "machine (their wall time is the stage figure), before the others")
     ap.add_argument("--parallel", type=int, default=3, help="builds at once (each takes ~20 GB of RAM at Phi-3-mini size)")
@@ -334,6 +335,8 @@ def main() -> int:
     ap.add_argument("--measure-timeout", type=float, default=420, help="seconds for one version's timings")
     ap.add_argument("--keep", action="store_true", help="keep models and builds (default: builds deleted at the end)")
     a = ap.parse_args()
+    if unknown := [k for k in a.builds.split(",") if k and k not in KINDS]:
+        ap.error(f"--builds: unknown build {', '.join(unknown)} (known: {', '.join(KINDS)})")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(a.work or Path(os.environ.get("GROVE_HOME", str(Path.home() / "grove"))) / "bench-adapters")
@@ -377,7 +380,7 @@ def main() -> int:
     res["adapter"] = dec.build_adapter(work, res["model"]["path"])
     res["setup_s"] = time.perf_counter() - t0
     save()
-    plan: list[tuple[str, str, str | None]] = [(k, v, None) for k, v in KINDS.items()]
+    plan: list[tuple[str, str, str | None]] = [(k, KINDS[k]) + (None,) for k in a.builds.split(",") if k]
     own: list[tuple[str, str, str | None]] = []
     for v in [x for x in a.own_builds.split(",") if x]:
         r = runtimes.get(v)
