@@ -294,6 +294,52 @@ def _p10_apply() -> None:
     builder.Model.make_matmul_int4 = builder.Model.make_matmul_nbits
 
 
+# -- P11: ExtractAdapters lists every adapter weight twice among the graph's inputs --------------------------------
+def _p11_duplicates() -> list[str]:
+    """Runs ExtractAdapters' two input steps on a one-weight model (as its ``make_inputs`` path does, with its
+    defaults ``dynamic_lora_r`` and ``optional_inputs``) and returns the input names listed more than once."""
+    import types
+
+    import numpy as np
+    import onnx_ir as ir
+    from olive.passes.onnx.extract_adapters import ExtractAdapters
+
+    name = "probe.lora_A.MatMul.weight"
+    w = np.ones((4, 2), np.float32)
+    value = ir.Value(name=name, shape=ir.Shape([4, 2]), type=ir.TensorType(ir.DataType.FLOAT), const_value=ir.tensor(w, name=name))
+    model = ir.Model(ir.Graph(inputs=[], outputs=[], nodes=[], initializers=[value], opset_imports={"": 17}), ir_version=10)
+    step = ExtractAdapters.__new__(ExtractAdapters)
+    step._convert_initializer_to_input(model, name)
+    step._make_dynamic_optional(model, {name: w}, name, types.SimpleNamespace(dynamic_lora_r=True, optional_inputs=True))
+    names = [i.name for i in model.graph.inputs]
+    return sorted({n for n in names if names.count(n) > 1})
+
+
+def _p11_needed() -> bool:
+    """Olive 0.13's ExtractAdapters (``make_inputs``, the adapter build's) turns each LoRA weight into a graph input
+    in ``_convert_initializer_to_input`` and appends the same value to the inputs again in ``_make_dynamic_optional``:
+    every adapter weight is listed twice, a graph that breaks ONNX's single-assignment rule (``onnx.checker``: "Graph
+    must be in single static assignment (SSA) form ... used as graph input names multiple times"; seen on the demo's
+    adapter build, 2026-12-07). onnxruntime tolerates it (it warns per weight and hides defaulted inputs), so
+    Grove's runs never showed it; ONNX tools that walk the graph's inputs see each adapter weight twice. A cache
+    entry built before this fix keeps the double listing until it is rebuilt."""
+    return bool(_p11_duplicates())
+
+
+def _p11_apply() -> None:
+    from olive.passes.onnx.extract_adapters import ExtractAdapters
+
+    original = ExtractAdapters._make_dynamic_optional
+
+    def _make_dynamic_optional(self: Any, model: Any, weights: Any, name: str, config: Any) -> None:
+        original(self, model, weights, name, config)
+        inputs, seen = model.graph.inputs, set()
+        for i in reversed([k for k, v in enumerate(inputs) if id(v) in seen or seen.add(id(v))]):
+            inputs.pop(i)  # the second listing of a value already among the inputs
+
+    ExtractAdapters._make_dynamic_optional = _make_dynamic_optional  # type: ignore[method-assign]
+
+
 # -- G2: the fused qkv projection kept when a LoRA adapter targets it -------------------------------------------
 FUSE_LORA_QKV = "grove_fuse_lora_qkv"  # ModelBuilder extra option (Grove's CUDA default for adapter builds)
 
@@ -557,6 +603,7 @@ PATCHES: dict[str, tuple[Callable[[], bool], Callable[[], None]]] = {
     "P2 genai>=0.15 create_model options (GPU set only)": (_p2_needed, _p2_apply),
     "G2 fused qkv projection with LoRA (with grove_fuse_lora_qkv)": (_g2_needed, _g2_apply),
     "P10 genai>=0.15 renamed make_matmul_int4 (GPU set only)": (_p10_needed, _p10_apply),
+    "P11 ExtractAdapters lists each adapter weight once among the inputs": (_p11_needed, _p11_apply),
     "P4 custom metric serializers accept None": (_p4_needed, _p4_apply),
     "P6 dump subclass fields (serialize_as_any)": (_p6_needed, _p6_apply),
     "P7 FootprintNode.update(model_config=...)": (_p7_needed, _p7_apply),

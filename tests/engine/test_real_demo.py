@@ -105,3 +105,15 @@ def test_genai_answers_with_the_adapter_on_and_off(demo_runs):
     off = generate(int4["path"], None)
     assert on.strip() and off.strip() and on != off
     assert "\ufffd" not in on + off  # no broken bytes: the tokenizer round-trips
+
+
+def test_the_adapter_build_lists_each_adapter_weight_once_among_its_inputs(demo_runs):
+    """Olive's ExtractAdapters listed each adapter weight twice among the graph inputs (engine.olive.compat P11): a
+    graph that breaks ONNX's single-assignment rule, which onnxruntime tolerates and ONNX tooling does not."""
+    import onnx
+
+    reg = Registry()
+    int4 = next(c for c in reg.candidates(demo_runs["runs"][0]["id"]) if c["from_pass"].lower() == "extractadapters")
+    names = [i.name for i in onnx.load(str(Path(int4["path"]) / "model.onnx"), load_external_data=False).graph.input]
+    assert sum("lora_" in n for n in names) > 100  # SmolLM2's 30 layers, q/k/v/o and the MLP's, A and B
+    assert len(set(names)) == len(names), sorted({n for n in names if names.count(n) > 1})[:4]
