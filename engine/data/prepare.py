@@ -378,6 +378,31 @@ def load_hub(ds: DatasetSpec) -> list[dict[str, Any]]:
     return [r for _, r in apply_columns(rows, ds, source)]
 
 
+def calib_text(r: dict[str, Any], ds: DatasetSpec) -> str:
+    """One training row as calibration text: the text template's rendering, or a conversation's turns one after the
+    other (no chat template: the prepared data does not depend on the model, and AWQ needs activations of the
+    data's words, not of one model's special tokens)."""
+    if ds.chat_template:
+        return "\n".join(str(m.get("content", "")) for m in messages_of(r, ds))
+    return (ds.text_template or "").format(**r)
+
+
+def write_calib(folder: Path, train: list[dict[str, Any]], ds: DatasetSpec) -> None:
+    """``folder/calib/train.jsonl``: the training rows' texts in a 'text' column, for calibration passes that load a
+    dataset by folder name (Olive's AutoAWQQuantizer). Written atomically (a finished folder or none)."""
+    tmp = folder / f"calib.tmp{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    with open(tmp / "train.jsonl", "w", encoding="utf-8") as f:
+        for r in train:
+            f.write(json.dumps({"text": calib_text(r, ds)}, ensure_ascii=False) + "\n")
+    try:
+        tmp.rename(folder / "calib")
+    except OSError:  # another process wrote it first: theirs is identical
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def prepared(ds: DatasetSpec) -> Prepared:
     """Where ``prepare`` writes (or wrote) this dataset: a folder named by its content address."""
     out = paths.data_dir() / dataset_key(ds)
@@ -392,6 +417,8 @@ def prepare(ds: DatasetSpec) -> Prepared:
     out = prep.dir
     if (out / "stats.json").is_file():
         prep.stats = json.loads((out / "stats.json").read_text())
+        if not (out / "calib" / "train.jsonl").is_file():  # prepared by a Grove that wrote none for conversations
+            write_calib(out, [json.loads(x) for x in prep.train_path.read_text(encoding="utf-8").splitlines() if x.strip()], ds)
         return prep
     if ds.path:
         rows, ev = load_local(ds)
@@ -422,12 +449,7 @@ def prepare(ds: DatasetSpec) -> Prepared:
         with open(tmp / name, "w", encoding="utf-8") as f:
             for r in part:
                 f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-    if not ds.chat_template:
-        # a folder with the rendered texts alone, for calibration passes that load a dataset by folder name (AWQ)
-        (tmp / "calib").mkdir()
-        with open(tmp / "calib" / "train.jsonl", "w", encoding="utf-8") as f:
-            for r in train:
-                f.write(json.dumps({"text": (ds.text_template or "").format(**r)}, ensure_ascii=False) + "\n")
+    write_calib(tmp, train, ds)
     (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
     try:
         tmp.rename(out)

@@ -127,9 +127,10 @@ def _data_configs(spec: RunSpec, train_path: Path | None) -> list[dict[str, Any]
     else:
         pre["text_template"] = ds.text_template
     configs = []
-    if any(p.type == "AutoAWQQuantizer" for p in spec.passes) and not ds.chat_template:
+    if any(p.type == "AutoAWQQuantizer" for p in spec.passes):
         # Olive's AWQ pass hands AutoAWQ only a dataset *name*, split and text column (no data_files): name the
-        # prepared calib/ folder, whose train.jsonl holds the rendered texts in a 'text' column
+        # prepared calib/ folder, whose train.jsonl holds the rendered texts (a conversation's turns, for chat
+        # datasets: engine.data.prepare.calib_text) in a 'text' column
         configs.append({
             "name": CALIB_DATA,
             "type": "HuggingfaceContainer",

@@ -66,3 +66,37 @@ print(json.dumps({{"blocks": len(seen["calib_data"]), "lens": sorted({{len(b) fo
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got == {"blocks": 8, "lens": [512], "max_calib_samples": 8, "apply_clip": False, "grid": 5}
+
+
+def test_awq_on_a_chat_dataset_gets_calibration_text_olive_accepts(grove_home, tmp_path):
+    """The lab's order on the demo's own data (conversations, the model's chat template): Olive refused the workflow
+    ("calib_data not found", seen on an H100, 2026-12-07) because calibration text was prepared for text-template
+    datasets only. Now every dataset gets its calib/ texts, and Olive's own RunConfig accepts the workflow."""
+    from olive.workflows.run.config import RunConfig
+
+    from engine import paths
+    from engine.data import prepare
+    from engine.olive import config as olive_config
+    from engine.spec import recipes
+    from engine.spec.schema import parse_spec
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"num_hidden_layers": 2}))
+    spec = parse_spec(recipes.real_demo_gpu_recipes(str(model), str(paths.DEMO_SAMPLE))["lab"])
+    assert spec.dataset.chat_template and spec.passes[0].type == "AutoAWQQuantizer"
+    prep = prepare.prepare(spec.dataset)
+    texts = [json.loads(x)["text"] for x in (prep.dir / "calib" / "train.jsonl").read_text().splitlines()]
+    train = [json.loads(x) for x in prep.train_path.read_text().splitlines()]
+    assert len(texts) == len(train) and all(texts)
+    assert train[0]["messages"][-1]["content"] in texts[0]  # the conversation's words, answer included
+    cfg = olive_config.build(spec, output_dir=tmp_path / "o", train_path=prep.train_path)
+    awq = next(p for p in cfg["passes"].values() if p["type"] == "AutoAWQQuantizer")
+    assert awq["data_config"] in {d["name"] for d in cfg["data_configs"]}
+    RunConfig.parse_file_or_obj(cfg)  # raises as the runner's olive_run did
+    # a dataset prepared by a Grove that wrote no calibration text for conversations gets it on the next prepare
+    import shutil
+
+    shutil.rmtree(prep.dir / "calib")
+    assert (prepare.prepare(spec.dataset).dir / "calib" / "train.jsonl").read_text().splitlines() == \
+        [json.dumps({"text": t}, ensure_ascii=False) for t in texts]
