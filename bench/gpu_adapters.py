@@ -380,7 +380,7 @@ def main() -> int:
     res["adapter"] = dec.build_adapter(work, res["model"]["path"])
     res["setup_s"] = time.perf_counter() - t0
     save()
-    plan: list[tuple[str, str, str | None]] = [(k, KINDS[k]) + (None,) for k in a.builds.split(",") if k]
+    plan: list[tuple[str, str, str | None]] = [(k, KINDS[k], None) for k in a.builds.split(",") if k]
     own: list[tuple[str, str, str | None]] = []
     for v in [x for x in a.own_builds.split(",") if x]:
         r = runtimes.get(v)

@@ -418,7 +418,7 @@ def prepare(ds: DatasetSpec) -> Prepared:
     if (out / "stats.json").is_file():
         prep.stats = json.loads((out / "stats.json").read_text())
         if not (out / "calib" / "train.jsonl").is_file():  # prepared by a Grove that wrote none for conversations
-            write_calib(out, [json.loads(x) for x in prep.train_path.read_text(encoding="utf-8").splitlines() if x.strip()], ds)
+            write_calib(out, [r for _, r in iter_rows(prep.train_path)], ds)
         return prep
     if ds.path:
         rows, ev = load_local(ds)

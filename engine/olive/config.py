@@ -59,8 +59,8 @@ def cuda_int4_builder_options(has_adapter: bool) -> dict[str, Any]:
       0.14/0.15's and 0.16+'s): the fused qkv projection is kept, with one LoRA A/B pair, instead of three
       projections and three pairs (H100, genai 0.15.2: adapter on 0.59x -> 0.74x of stock, off 0.81x -> 0.95x);
     - ``int4_block_size`` 64 (genai's own default is 32): half the int4 scales, so a Phi-3-mini-size build with its
-      adapter fits 2.3 GB (H100, genai 0.15.2: 2.26 GB, from 2.37 GB at 32); on real weights (SmolLM2-135M-Instruct, RTN, the demo's held-out split)
-      held-out loss 4.465 against 4.438 at 32 and 4.665 at 128 (fp32: 4.016). 128 decodes faster still (H200:
+      adapter fits 2.3 GB (H100, genai 0.15.2: 2.26 GB, from 2.37 GB at 32); on real weights (SmolLM2-135M-Instruct,
+      RTN, the demo's held-out split) held-out loss 4.465 against 4.438 at 32 and 4.665 at 128 (fp32: 4.016). 128 decodes faster still (H200:
       497 tok/s against 455 at 32) but adds eight times the loss 64 adds (+0.227 against +0.027).
     Not set, measured no better: ``fuse_mlp_gate_up`` (the merged build with it, 444 tok/s, against the stock build
     without it, 455), the fpA_intB kernel (``ep.cuda.fpa_intb_gemm``: 346 against 455).
@@ -165,8 +165,8 @@ def _pass_config(p: PassSpec, before: list[PassSpec], spec: RunSpec, layers: int
         if has_adapter and quantizes and "int4_nodes_to_exclude" not in cfg:
             cfg["int4_nodes_to_exclude"] = lora_nodes_to_exclude(layers)
         if quantizes and spec.target.execution_provider == "CUDAExecutionProvider":
+            user_extra = cfg.get("extra_options") or {}
             for k, v in cuda_int4_builder_options(has_adapter).items():
-                user_extra = cfg.get("extra_options") or {}
                 if k == "extra_options":
                     cfg["extra_options"] = {**v, **user_extra}
                 elif k == "int4_block_size" and ({"block_size", "int4_block_size"} & set(user_extra)):
