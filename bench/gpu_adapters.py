@@ -396,8 +396,11 @@ def main() -> int:
     for b in res["builds"].values():
         b["builder"] = og.__version__
     res["builds_wall_s"] = time.perf_counter() - t0
-    if "error" not in res["builds"].get("stock", {"error": 1}):
-        res["stock_bytes_per_token"] = dec.weights_read_per_token(Path(res["builds"]["stock"]["dir"]))
+    # the bound counts the int4 weights of the stock build (genai's default block size; else the block-64 one)
+    ref = next((k for k in ("stock", "stock_b64") if "error" not in res["builds"].get(k, {"error": 1})), None)
+    if ref:
+        res["bound_build"] = ref
+        res["stock_bytes_per_token"] = dec.weights_read_per_token(Path(res["builds"][ref]["dir"]))
         if res["bandwidth"].get("tb_per_s"):
             res["bound_tps"] = res["bandwidth"]["tb_per_s"] * 1e12 / res["stock_bytes_per_token"]
     save()

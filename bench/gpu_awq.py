@@ -1,14 +1,17 @@
 """AutoAWQ through Olive (with Grove's P9: calibration blocks as asked, knobs exposed): time and quality per setting.
 
     source scripts/gpu_env.sh && python3 bench/gpu_awq.py --out results/ [--layers 4] [--settings default,b32,b16g10,b16noclip]
+    source scripts/gpu_env.sh && python3 bench/gpu_awq.py --out results/ --model smollm --settings default,noclip,b16g10noclip
 
 A Phi-3-mini-geometry model cut to ``--layers`` decoder layers (AWQ works layer by layer, so its time per layer is
 that of the full 32-layer model; the full time is extrapolated from two depths: time = a + b x layers), random fp16
 weights, Grove's travel sample as calibration data (prepared as Grove prepares it: rendered texts in calib/). Each
 setting runs Olive's AutoAWQQuantizer, then Grove's AwqDequantize, and the quantized model's logits on 16 held-out
 texts are compared with the fp16 model's: relative error ||q - fp16|| / ||fp16||. Random weights make the error a
-measure of how closely the 4-bit weights reproduce the layer, not of task quality.
-Writes OUT/gpu_awq.json and prints a table.
+measure of how closely the 4-bit weights reproduce the layer, not of task quality. ``--model smollm`` quantizes
+SmolLM2-135M-Instruct's real weights instead (all 30 layers, group 64: its 576-wide layers take no 128) and adds the
+held-out texts' loss (mean token NLL) of the fp16 model and of each setting's: the quality side of each setting.
+Writes OUT/gpu_awq.json (OUT/gpu_awq_smollm.json) and prints a table.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ SETTINGS = {
     "b16": {"max_calib_samples": 16},
     "b16g10": {"max_calib_samples": 16, "n_grid": 10},
     "b16noclip": {"max_calib_samples": 16, "apply_clip": False},
+    "noclip": {"apply_clip": False},  # AutoAWQ's clip search: ~10 elementwise passes over each non-q/k weight
+    "b16g10noclip": {"max_calib_samples": 16, "n_grid": 10, "apply_clip": False},
 }
 
 
@@ -54,23 +59,27 @@ def calib_folder(root: Path) -> tuple[Path, list[str]]:
     return d, held
 
 
-def logits(model_dir: str, texts: list[str]):
+def logits(model_dir: str, texts: list[str]) -> tuple[list, float]:
+    """The fp16 model's logits on each text, and the texts' mean token NLL."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     m = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float16).cuda().eval()
-    outs = []
+    outs, nll, n = [], 0.0, 0
     with torch.no_grad():
         for t in texts:
             ids = torch.tensor([tok.encode(t)[:256]], device="cuda")
-            outs.append(m(ids).logits.float().cpu())
+            lg = m(ids).logits.float()
+            nll += float(torch.nn.functional.cross_entropy(lg[0, :-1], ids[0, 1:], reduction="sum"))
+            n += ids.shape[1] - 1
+            outs.append(lg.cpu())
     del m
     torch.cuda.empty_cache()
-    return outs
+    return outs, nll / max(n, 1)
 
 
-def run_setting(model_dir: str, calib: Path, knobs: dict, work: Path) -> dict:
+def run_setting(model_dir: str, calib: Path, knobs: dict, work: Path, group: int = 128) -> dict:
     import olive.workflows.run.run  # noqa: F401
 
     from engine.olive import compat as olive_compat
@@ -86,7 +95,7 @@ def run_setting(model_dir: str, calib: Path, knobs: dict, work: Path) -> dict:
         "data_configs": [{"name": "calib", "type": "HuggingfaceContainer",
                           "load_dataset_config": {"data_name": str(calib), "split": "train"},
                           "pre_process_data_config": {"input_cols": "text"}}],
-        "passes": {"awq": {"type": "AutoAWQQuantizer", "bits": 4, "data_config": "calib", **knobs},
+        "passes": {"awq": {"type": "AutoAWQQuantizer", "bits": 4, "q_group_size": group, "data_config": "calib", **knobs},
                    "deq": {"type": "AwqDequantize", "torch_dtype": "float16"}},
         "host": "s", "target": "s", "cache_dir": str(work / "cache"), "output_dir": str(out),
         "evaluate_input_model": False, "log_severity_level": 1,
@@ -110,28 +119,38 @@ def main() -> int:
     ap.add_argument("--layers", default="2,4", help="depths to time (two give the per-layer slope)")
     ap.add_argument("--settings", default="default,b32,b16g10,b16noclip")
     ap.add_argument("--work", default="")
+    ap.add_argument("--model", choices=["phi3", "smollm"], default="phi3",
+                    help="phi3: random weights at Phi-3-mini geometry (time); smollm: SmolLM2's real weights (quality)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(a.work or Path(os.environ.get("GROVE_HOME", str(Path.home() / "grove"))) / "bench-awq")
     work.mkdir(parents=True, exist_ok=True)
     calib, held = calib_folder(work)
-    res: dict = {"settings": {}, "layers": [int(x) for x in a.layers.split(",")]}
+    smollm = a.model == "smollm"
+    res: dict = {"model": a.model, "settings": {}, "layers": [30] if smollm else [int(x) for x in a.layers.split(",")]}
 
     def save() -> None:
-        (out / "gpu_awq.json").write_text(json.dumps(res, indent=1, default=str))
+        (out / ("gpu_awq_smollm.json" if smollm else "gpu_awq.json")).write_text(json.dumps(res, indent=1, default=str))
 
     for layers in res["layers"]:
-        model_dir = make_model(work, layers)
-        ref = logits(model_dir, held) if layers == max(res["layers"]) else None
+        if smollm:
+            from engine.models import smollm as sm
+
+            model_dir = str(sm.ensure_model())
+        else:
+            model_dir = make_model(work, layers)
+        ref = None
+        if layers == max(res["layers"]):
+            ref, res["fp16_nll"] = logits(model_dir, held)
         for name in a.settings.split(","):
             key = f"{name}@{layers}"
             try:
-                r = run_setting(model_dir, calib, SETTINGS[name], work / "run")
+                r = run_setting(model_dir, calib, SETTINGS[name], work / "run", group=64 if smollm else 128)
                 if ref is not None:
                     import torch
 
-                    q = logits(r["dir"], held)
+                    q, r["nll"] = logits(r["dir"], held)
                     num = sum(float(torch.linalg.norm(x - y)) ** 2 for x, y in zip(q, ref, strict=True))
                     den = sum(float(torch.linalg.norm(y)) ** 2 for y in ref)
                     r["rel_logit_error"] = (num / den) ** 0.5
@@ -147,8 +166,9 @@ def main() -> int:
             slope = (t[hi] - t[lo]) / (hi - lo)
             res.setdefault("extrapolated_32_layers_s", {})[name] = t[lo] + slope * (32 - lo)
     save()
-    print(json.dumps({"extrapolated_32_layers_s": res.get("extrapolated_32_layers_s"),
-                      "rel_logit_error": {k: v.get("rel_logit_error") for k, v in res["settings"].items()}}, indent=1))
+    print(json.dumps({"extrapolated_32_layers_s": res.get("extrapolated_32_layers_s"), "fp16_nll": res.get("fp16_nll"),
+                      "settings": {k: {x: v.get(x) for x in ("stage_s", "rel_logit_error", "nll")}
+                                   for k, v in res["settings"].items()}}, indent=1))
     return 0
 
 
