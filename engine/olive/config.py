@@ -16,7 +16,9 @@ Choices made here on the user's behalf, each for a reason recorded in ../shared/
   Olive otherwise searches every parameter that has default search values (NOTES F);
 - an int4 ModelBuilder for the CUDA provider gets ``cuda_int4_builder_options()`` (CUDA graphs; int4 blocks of
   64; with an adapter, the fused qkv projection kept): what measured faster or smaller on H100/H200s for a
-  measured quality cost (docs/benchmarks.md, "GPU decode"). Anything the user sets wins.
+  measured quality cost (docs/benchmarks.md, "GPU decode"). Anything the user sets wins;
+- an int4 ModelBuilder whose input holds AwqDequantize's weights re-quantizes on AWQ's own grid (asymmetric blocks
+  of AWQ's group size, ``awq_int4_grid``) instead of rounding them a second time onto its own.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ FUSE_LORA_QKV = "grove_fuse_lora_qkv"
 
 
 CUDA_INT4_BLOCK = 64
+UNSET = object()
 
 
 def cuda_int4_builder_options(has_adapter: bool) -> dict[str, Any]:
@@ -78,8 +81,8 @@ def search_parameter(values: list[Any]) -> dict[str, Any]:
     return {"olive_parameter_type": "SearchParameter", "type": "Categorical", "support": list(values)}
 
 
-def model_layers(spec: RunSpec) -> int:
-    """Number of decoder layers, read from the model's config.json without importing transformers."""
+def model_config(spec: RunSpec) -> dict[str, Any]:
+    """The input model's config.json (a local folder, or the hub cache; never a download), or {} when not found."""
     cfg: Path | None = None
     if spec.model.is_local:
         cfg = spec.model.path / "config.json"
@@ -92,11 +95,55 @@ def model_layers(spec: RunSpec) -> int:
         except Exception:
             cfg = None
     if cfg and cfg.is_file():
-        data = json.loads(cfg.read_text())
-        n = data.get("num_hidden_layers") or data.get("text_config", {}).get("num_hidden_layers")
-        if isinstance(n, int) and n > 0:
-            return n
-    return DEFAULT_LAYERS
+        try:
+            data = json.loads(cfg.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+    return {}
+
+
+def model_layers(spec: RunSpec) -> int:
+    """Number of decoder layers, read from the model's config.json without importing transformers."""
+    data = model_config(spec)
+    n = data.get("num_hidden_layers") or (data.get("text_config") or {}).get("num_hidden_layers")
+    return n if isinstance(n, int) and n > 0 else DEFAULT_LAYERS
+
+
+# Passes that train an adapter and leave the base model's weights as they are (LoftQ rewrites them).
+BASE_KEEPING = frozenset(ADAPTER_PASSES - {"LoftQ"})
+INT4_BLOCKS = (16, 32, 64, 128, 256)  # the block sizes ModelBuilder accepts
+
+
+def awq_int4_grid(before: list[PassSpec], spec: RunSpec) -> dict[str, Any] | None:
+    """ModelBuilder options that re-quantize AWQ's grid exactly, when its input holds AwqDequantize's weights.
+
+    AwqDequantize writes fp16 weights that lie on AWQ's int4 grid: ``(q - zero) * scale`` per group of
+    ``q_group_size`` input channels, asymmetric (AutoAWQ's default ``zero_point``). ModelBuilder's own int4 (RTN,
+    symmetric, blocks of 32, or Grove's 64 on CUDA) puts a second, different grid over them and adds a second
+    rounding error as large as AWQ's own (relative weight error 0.06 on top of AWQ's 0.09). Asymmetric blocks of the
+    group size find each group's scale and zero point again, so the int4 ONNX model holds AWQ's weights (to fp16
+    rounding). The grid comes from the AutoAWQQuantizer pass of the workflow, or from the input model's
+    ``quantization_config`` when the workflow starts from an AWQ checkpoint. None when there is no such grid to keep:
+    no AwqDequantize; a pass between it and ModelBuilder that changes the base weights (a merge, another
+    quantizer); a symmetric AWQ (AutoAWQ's ``max / 7`` grid and onnxruntime's ``max / -8`` one never coincide); a
+    group size ModelBuilder cannot take; or a group size the workflow searches."""
+    idx = max((i for i, b in enumerate(before) if b.type == "AwqDequantize"), default=None)
+    if idx is None or any(b.type not in BASE_KEEPING for b in before[idx + 1:]):
+        return None
+    awq = next((b for b in reversed(before[:idx]) if b.type == "AutoAWQQuantizer"), None)
+    if awq is not None:
+        if {"q_group_size", "zero_point", "bits"} & set(awq.search):
+            return None
+        group, zero_point, bits = awq.params.get("q_group_size", 128), awq.params.get("zero_point", True), awq.params.get("bits", 4)
+    else:
+        q = model_config(spec).get("quantization_config") or {}
+        if str(q.get("quant_method", "")).lower() != "awq":
+            return None
+        group, zero_point, bits = q.get("group_size", 128), q.get("zero_point", True), q.get("bits", 4)
+    if str(bits) not in ("4", "int4") or zero_point is not True or group not in INT4_BLOCKS:
+        return None
+    return {"int4_block_size": group, "int4_is_symmetric": False}
 
 
 def lora_nodes_to_exclude(layers: int) -> list[str]:
@@ -162,17 +209,27 @@ def _pass_config(p: PassSpec, before: list[PassSpec], spec: RunSpec, layers: int
         cfg.setdefault("precision", spec.target.precision if spec.target.precision in ("fp32", "fp16", "int4", "int8") else "fp32")
         has_adapter = any(b.type in ADAPTER_PASSES for b in before)
         quantizes = cfg["precision"] == "int4" or "int4" in json.dumps(p.search.get("precision", []))
-        if has_adapter and quantizes and "int4_nodes_to_exclude" not in cfg:
-            cfg["int4_nodes_to_exclude"] = lora_nodes_to_exclude(layers)
+        if has_adapter and quantizes:
+            user_nodes = cfg.get("int4_nodes_to_exclude")
+            if user_nodes in (None, "DEFAULT_VALUE") or isinstance(user_nodes, list):
+                # the user's own exclusions (e.g. the lm_head) join the LoRA MatMuls, which must stay out of int4
+                mine = [n for n in lora_nodes_to_exclude(layers) if n not in (user_nodes or [])]
+                cfg["int4_nodes_to_exclude"] = [*(user_nodes if isinstance(user_nodes, list) else []), *mine]
+        user_extra = cfg.get("extra_options") or {}
+        user_block = bool({"block_size", "int4_block_size"} & set(user_extra))
+        user_set = set(p.params) | set(p.search)
+        grid_keys = {"int4_block_size", "int4_is_symmetric", "int4_algo_config"}
+        grid = awq_int4_grid(before, spec) if quantizes else None
+        if grid and not ((grid_keys | {"block_size"}) & set(user_extra)) and not (grid_keys & user_set):
+            cfg.update(grid)  # AWQ's grid kept (above); anything the user set about the int4 grid leaves it alone
         if quantizes and spec.target.execution_provider == "CUDAExecutionProvider":
-            user_extra = cfg.get("extra_options") or {}
             for k, v in cuda_int4_builder_options(has_adapter).items():
                 if k == "extra_options":
                     cfg["extra_options"] = {**v, **user_extra}
-                elif k == "int4_block_size" and ({"block_size", "int4_block_size"} & set(user_extra)):
+                elif k == "int4_block_size" and user_block:
                     continue  # the user's block size, given as a builder extra option, wins
-                else:
-                    cfg.setdefault(k, v)
+                elif k not in user_set and cfg.get(k, UNSET) in (UNSET, "DEFAULT_VALUE"):
+                    cfg[k] = v
     return cfg
 
 

@@ -290,13 +290,10 @@ def _split_params(
         if k == "eval_dataset_size":
             eval_size = v
             continue
-        if (
-            k == "int4_nodes_to_exclude"
-            and isinstance(v, list)
-            and v
-            and all(isinstance(x, str) and LORA_NODE.match(x) for x in v)
-        ):
-            continue  # Grove adds these itself after an adapter pass
+        if k == "int4_nodes_to_exclude" and isinstance(v, list) and v:
+            v = [x for x in v if not (isinstance(x, str) and LORA_NODE.match(x))]  # Grove adds these after an adapter
+            if not v:
+                continue
         if v == "DEFAULT_VALUE":
             continue
         if k in RENAMED and (known is None or k not in known):

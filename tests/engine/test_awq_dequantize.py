@@ -1,14 +1,13 @@
 """The lab's order (AWQ 4-bit, then LoRA on the quantized model, then ONNX) on the CPU, from an AWQ checkpoint.
 
 AutoAWQ's calibration needs CUDA, so the AWQ checkpoint here is packed by AutoAWQ's own code (its round-to-nearest
-quantizer and ``WQLinear_GEMM.from_linear``, the same packing its CUDA path writes) from the demo model; the GPU run
+quantizer and ``WQLinear_GEMM.from_linear``, the same packing its CUDA path writes; bench/_awq.py) from the demo model; the GPU run
 of the whole chain is in tests/gpu and docs/gpu.md."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import types
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,41 +20,15 @@ from engine.spec.schema import parse_spec
 
 from .helpers import generate, run_to_end
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from _awq import (  # noqa: E402  (bench/_awq.py: the checkpoint AutoAWQ writes, made on the CPU)
+    int4_weights,
+    make_awq_checkpoint,
+    onnx_name,
+)
+
 GROUP = 128
 LINEARS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
-
-
-def make_awq_checkpoint(src: Path, dst: Path) -> dict[str, object]:
-    """``src`` (a 16-bit HF folder) written as an AutoAWQ GEMM 4-bit checkpoint; returns the fake-quant weights."""
-    import torch
-    from awq.modules.linear.gemm import WQLinear_GEMM
-    from awq.quantize.quantizer import AwqQuantizer
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float16)
-    q = types.SimpleNamespace(group_size=GROUP, zero_point=True, w_bit=4)
-    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
-    fake = {}
-    for name, mod in model.named_modules():
-        if isinstance(mod, torch.nn.Linear) and name.rsplit(".", 1)[-1] in LINEARS:
-            w, scales, zeros = AwqQuantizer.pseudo_quantize_tensor(q, mod.weight.data.float())
-            mod.weight.data = w.half()
-            fake[name] = w.half()
-            ql = WQLinear_GEMM.from_linear(mod, 4, GROUP, False, scales.t().contiguous(), zeros.t().contiguous())
-            del sd[name + ".weight"]
-            sd[name + ".qweight"], sd[name + ".qzeros"], sd[name + ".scales"] = ql.qweight, ql.qzeros, ql.scales
-    dst.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    cfg = json.loads((src / "config.json").read_text())
-    cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": GROUP, "zero_point": True,
-                                  "version": "gemm", "modules_to_not_convert": None}
-    cfg["torch_dtype"] = "float16"
-    (dst / "config.json").write_text(json.dumps(cfg))
-    for f in src.iterdir():
-        if f.is_file() and f.suffix != ".safetensors" and f.name != "config.json":
-            shutil.copy2(f, dst / f.name)
-    return fake
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +36,7 @@ def awq_model(demo):
     from engine import paths
 
     dst = paths.home() / "awq-test" / "demo-awq"  # inside GROVE_HOME: submit accepts models under the allowed roots
-    fake = make_awq_checkpoint(Path(demo["model"]), dst)
+    fake = make_awq_checkpoint(Path(demo["model"]), dst, GROUP, LINEARS)
     return dst, fake
 
 
@@ -100,7 +73,7 @@ def test_grove_pass_is_in_the_catalog():
 
 @pytest.mark.slow
 def test_lab_order_awq_then_lora_then_onnx_runs_through_grove(awq_model, demo):
-    src, _ = awq_model
+    src, fake = awq_model
     spec = parse_spec({
         "name": "lab order from an AWQ checkpoint",
         "model": {"name": str(src)},
@@ -121,3 +94,12 @@ def test_lab_order_awq_then_lora_then_onnx_runs_through_grove(awq_model, demo):
     assert sorted(" > ".join(c["pass_chain"]) for c in cands)[-1] == "awqdequantize > lora > modelbuilder > extractadapters"
     final = next(c for c in cands if c["is_output"])
     assert generate(final["path"], "travel").strip()
+    # the int4 ONNX model holds the AWQ model's weights: ModelBuilder re-quantized on AWQ's own grid (asymmetric
+    # blocks of its group size, engine.olive.config.awq_int4_grid) instead of rounding them onto a second grid
+    onnx_weights = int4_weights(Path(final["path"]))
+    for name in ("model.layers.0.self_attn.o_proj", "model.layers.3.mlp.down_proj"):
+        w = fake[name].float()
+        got = next(v for k, v in onnx_weights.items() if onnx_name(name) in k)
+        assert got.shape == w.shape, name
+        rel = float((got - w).norm() / w.norm())
+        assert rel < 2e-3, f"{name}: the int4 model's weights are {rel:.4f} away from AWQ's (a second rounding)"

@@ -298,3 +298,18 @@ def test_a_baseline_run_measures_the_input_model_with_olive(demo):
     assert c["metrics"]["perplexity"] > 1 and c["metrics"]["ttft_ms"] > 0 and c["fingerprint_id"]
     cmp = Comparison.read(Registry(), [done["id"]], {done["id"]: done["name"]})
     assert len(cmp.ids) == 1 and {"perplexity", "ttft_ms"} <= set(cmp.metric_names)
+
+
+def test_grove_added_lora_exclusions_are_dropped_and_the_users_own_kept(passes):
+    lora_nodes = [f"/model/layers.{i}/attn/qkv_proj/lora_{ab}/MatMul" for i in range(2) for ab in "AB"]
+    text = (
+        "input_model: {type: HfModel, model_path: m}\n"
+        "passes:\n"
+        "  lora: {type: LoRA, r: 8}\n"
+        f"  mb: {{type: ModelBuilder, precision: int4, int4_nodes_to_exclude: {['/lm_head/MatMul', *lora_nodes]}}}\n"
+    )
+    d, _ = importer.import_text(text, passes)
+    assert d["passes"][1]["params"]["int4_nodes_to_exclude"] == ["/lm_head/MatMul"]
+    only_grove = text.replace("'/lm_head/MatMul', ", "")
+    d, _ = importer.import_text(only_grove, passes)
+    assert "int4_nodes_to_exclude" not in d["passes"][1]["params"]

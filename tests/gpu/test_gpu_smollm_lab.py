@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 from engine import paths
@@ -17,6 +18,9 @@ from engine.spec import recipes
 from engine.spec.schema import parse_spec
 
 from .conftest import run_log, run_on_gpus
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from _awq import int4_weights, onnx_name  # noqa: E402  (bench/_awq.py: MatMulNBits weights, dequantized)
 
 
 def test_lab_order_on_smollm2_measured_on_cuda(smollm_model):
@@ -41,3 +45,18 @@ def test_lab_order_on_smollm2_measured_on_cuda(smollm_model):
     assert final["metrics"]["loss"] < off["metrics"]["loss"] - 0.1, (final["metrics"], off["metrics"])
     (ev,) = reg.candidate_evaluations([final["id"]]).values()
     assert "CUDA" in json.dumps(ev["fingerprint"]), ev["fingerprint"]
+    # ModelBuilder re-quantized AWQ's weights on AWQ's own grid (engine.olive.config.awq_int4_grid): the int4
+    # model holds the AWQ model's weights, not a second rounding of them (which would be ~6 % off)
+    import torch
+    from safetensors.torch import load_file
+
+    (deq,) = [c for c in cands if c["pass_chain"] == ["autoawqquantizer", "awqdequantize"]]
+    sd = {}
+    for f in Path(deq["path"]).glob("*.safetensors"):
+        sd.update(load_file(str(f)))
+    got = int4_weights(Path(final["path"]))
+    for name in ("model.layers.0.self_attn.o_proj", "model.layers.7.mlp.down_proj"):
+        w = sd[name + ".weight"].float()
+        (q,) = [v for k, v in got.items() if onnx_name(name) in k]
+        rel = float(torch.linalg.norm(q - w) / torch.linalg.norm(w))
+        assert rel < 5e-3, f"{name}: the int4 weights are {rel:.4f} away from AWQ's"
