@@ -17,7 +17,7 @@ def literal(text: Any) -> str:
 
 
 # Parameters a user tells candidates apart by, shown first in a point's hover text.
-KEY_PARAMS = ("precision", "int4_block_size", "bits", "w_bit", "group_size", "q_group_size", "r", "alpha",
+KEY_PARAMS = ("precision", "int4_block_size", "int4_is_symmetric", "bits", "w_bit", "group_size", "q_group_size", "r", "alpha",
               "lora_dropout", "training_args.max_steps", "training_args.learning_rate", "torch_dtype")
 
 
