@@ -20,7 +20,11 @@ The AWQ checkpoint is made on the CPU by AutoAWQ's own quantizer and packing (be
 So the figures say what the re-quantization costs, not what AWQ gains. Also reports each int4 model's weight error
 against the AWQ weights (relative Frobenius norm over every quantized projection).
 
-Usage: python bench/bench_awq_grid.py [--group 64] [--eval 40] [--out bench/results/awq_grid.json]
+With ``--lora`` it also runs the lab's whole order on the CPU (AWQ checkpoint -> AwqDequantize -> the demo's LoRA ->
+ModelBuilder int4 -> ExtractAdapters), with Grove's config and with ModelBuilder's own int4 settings, and measures the
+int4 candidate with its adapter: what the grid means for the candidate a user of the lab's recipe gets.
+
+Usage: python bench/bench_awq_grid.py [--group 64] [--eval 40] [--lora] [--out bench/results/awq_grid.json]
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--group", type=int, default=64, help="AWQ group size (SmolLM2: 64; 576 is no multiple of 128)")
     ap.add_argument("--eval", type=int, default=40, help="held-out rows per candidate")
+    ap.add_argument("--lora", action="store_true", help="also the lab's order with the demo's LoRA (adapter on)")
     ap.add_argument("--out", default=str(REPO / "bench/results/awq_grid.json"))
     a = ap.parse_args()
 
@@ -106,6 +111,14 @@ def main() -> int:
                                   [{"type": "ModelBuilder", "params": {**own["params"],
                                                                        "int4_nodes_to_exclude": ["/lm_head/MatMul"]}}])),
     }
+    if a.lora:
+        from engine.spec import recipes
+
+        lora = next(p for p in recipes.real_demo_recipes(base, "d")[0]["passes"] if p["type"] == "LoRA")
+        extract = {"type": "ExtractAdapters"}
+        runs["lab"] = run_spec(spec("AWQ -> LoRA -> int4 + adapter, Grove's config", str(awq_dir), [deq, lora, int4, extract]))
+        runs["lab_defaults"] = run_spec(spec("AWQ -> LoRA -> int4 + adapter, ModelBuilder's defaults", str(awq_dir),
+                                             [deq, lora, own, extract]))
     grove, head, defaults, rtn, rtn_head = (runs[k]["candidates"] for k in ("grove", "head", "defaults", "rtn", "rtn_head"))
     data_dir = Path(runs["grove"]["data_dir"])
     todo = [
@@ -117,12 +130,22 @@ def main() -> int:
         ("int4 RTN of the base (no AWQ; symmetric, block 32)", rtn["modelbuilder"]["path"], None),
         ("int4 RTN of the base, lm_head kept out of int4", rtn_head["modelbuilder"]["path"], None),
     ]
+    adapters: dict[str, str | None] = {}
+    if a.lora:
+        chain = "awqdequantize > lora > modelbuilder > extractadapters"
+        ft = runs["lab"]["candidates"]["awqdequantize > lora"]
+        todo.append(("AWQ -> LoRA (PyTorch + PEFT)", ft["path"], None))
+        adapters["AWQ -> LoRA (PyTorch + PEFT)"] = ft.get("adapter_path")
+        for key, label in (("lab", "Grove (AWQ's grid kept)"), ("lab_defaults", "ModelBuilder's defaults")):
+            name = f"AWQ -> LoRA -> int4 + adapter, {label}"
+            todo.append((name, runs[key]["candidates"][chain]["path"], fake))
+            adapters[name] = "adapter_weights"
     rows = []
     for name, path, ref in todo:
         cfg = EvalConfig(eval_path=str(data_dir / "eval.jsonl"), chat_template=True, data_key=data_dir.name,
                          max_samples=a.eval, generation_length=32, repeats=1)
         t = time.perf_counter()
-        r = evaluate_in_subprocess(path, cfg)
+        r = evaluate_in_subprocess(path, cfg, adapter=adapters.get(name))
         size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file() and ".onnx" in f.name) / 1e6
         row = {"candidate": name, "path": path, "eval_s": round(time.perf_counter() - t, 1), "onnx_mb": size or None,
                "loss": r.metrics.get("loss"), "rouge_l": r.metrics.get("rouge_l"), "failed": r.failed}
