@@ -60,6 +60,10 @@ def _field(name: str, meta: dict[str, Any], current: Any, key: str) -> Any:
     value = default if current is UNSET else current
     label, help_ = name, (meta.get("description") or "")[:400] or None
     choices = meta.get("choices")
+    if t == "bool" and default is None:
+        # three states: Olive's (or Grove's) default, on, off. A checkbox would store "off" for every such option
+        # the moment the form is shown (ModelBuilder's enable_cuda_graph, int4_is_symmetric, exclude_lm_head...)
+        choices = [True, False]
     if choices:
         options = ([None] if default is None else []) + list(choices)
         if value not in options:

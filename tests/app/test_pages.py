@@ -287,6 +287,14 @@ def test_workflow_parameter_form_and_searchable_values(ui_home):
     by_label(at.button, "Apply recipe").click().run()
     mb = at.session_state["draft"]["passes"][1]
     by_label([t for t in at.toggle if t.key.startswith(f"pass-{mb['uid']}")], "Edit").set_value(True).run()
+    # showing the form changes nothing: an option Olive leaves unset stays unset (Grove's CUDA graphs and AWQ-grid
+    # defaults apply only to options the user did not set), and it can be set either way
+    untouched = {"enable_cuda_graph", "int4_is_symmetric", "exclude_lm_head", "exclude_embeds", "use_qdq"}
+    assert not untouched & set(at.session_state["draft"]["passes"][1]["params"])
+    sym = by_label(at.selectbox, "int4_is_symmetric")
+    assert sym.value is None and set(sym.options) >= {"True", "False"}
+    sym.set_value(True).run()
+    assert at.session_state["draft"]["passes"][1]["params"]["int4_is_symmetric"] is True
     # generated from Olive's metadata: an enum as a select box with its choices, folded extras
     blk = by_label(at.selectbox, "int4_block_size")
     assert 128 in blk.options or "128" in [str(o) for o in blk.options]
