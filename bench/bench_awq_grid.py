@@ -101,15 +101,17 @@ def main() -> int:
     int4 = {"type": "ModelBuilder", "params": {"precision": "int4", "int4_accuracy_level": 4}}
     own = {"type": "ModelBuilder", "params": {"precision": "int4", "int4_accuracy_level": 4, "int4_block_size": 32,
                                               "int4_is_symmetric": True}}  # ModelBuilder's own int4 settings
-    head = {"type": "ModelBuilder", "params": {**int4["params"], "int4_nodes_to_exclude": ["/lm_head/MatMul"]}}
+
+    def keep_head(mb: dict[str, Any]) -> dict[str, Any]:  # the same build with the lm_head kept out of int4
+        return {**mb, "params": {**mb["params"], "int4_nodes_to_exclude": ["/lm_head/MatMul"]}}
+
+    head = keep_head(int4)
     runs = {
         "grove": run_spec(spec("AWQ -> int4, Grove's config", str(awq_dir), [deq, int4])),
         "head": run_spec(spec("AWQ -> int4, Grove's config, lm_head not int4", str(awq_dir), [deq, head])),
         "defaults": run_spec(spec("AWQ -> int4, ModelBuilder's defaults", str(awq_dir), [deq, own])),
         "rtn": run_spec(spec("base -> int4 RTN", base, [own])),
-        "rtn_head": run_spec(spec("base -> int4 RTN, lm_head not int4", base,
-                                  [{"type": "ModelBuilder", "params": {**own["params"],
-                                                                       "int4_nodes_to_exclude": ["/lm_head/MatMul"]}}])),
+        "rtn_head": run_spec(spec("base -> int4 RTN, lm_head not int4", base, [keep_head(own)])),
     }
     if a.lora:
         from engine.spec import recipes

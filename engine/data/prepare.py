@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -398,8 +399,6 @@ def write_calib(folder: Path, train: list[dict[str, Any]], ds: DatasetSpec) -> N
     try:
         tmp.rename(folder / "calib")
     except OSError:  # another process wrote it first: theirs is identical
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -454,8 +453,6 @@ def prepare(ds: DatasetSpec) -> Prepared:
     try:
         tmp.rename(out)
     except OSError:  # another process prepared the same data first: theirs is identical
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     prep.stats = stats
     return prep

@@ -333,9 +333,13 @@ def _p11_apply() -> None:
 
     def _make_dynamic_optional(self: Any, model: Any, weights: Any, name: str, config: Any) -> None:
         original(self, model, weights, name, config)
-        inputs, seen = model.graph.inputs, set()
-        for i in reversed([k for k, v in enumerate(inputs) if id(v) in seen or seen.add(id(v))]):
-            inputs.pop(i)  # the second listing of a value already among the inputs
+        inputs, seen, again = model.graph.inputs, set(), []
+        for k, v in enumerate(inputs):
+            if id(v) in seen:
+                again.append(k)  # the second listing of a value already among the inputs
+            seen.add(id(v))
+        for k in reversed(again):
+            inputs.pop(k)
 
     ExtractAdapters._make_dynamic_optional = _make_dynamic_optional  # type: ignore[method-assign]
 

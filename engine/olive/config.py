@@ -49,7 +49,6 @@ FUSE_LORA_QKV = "grove_fuse_lora_qkv"
 
 
 CUDA_INT4_BLOCK = 64
-UNSET = object()
 
 
 def cuda_int4_builder_options(has_adapter: bool) -> dict[str, Any]:
@@ -213,8 +212,8 @@ def _pass_config(p: PassSpec, before: list[PassSpec], spec: RunSpec, layers: int
             user_nodes = cfg.get("int4_nodes_to_exclude")
             if user_nodes in (None, "DEFAULT_VALUE") or isinstance(user_nodes, list):
                 # the user's own exclusions (e.g. the lm_head) join the LoRA MatMuls, which must stay out of int4
-                mine = [n for n in lora_nodes_to_exclude(layers) if n not in (user_nodes or [])]
-                cfg["int4_nodes_to_exclude"] = [*(user_nodes if isinstance(user_nodes, list) else []), *mine]
+                own = user_nodes if isinstance(user_nodes, list) else []
+                cfg["int4_nodes_to_exclude"] = [*own, *(n for n in lora_nodes_to_exclude(layers) if n not in own)]
         user_extra = cfg.get("extra_options") or {}
         user_block = bool({"block_size", "int4_block_size"} & set(user_extra))
         user_set = set(p.params) | set(p.search)
@@ -228,7 +227,7 @@ def _pass_config(p: PassSpec, before: list[PassSpec], spec: RunSpec, layers: int
                     cfg["extra_options"] = {**v, **user_extra}
                 elif k == "int4_block_size" and user_block:
                     continue  # the user's block size, given as a builder extra option, wins
-                elif k not in user_set and cfg.get(k, UNSET) in (UNSET, "DEFAULT_VALUE"):
+                elif cfg.get(k, "DEFAULT_VALUE") == "DEFAULT_VALUE":  # unset, or fixed to Olive's default by a search
                     cfg[k] = v
     return cfg
 
