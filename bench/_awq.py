@@ -15,16 +15,23 @@ from pathlib import Path
 from typing import Any
 
 
-def make_awq_checkpoint(src: Path, dst: Path, group: int = 128, linears: tuple[str, ...] | None = None) -> dict[str, Any]:
+def make_awq_checkpoint(src: Path, dst: Path, group: int = 128, linears: tuple[str, ...] | None = None,
+                        fast_pack: bool = True) -> dict[str, Any]:
     """``src`` (a 16-bit HF folder) written to ``dst`` as an AutoAWQ GEMM 4-bit checkpoint; returns the fake-quant
     fp16 weights by module name. ``linears``: the module names' last parts to quantize (default: every Linear but
-    the output head)."""
+    the output head). ``fast_pack``: pack with Grove's P12 (engine.olive.compat, bit-identical), else with AutoAWQ's
+    own column-by-column ``from_linear``."""
     import torch
     from awq.modules.linear.gemm import WQLinear_GEMM
     from awq.quantize.quantizer import AwqQuantizer
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
+    from engine.olive import compat
+
+    compat._p12_fast_pack()
+    patched = WQLinear_GEMM.from_linear.__func__
+    pack = patched if fast_pack else getattr(patched, "_grove_original", patched)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float16)
     q = types.SimpleNamespace(group_size=group, zero_point=True, w_bit=4)
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -36,7 +43,7 @@ def make_awq_checkpoint(src: Path, dst: Path, group: int = 128, linears: tuple[s
         w, scales, zeros = AwqQuantizer.pseudo_quantize_tensor(q, mod.weight.data.float())
         mod.weight.data = w.half()
         fake[name] = w.half()
-        ql = WQLinear_GEMM.from_linear(mod, 4, group, False, scales.t().contiguous(), zeros.t().contiguous())
+        ql = pack(WQLinear_GEMM, mod, 4, group, False, scales.t().contiguous(), zeros.t().contiguous())
         del sd[name + ".weight"]
         sd[name + ".qweight"], sd[name + ".qzeros"], sd[name + ".scales"] = ql.qweight, ql.qzeros, ql.scales
     if "lm_head.weight" in sd and getattr(model.config, "tie_word_embeddings", False):

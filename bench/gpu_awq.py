@@ -23,6 +23,7 @@ import shutil
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,12 +114,34 @@ def run_setting(model_dir: str, calib: Path, knobs: dict, work: Path, group: int
     return {"wall_s": wall, "stage_s": stages, "dir": str(model_out)}
 
 
+def profiled(fn, path: Path, label: str):
+    """fn() under cProfile; appends its 45 most expensive functions (cumulative time) to ``path``. The GPU work is
+    asynchronous, so its time lands on the next synchronising call (AutoAWQ's ``.item()``/``.cpu()`` after each grid
+    point and clip batch): the split between AutoAWQ's steps is right, the split inside one step is not."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        return fn()
+    finally:
+        prof.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(45)
+        with open(path, "a") as f:
+            f.write(f"==== {label}\n{buf.getvalue()}\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--layers", default="2,4", help="depths to time (two give the per-layer slope)")
     ap.add_argument("--settings", default="default,b32,b16g10,b16noclip")
     ap.add_argument("--work", default="")
+    ap.add_argument("--profile", action="store_true",
+                    help="run each setting under cProfile; write OUT/gpu_awq_profile.txt (where AutoAWQ's time goes)")
     ap.add_argument("--model", choices=["phi3", "smollm"], default="phi3",
                     help="phi3: random weights at Phi-3-mini geometry (time); smollm: SmolLM2's real weights (quality)")
     a = ap.parse_args()
@@ -146,7 +169,11 @@ def main() -> int:
         for name in a.settings.split(","):
             key = f"{name}@{layers}"
             try:
-                r = run_setting(model_dir, calib, SETTINGS[name], work / "run", group=64 if smollm else 128)
+                if a.profile:
+                    job = partial(run_setting, model_dir, calib, SETTINGS[name], work / "run", group=64 if smollm else 128)
+                    r = profiled(job, out / "gpu_awq_profile.txt", key)
+                else:
+                    r = run_setting(model_dir, calib, SETTINGS[name], work / "run", group=64 if smollm else 128)
                 if ref is not None:
                     import torch
 

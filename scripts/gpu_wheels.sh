@@ -71,7 +71,10 @@ failed=("${kept[@]}")
 for req in "${sdists[@]}"; do
   norm=$(echo "${req%%==*}" | tr 'A-Z-.' 'a-z__')
   if ls "$CACHE/built/" 2>/dev/null | tr 'A-Z-.' 'a-z__' | grep -q "^${norm}-${req#*==}-"; then continue; fi
-  "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$CACHE/built" "$req" >/dev/null 2>&1 \
+  # build isolation: pip takes setuptools and wheel from the registry (a bare python3 has no `wheel`; building
+  # without isolation failed on a fresh machine), then the machine's own build tools as a fallback
+  "$PY" -m pip wheel -q --no-deps -w "$CACHE/built" "$req" >/dev/null 2>&1 \
+    || "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$CACHE/built" "$req" >/dev/null 2>&1 \
     || failed+=("$req: no wheel for Python 3.12 and its sdist did not build")
 done
 # 4. bitsandbytes: the wheel is tagged manylinux_2_24 and holds a library per CUDA version (43 MB): keep CPU + CUDA 13

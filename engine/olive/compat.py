@@ -521,6 +521,8 @@ def _patch_autoawq() -> None:
 
     # the scale search's grid is a literal in _compute_best_scale: recompile that method with the knob in its place
     src = textwrap.dedent(inspect.getsource(q.AwqQuantizer._compute_best_scale))
+    # P12: the grid's weights restored from a copy kept on the device, not from host memory at every grid point
+    src = src.replace("org_sd = {k: v.cpu() for k, v in", "org_sd = {k: v.detach().clone() for k, v in", 1)
     if "n_grid = 20" in src:
         src = src.replace("n_grid = 20", "n_grid = _grove_n_grid()", 1)
         ns = dict(vars(q))
@@ -536,6 +538,70 @@ def _patch_autoawq() -> None:
         return original_clip(self, w, input_feat, *args, **kw)
 
     q.AwqQuantizer._compute_best_clip = _compute_best_clip
+    _p12_fast_pack()
+
+
+# -- P12: AutoAWQ packs its 4-bit weights one column at a time ----------------------------------------------------
+# WQLinear_GEMM.from_linear (AutoAWQ 0.2.9) rounds the weights one input column at a time and packs them one output
+# column at a time: ~17,000 + ~32,000 tiny tensor operations for one Phi-3-mini layer, each a kernel launch on a GPU.
+# P12 does the same arithmetic on whole tensors (bit-identical: the same element-wise fp16 operations, the same int32
+# shifts and ors; tests/engine/test_awq_calibration.py compares every packed tensor with AutoAWQ's own). With it, the
+# scale search keeps the weights it restores at each grid point on the device (above) instead of in host memory.
+AWQ_PACK_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # AutoAWQ's GEMM layout: the nibble order inside one int32
+
+
+def awq_pack_int4(values: Any) -> Any:
+    """[rows, cols] int32 of 4-bit values -> [rows, cols / 8] int32 in AutoAWQ's GEMM order."""
+    import torch
+
+    v = values.view(values.shape[0], values.shape[1] // 8, 8)
+    packed = torch.zeros((values.shape[0], values.shape[1] // 8), dtype=torch.int32, device=values.device)
+    for i, j in enumerate(AWQ_PACK_ORDER):
+        packed |= v[:, :, j] << (i * 4)
+    return packed
+
+
+def _p12_needed(gemm: Any) -> bool:
+    import inspect
+
+    try:
+        src = inspect.getsource(gemm.from_linear)
+    except (OSError, TypeError):
+        return False
+    return "for idx in range(awq_linear.in_features)" in src and "order_map = [0, 2, 4, 6, 1, 3, 5, 7]" in src
+
+
+def _p12_fast_pack() -> None:
+    from awq.modules.linear import gemm as g
+
+    cls = g.WQLinear_GEMM
+    if getattr(cls.from_linear, "_grove_p12", False) or not _p12_needed(cls):
+        return
+    original = cls.from_linear.__func__
+
+    def from_linear(klass: Any, linear: Any, w_bit: int, group_size: int, init_only: bool = False,
+                    scales: Any = None, zeros: Any = None) -> Any:
+        import torch
+
+        if init_only or w_bit != 4 or scales is None or zeros is None:
+            return original(klass, linear, w_bit, group_size, init_only, scales, zeros)
+        awq_linear = klass(w_bit, group_size, linear.in_features, linear.out_features, linear.bias is not None,
+                           linear.weight.device)
+        scale_zeros = zeros * scales
+        awq_linear.scales = scales.clone().half()
+        if linear.bias is not None:
+            awq_linear.bias = linear.bias.clone().half()
+        # AutoAWQ: round((w[:, i] + scale_zeros[i // g]) / scales[i // g]) for each input column i
+        sz = scale_zeros.repeat_interleave(group_size, dim=0)
+        sc = awq_linear.scales.repeat_interleave(group_size, dim=0)
+        intweight = torch.round((linear.weight.data.t() + sz) / sc).to(torch.int).contiguous().to(torch.int32)
+        awq_linear.qweight = awq_pack_int4(intweight)
+        awq_linear.qzeros = awq_pack_int4(zeros.to(dtype=torch.int32, device=g.get_best_device()))
+        return awq_linear
+
+    from_linear._grove_p12 = True  # type: ignore[attr-defined]
+    from_linear._grove_original = original  # type: ignore[attr-defined]
+    cls.from_linear = classmethod(from_linear)
 
 
 def _p9_apply() -> None:

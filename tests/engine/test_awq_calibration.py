@@ -100,3 +100,36 @@ def test_awq_on_a_chat_dataset_gets_calibration_text_olive_accepts(grove_home, t
     shutil.rmtree(prep.dir / "calib")
     assert (prepare.prepare(spec.dataset).dir / "calib" / "train.jsonl").read_text().splitlines() == \
         [json.dumps({"text": t}, ensure_ascii=False) for t in texts]
+
+
+def test_p12_packs_exactly_as_autoawq_does():
+    """P12 replaces AutoAWQ's column-by-column packing (tens of thousands of tensor operations a layer, each a kernel
+    launch on a GPU) with whole-tensor operations: every packed tensor must be AutoAWQ's own, bit for bit."""
+    import torch
+    from awq.modules.linear.gemm import WQLinear_GEMM
+    from awq.quantize.quantizer import AwqQuantizer
+
+    olive_compat._p12_fast_pack()
+    fast = WQLinear_GEMM.from_linear
+    assert getattr(fast, "_grove_p12", False), "P12 did not apply to this AutoAWQ"
+    original = fast.__func__._grove_original
+    torch.manual_seed(0)
+    for out_f, in_f, group, bias in [(192, 576, 64, False), (256, 512, 128, True), (64, 1536, 32, False)]:
+        lin = torch.nn.Linear(in_f, out_f, bias=bias).half()
+        lin.weight.data.normal_(0, 0.05)
+        lin.weight.data[:, :8] *= 40  # a few large input channels, as activation-aware scaling leaves them
+        quant = AwqQuantizer.__new__(AwqQuantizer)
+        quant.group_size, quant.zero_point, quant.w_bit = group, True, 4
+        w, scales, zeros = quant.pseudo_quantize_tensor(lin.weight.data)
+        lin.weight.data = w
+        scales, zeros = scales.t().contiguous(), zeros.t().contiguous()  # as AutoAWQ's _apply_quant hands them
+        want = original(WQLinear_GEMM, lin, 4, group, False, scales, zeros)
+        got = fast(lin, 4, group, scales=scales, zeros=zeros)
+        for name in ("qweight", "qzeros", "scales") + (("bias",) if bias else ()):
+            a, b = getattr(want, name), getattr(got, name)
+            assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), (out_f, in_f, group, name)
+        # and the packed layer computes what the pseudo-quantized one does (AutoAWQ's own dequantization)
+        from awq.utils.packing_utils import dequantize_gemm
+
+        deq = dequantize_gemm(got.qweight, got.qzeros, got.scales, 4, group)
+        assert torch.allclose(deq.t().float(), w.float(), atol=2e-3), (out_f, in_f, group)
