@@ -17,7 +17,7 @@ COMMON = {
     "QLoRA": ["r", "alpha", "quant_type", "double_quant", "compute_dtype", "training_args"],
     "DoRA": ["r", "alpha", "lora_dropout", "torch_dtype", "training_args"],
     "ModelBuilder": ["precision", "int4_block_size", "int4_accuracy_level", "int4_is_symmetric", "int4_algo_config"],
-    "AutoAWQQuantizer": ["bits", "q_group_size", "zero_point", "version"],
+    "AutoAWQQuantizer": ["bits", "q_group_size", "zero_point", "apply_clip", "max_calib_samples", "n_grid"],
     "ExtractAdapters": ["adapter_type", "save_format", "make_inputs"],
     "OnnxDynamicQuantization": ["precision", "per_channel", "op_types_to_quantize"],
 }

@@ -200,7 +200,6 @@ def _discard_partial(entry: Path, sink: EventSink, model_id: str) -> None:
 def _install_checkpoints(sink: EventSink, root: Path, every: int | None) -> None:
     """Checkpoints every N steps for the Trainer of a locked pass, and resume from the last one on a re-run."""
     import transformers
-    from transformers.trainer_utils import get_last_checkpoint
 
     original_init, original_train = transformers.Trainer.__init__, transformers.Trainer.train
 
@@ -223,7 +222,7 @@ def _install_checkpoints(sink: EventSink, root: Path, every: int | None) -> None
     def train(self, resume_from_checkpoint=None, *a, **kw):  # noqa: ANN001, ANN202
         out = getattr(self, "_grove_checkpoints", None)
         if out is not None and not resume_from_checkpoint:
-            last = get_last_checkpoint(str(out)) if out.is_dir() else None
+            last = _last_complete_checkpoint(out, sink)
             if last:
                 step = _checkpoint_step(Path(last))
                 resume_from_checkpoint = last
@@ -233,6 +232,31 @@ def _install_checkpoints(sink: EventSink, root: Path, every: int | None) -> None
 
     transformers.Trainer.__init__ = __init__
     transformers.Trainer.train = train
+
+
+def _last_complete_checkpoint(out: Path, sink: EventSink) -> str | None:
+    """The newest checkpoint the Trainer finished writing, or None. transformers writes a checkpoint's folder in place
+    (weights, optimizer, RNG state, then ``trainer_state.json`` last) and only then deletes the older one, so a kill
+    during a save leaves a newest folder without a readable ``trainer_state.json`` beside a complete older one (its
+    own ``get_last_checkpoint`` would pick the newest, and resuming from it fails: "Can't find a valid checkpoint").
+    Incomplete folders are removed, so the Trainer's rotation never keeps one in place of a complete checkpoint."""
+    if not out.is_dir():
+        return None
+    found = []
+    for d in out.glob("checkpoint-*"):
+        tail = d.name.rsplit("-", 1)[-1]
+        if d.is_dir() and tail.isdigit():
+            found.append((int(tail), d))
+    for _, d in sorted(found, reverse=True):
+        try:
+            state = json.loads((d / "trainer_state.json").read_text())
+            if isinstance(state, dict) and "global_step" in state:
+                return str(d)
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(d, ignore_errors=True)
+        sink.emit("log", level="WARNING", message=f"checkpoint {d.name} was half-written by a run that died: discarded")
+    return None
 
 
 def _checkpoint_step(folder: Path) -> int:

@@ -22,6 +22,13 @@ from engine.spec.templates import PHI3_TEXT_TEMPLATE
 LAB_TEXT_TEMPLATE = PHI3_TEXT_TEMPLATE
 
 
+# Grove's AWQ preset: AutoAWQ's clip search off (P9's ``apply_clip``). Measured on an H100 (docs/benchmarks.md, "AWQ at
+# full depth"): at Phi-3-mini depth AutoAWQQuantizer took 98 s without it (the <= 2 min stage target; 280 s with
+# AutoAWQ's defaults before P12), and on SmolLM2's real weights the held-out loss was lower without it (4.510 against
+# 4.628, fp16 4.354). A user who wants AutoAWQ's clip search sets apply_clip back on in the pass editor.
+AWQ_PRESET: dict[str, Any] = {"bits": 4, "apply_clip": False}
+
+
 def lab_recipe(
     model: str,
     dataset: str,
@@ -43,7 +50,7 @@ def lab_recipe(
     }
     passes: list[dict[str, Any]] = []
     if gpu:
-        passes.append({"type": "AutoAWQQuantizer", "params": {"bits": 4}})
+        passes.append({"type": "AutoAWQQuantizer", "params": dict(AWQ_PRESET)})
         passes.append({"type": "AwqDequantize", "params": {"torch_dtype": "float16"}})
     passes += [
         {
@@ -89,7 +96,7 @@ def finetune_only(device: str) -> dict[str, Any]:
 def cuda_int4(device: str = "gpu") -> dict[str, Any]:
     r = lab_recipe("m", "d", device="gpu")
     r["passes"] = [
-        {"type": "AutoAWQQuantizer", "params": {"bits": 4}},
+        {"type": "AutoAWQQuantizer", "params": dict(AWQ_PRESET)},
         {"type": "ModelBuilder", "params": {"precision": "int4"}},
     ]
     return r
@@ -216,7 +223,7 @@ def real_demo_gpu_recipes(model: str, dataset: str, *, max_steps: int = REAL_DEM
            "resources": {"gpus": 1}}
     lora, int4, extract = rtn["passes"]
     later = {**rtn["evaluation"], "evaluate_input_model": False}
-    awq = [{"type": "AutoAWQQuantizer", "params": {"bits": 4, "q_group_size": 64}},
+    awq = [{"type": "AutoAWQQuantizer", "params": {**AWQ_PRESET, "q_group_size": 64}},
            {"type": "AwqDequantize", "params": {"torch_dtype": "float16"}}]
     qlora = {"type": "QLoRA", "params": {**lora["params"], "compute_dtype": "bfloat16", "torch_dtype": "bfloat16"}}
     return {

@@ -127,8 +127,13 @@ def test_lora_resumes_after_kill_9_and_a_half_written_entry_is_never_reused(home
     (half[0] / "models").mkdir(exist_ok=True)
     (half[0] / "models" / "stale.bin").write_bytes(b"half-written")
     (half[0] / "model.json").write_text(json.dumps({"type": "HfModel", "config": {"model_path": "/nonexistent"}}))
-    ckpts = sorted(p.name for p in (Path(reg.get_run(r["id"])["run_dir"]) / "checkpoints").glob("*/checkpoint-*"))
+    ckpts = sorted((Path(reg.get_run(r["id"])["run_dir"]) / "checkpoints").glob("*/checkpoint-*"))
     assert ckpts, "no checkpoint was saved before the kill"
+    # a kill during a checkpoint save leaves the newest folder without its trainer_state.json (seen in the suite:
+    # the resume then failed with "Can't find a valid checkpoint"): plant one, newer than every real checkpoint
+    torn = ckpts[0].parent / "checkpoint-999"
+    torn.mkdir()
+    (torn / "model.safetensors").write_bytes(b"half-written")
 
     w = _worker()
     (done,) = _to_end(w, [r["id"]])
@@ -141,6 +146,7 @@ def test_lora_resumes_after_kill_9_and_a_half_written_entry_is_never_reused(home
     assert not (half[0] / "models" / "stale.bin").exists()
     msgs = [e["data"].get("message", "") for e in reg.events(r["id"], kinds=["log"])]
     assert any("half-written" in m for m in msgs)
+    assert any("checkpoint checkpoint-999 was half-written" in m for m in msgs) and not torn.exists()
     assert (half[0] / "run.json").exists()
     assert not (Path(done["run_dir"]) / "checkpoints").exists()
     # the curve keeps the points before the crash, one point per step; the mean is over the steps logged
