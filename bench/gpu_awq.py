@@ -169,11 +169,8 @@ def main() -> int:
         for name in a.settings.split(","):
             key = f"{name}@{layers}"
             try:
-                if a.profile:
-                    job = partial(run_setting, model_dir, calib, SETTINGS[name], work / "run", group=64 if smollm else 128)
-                    r = profiled(job, out / "gpu_awq_profile.txt", key)
-                else:
-                    r = run_setting(model_dir, calib, SETTINGS[name], work / "run", group=64 if smollm else 128)
+                job = partial(run_setting, model_dir, calib, SETTINGS[name], work / "run", group=64 if smollm else 128)
+                r = profiled(job, out / "gpu_awq_profile.txt", key) if a.profile else job()
                 if ref is not None:
                     import torch
 

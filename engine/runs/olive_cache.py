@@ -222,9 +222,9 @@ def _install_checkpoints(sink: EventSink, root: Path, every: int | None) -> None
     def train(self, resume_from_checkpoint=None, *a, **kw):  # noqa: ANN001, ANN202
         out = getattr(self, "_grove_checkpoints", None)
         if out is not None and not resume_from_checkpoint:
-            last = _last_complete_checkpoint(out, sink)
-            if last:
-                step = _checkpoint_step(Path(last))
+            found = _last_complete_checkpoint(out, sink)
+            if found:
+                last, step = found
                 resume_from_checkpoint = last
                 sink.emit("resumed", step=step, checkpoint=last)
                 sink.emit("log", level="WARNING", message=f"training resumed from step {step} (checkpoint {Path(last).name})")
@@ -234,9 +234,10 @@ def _install_checkpoints(sink: EventSink, root: Path, every: int | None) -> None
     transformers.Trainer.train = train
 
 
-def _last_complete_checkpoint(out: Path, sink: EventSink) -> str | None:
-    """The newest checkpoint the Trainer finished writing, or None. transformers writes a checkpoint's folder in place
-    (weights, optimizer, RNG state, then ``trainer_state.json`` last) and only then deletes the older one, so a kill
+def _last_complete_checkpoint(out: Path, sink: EventSink) -> tuple[str, int] | None:
+    """The newest checkpoint the Trainer finished writing and its ``global_step``, or None. transformers writes a
+    checkpoint's folder in place (weights, optimizer, RNG state, then ``trainer_state.json`` last) and only then
+    deletes the older one, so a kill
     during a save leaves a newest folder without a readable ``trainer_state.json`` beside a complete older one (its
     own ``get_last_checkpoint`` would pick the newest, and resuming from it fails: "Can't find a valid checkpoint").
     Incomplete folders are removed, so the Trainer's rotation never keeps one in place of a complete checkpoint."""
@@ -249,18 +250,10 @@ def _last_complete_checkpoint(out: Path, sink: EventSink) -> str | None:
             found.append((int(tail), d))
     for _, d in sorted(found, reverse=True):
         try:
-            state = json.loads((d / "trainer_state.json").read_text())
-            if isinstance(state, dict) and "global_step" in state:
-                return str(d)
-        except (OSError, ValueError):
+            return str(d), int(json.loads((d / "trainer_state.json").read_text())["global_step"])
+        except (OSError, ValueError, KeyError, TypeError):
             pass
         shutil.rmtree(d, ignore_errors=True)
         sink.emit("log", level="WARNING", message=f"checkpoint {d.name} was half-written by a run that died: discarded")
     return None
 
-
-def _checkpoint_step(folder: Path) -> int:
-    try:
-        return int(json.loads((folder / "trainer_state.json").read_text())["global_step"])
-    except (OSError, ValueError, KeyError):
-        return int(folder.name.rsplit("-", 1)[-1])
